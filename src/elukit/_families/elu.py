@@ -1,0 +1,191 @@
+r"""The exponential-linear family: ELU, SELU and CELU.
+
+Every kernel here receives `x` already in its working dtype (float64 for 8-32 bit inputs,
+extended precision for float64, see `elukit._numerics`) and evaluates the exponential branch
+on ``min(x, 0)`` so the branch it does not select can never overflow or warn.
+
+What the textbook formula ``alpha*(exp(x)-1)`` gets wrong, and what these kernels do instead:
+
+* ``exp(x) - 1`` cancels: ELU(-1e-8) in float32 is 0 instead of -1e-8. We use ``expm1``.
+* ``(scale*alpha)`` and ``x/alpha`` rounded in the input dtype (as PyTorch does) cost up to 3
+  ulp (SELU, float64) and 335 ulp (CELU(alpha=3) derivative, float64). We form them in the
+  working dtype, which has at least 11 more bits.
+* Computing the derivative from the output (``f(x) + alpha``) returns exactly 0 once
+  ``f(x)`` rounds to ``-alpha`` (x <= -17.3 in float32). We evaluate ``alpha*exp(x)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from elukit._spec import Activation, Param, Reference
+from elukit.constants import SELU_ALPHA, SELU_SCALE
+
+_NAN = math.nan
+_INF = math.inf
+
+
+def _negative_part(x: np.ndarray) -> np.ndarray:
+    """``x`` where ``x <= 0`` (and NaN), else 0: the argument of the exponential branch.
+
+    Keeps the sign of -0.0 (unlike ``np.minimum(x, 0)``) and cannot overflow in ``exp``.
+    """
+    return np.where(x > 0, x.dtype.type(0), x)
+
+
+# --- SELU is ELU scaled; ELU is SELU with scale 1, so one set of kernels serves both. ------------
+
+def scaled_elu_value(x: np.ndarray, alpha: float, scale: float = 1.0) -> np.ndarray:
+    r"""Scaled ELU: :math:`f(x) = \lambda x\ (x > 0),\ \lambda\alpha\,\mathrm{expm1}(x)\ (x \le 0)`.
+
+    ``lambda*alpha`` is formed in the working dtype so it is not rounded to the input dtype
+    first. f(-inf) = -lambda*alpha; f(+inf) = +inf; the sign of zero is kept; NaN -> NaN.
+    """
+    one = x.dtype.type
+    negative_scale = one(scale) * one(alpha)
+    return np.where(x > 0, one(scale) * x, negative_scale * np.expm1(_negative_part(x)))
+
+
+def scaled_elu_derivative(x: np.ndarray, alpha: float, scale: float = 1.0) -> np.ndarray:
+    r""":math:`f'(x) = \lambda\ (x > 0),\ \lambda\alpha e^{x}\ (x \le 0)`; f'(0) = lambda*alpha."""
+    one = x.dtype.type
+    negative_scale = one(scale) * one(alpha)
+    exponential = negative_scale * np.exp(_negative_part(x))
+    return np.where(x > 0, one(scale), exponential)
+
+
+def scaled_elu_second_derivative(x: np.ndarray, alpha: float, scale: float = 1.0) -> np.ndarray:
+    r""":math:`f''(x) = 0\ (x > 0),\ \lambda\alpha e^{x}\ (x \le 0)`; f''(0) = lambda*alpha (left)."""
+    one = x.dtype.type
+    negative_scale = one(scale) * one(alpha)
+    exponential = negative_scale * np.exp(_negative_part(x))
+    return np.where(x > 0, one(0), exponential)
+
+
+def _scaled_elu_reference_value(mp, x, alpha, scale=1.0):
+    return mp.mpf(scale) * x if x > 0 else mp.mpf(scale) * mp.mpf(alpha) * mp.expm1(x)
+
+
+def _scaled_elu_reference_derivative(mp, x, alpha, scale=1.0):
+    return mp.mpf(scale) if x > 0 else mp.mpf(scale) * mp.mpf(alpha) * mp.exp(x)
+
+
+def _scaled_elu_reference_second(mp, x, alpha, scale=1.0):
+    return mp.mpf(0) if x > 0 else mp.mpf(scale) * mp.mpf(alpha) * mp.exp(x)
+
+
+_SCALED_ELU_REFERENCE = Reference(
+    value=_scaled_elu_reference_value,
+    derivative=_scaled_elu_reference_derivative,
+    second_derivative=_scaled_elu_reference_second,
+)
+
+ELU = Activation(
+    name="elu",
+    params=(Param("alpha", default=1.0, doc="value of the negative saturation, -alpha"),),
+    formula=r"f(x) = x \ (x > 0), \quad \alpha\,\mathrm{expm1}(x) \ (x \le 0)",
+    description="Exponential linear unit",
+    value_kernel=scaled_elu_value,
+    derivative_kernel=scaled_elu_derivative,
+    second_derivative_kernel=scaled_elu_second_derivative,
+    special_values=(
+        (-_INF, "-alpha", "0.0", "0.0"),
+        (_INF, "inf", "1.0", "0.0"),
+        (-0.0, "-0.0", "alpha", "alpha"),
+        (0.0, "0.0", "alpha", "alpha"),
+        (_NAN, "nan", "nan", "nan"),
+    ),
+    reference=_SCALED_ELU_REFERENCE,
+    extended_float64=True,
+    bounded_below="-alpha",
+    references=("Clevert, Unterthiner, Hochreiter 2016, arXiv:1511.07289",),
+)
+
+SELU = Activation(
+    name="selu",
+    params=(
+        Param("alpha", default=SELU_ALPHA, doc="ELU alpha; default: the self-normalizing value"),
+        Param("scale", default=SELU_SCALE, doc="lambda; default: the self-normalizing value"),
+    ),
+    formula=r"f(x) = \lambda x \ (x > 0), \quad \lambda\alpha\,\mathrm{expm1}(x) \ (x \le 0)",
+    description="Scaled ELU with the self-normalizing constants",
+    value_kernel=scaled_elu_value,
+    derivative_kernel=scaled_elu_derivative,
+    second_derivative_kernel=scaled_elu_second_derivative,
+    special_values=(
+        (-_INF, "-scale*alpha", "0.0", "0.0"),
+        (_INF, "inf", "scale", "0.0"),
+        (-0.0, "-0.0", "scale*alpha", "scale*alpha"),
+        (0.0, "0.0", "scale*alpha", "scale*alpha"),
+        (_NAN, "nan", "nan", "nan"),
+    ),
+    reference=_SCALED_ELU_REFERENCE,
+    extended_float64=True,
+    bounded_below="-scale*alpha",
+    references=("Klambauer, Unterthiner, Mayr, Hochreiter 2017, arXiv:1706.02515",),
+)
+
+
+# --- CELU: the exponential branch is a function of x/alpha. ---------------------------------------
+
+_TINY_RATIO = 2.0**-60
+"""Below this |x/alpha|, alpha*expm1(x/alpha) = x*(1 + x/(2 alpha)) to far beyond float64, and
+the ratio itself may have underflowed (x float32-subnormal, alpha huge)."""
+
+
+def celu_value(x: np.ndarray, alpha: float) -> np.ndarray:
+    r"""CELU: :math:`f(x) = x\ (x > 0),\ \alpha\,\mathrm{expm1}(x/\alpha)\ (x \le 0)`.
+
+    ``x/alpha`` is formed in the working dtype; ``alpha*expm1(t)`` has condition number <= 1 in
+    t for t <= 0, so that rounding costs < 2^-60 relative. When ``|x/alpha|`` is so small it
+    may have underflowed, the series ``x*(1 + t/2)`` is used instead
+    (written as a product so that CELU(-0.0) = -0.0).
+    """
+    one = x.dtype.type
+    ratio = _negative_part(x) / one(alpha)
+    exponential = one(alpha) * np.expm1(ratio)
+    series = x * (one(1) + ratio * one(0.5))
+    negative = np.where(np.abs(ratio) < _TINY_RATIO, series, exponential)
+    return np.where(x > 0, x, negative)
+
+
+def celu_derivative(x: np.ndarray, alpha: float) -> np.ndarray:
+    r""":math:`f'(x) = 1\ (x > 0),\ e^{x/\alpha}\ (x \le 0)`; f'(0) = 1 (left branch)."""
+    one = x.dtype.type
+    return np.where(x > 0, one(1), np.exp(_negative_part(x) / one(alpha)))
+
+
+def celu_second_derivative(x: np.ndarray, alpha: float) -> np.ndarray:
+    r""":math:`f''(x) = 0\ (x > 0),\ e^{x/\alpha}/\alpha\ (x \le 0)`; f''(0) = 1/alpha (left)."""
+    one = x.dtype.type
+    return np.where(x > 0, one(0), np.exp(_negative_part(x) / one(alpha)) / one(alpha))
+
+
+CELU = Activation(
+    name="celu",
+    params=(Param("alpha", default=1.0, doc="scale of the negative branch; f'(x) is continuous"),),
+    formula=r"f(x) = x \ (x > 0), \quad \alpha\,\mathrm{expm1}(x/\alpha) \ (x \le 0)",
+    description="Continuously differentiable ELU",
+    value_kernel=celu_value,
+    derivative_kernel=celu_derivative,
+    second_derivative_kernel=celu_second_derivative,
+    special_values=(
+        (-_INF, "-alpha", "0.0", "0.0"),
+        (_INF, "inf", "1.0", "0.0"),
+        (-0.0, "-0.0", "1.0", "1/alpha"),
+        (0.0, "0.0", "1.0", "1/alpha"),
+        (_NAN, "nan", "nan", "nan"),
+    ),
+    reference=Reference(
+        value=lambda mp, x, alpha: x if x > 0 else mp.mpf(alpha) * mp.expm1(x / mp.mpf(alpha)),
+        derivative=lambda mp, x, alpha: mp.mpf(1) if x > 0 else mp.exp(x / mp.mpf(alpha)),
+        second_derivative=lambda mp, x, alpha: (
+            mp.mpf(0) if x > 0 else mp.exp(x / mp.mpf(alpha)) / mp.mpf(alpha)
+        ),
+    ),
+    extended_float64=True,
+    bounded_below="-alpha",
+    references=("Barron 2017, arXiv:1704.07483",),
+)

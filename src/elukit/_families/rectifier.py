@@ -1,0 +1,96 @@
+r"""Piecewise-linear comparators: ReLU and Leaky ReLU.
+
+At the kink both take the left (x <= 0) branch for the derivative, as PyTorch and JAX do:
+relu'(0) = 0 and leaky_relu'(0) = slope.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from elukit._spec import Activation, Param, Reference
+
+_NAN = math.nan
+_INF = math.inf
+
+
+def _propagate_nan(x: np.ndarray, result: np.ndarray) -> np.ndarray:
+    """``result`` with NaN wherever ``x`` is NaN (piecewise constants would otherwise hide it)."""
+    return np.where(np.isnan(x), x, result)
+
+
+def relu_value(x: np.ndarray) -> np.ndarray:
+    r""":math:`f(x) = \max(x, 0)`; the negative branch is the constant +0, so relu(-0.0) = +0.0."""
+    return np.maximum(x, x.dtype.type(0)) + x.dtype.type(0)
+
+
+def relu_derivative(x: np.ndarray) -> np.ndarray:
+    r""":math:`f'(x) = 1\ (x > 0),\ 0\ (x \le 0)`."""
+    return _propagate_nan(x, np.where(x > 0, x.dtype.type(1), x.dtype.type(0)))
+
+
+def piecewise_linear_second_derivative(x: np.ndarray, **_: float) -> np.ndarray:
+    r""":math:`f''(x) = 0` everywhere (the kink's Dirac mass is not represented)."""
+    return _propagate_nan(x, np.zeros_like(x))
+
+
+RELU = Activation(
+    name="relu",
+    params=(),
+    formula=r"f(x) = x \ (x > 0), \quad 0 \ (x \le 0)",
+    description="Rectified linear unit",
+    value_kernel=relu_value,
+    derivative_kernel=relu_derivative,
+    second_derivative_kernel=piecewise_linear_second_derivative,
+    special_values=(
+        (-_INF, "0.0", "0.0", "0.0"),
+        (_INF, "inf", "1.0", "0.0"),
+        (-0.0, "0.0", "0.0", "0.0"),
+        (0.0, "0.0", "0.0", "0.0"),
+        (_NAN, "nan", "nan", "nan"),
+    ),
+    reference=Reference(
+        value=lambda mp, x: x if x > 0 else mp.mpf(0),
+        derivative=lambda mp, x: mp.mpf(1) if x > 0 else mp.mpf(0),
+        second_derivative=lambda mp, x: mp.mpf(0),
+    ),
+    zero_gradient_set="x <= 0",
+    bounded_below="0.0",
+    references=("Nair and Hinton 2010",),
+)
+
+
+def leaky_relu_value(x: np.ndarray, slope: float) -> np.ndarray:
+    r""":math:`f(x) = x\ (x > 0),\ s\,x\ (x \le 0)`; the sign of zero is kept."""
+    return np.where(x > 0, x, x.dtype.type(slope) * x)
+
+
+def leaky_relu_derivative(x: np.ndarray, slope: float) -> np.ndarray:
+    r""":math:`f'(x) = 1\ (x > 0),\ s\ (x \le 0)`; f'(0) = s."""
+    return _propagate_nan(x, np.where(x > 0, x.dtype.type(1), x.dtype.type(slope)))
+
+
+LEAKY_RELU = Activation(
+    name="leaky_relu",
+    params=(Param("slope", default=0.01, doc="slope of the negative branch (PyTorch's negative_slope)"),),
+    formula=r"f(x) = x \ (x > 0), \quad s\,x \ (x \le 0)",
+    description="Leaky rectified linear unit",
+    value_kernel=leaky_relu_value,
+    derivative_kernel=leaky_relu_derivative,
+    second_derivative_kernel=piecewise_linear_second_derivative,
+    special_values=(
+        (-_INF, "-inf", "slope", "0.0"),
+        (_INF, "inf", "1.0", "0.0"),
+        (-0.0, "-0.0", "slope", "0.0"),
+        (0.0, "0.0", "slope", "0.0"),
+        (_NAN, "nan", "nan", "nan"),
+    ),
+    reference=Reference(
+        value=lambda mp, x, slope: x if x > 0 else mp.mpf(slope) * x,
+        derivative=lambda mp, x, slope: mp.mpf(1) if x > 0 else mp.mpf(slope),
+        second_derivative=lambda mp, x, slope: mp.mpf(0),
+    ),
+    references=("Maas, Hannun, Ng 2013",),
+)

@@ -1,0 +1,117 @@
+"""dtype policy: which dtype a kernel works in, and how its result is rounded once.
+
+Policy (documented in the README):
+
+* float16, bfloat16 (ml_dtypes) and float32 inputs are evaluated in float64 and rounded once to
+  the input dtype. float64 carries 29+ more bits than float32, so the single final rounding is
+  wrong only when the exact value lies within ~2^-29 ulp of a rounding midpoint.
+* float64 inputs are evaluated in ``np.longdouble`` for specs that ask for it
+  (``extended_float64``), when that type has at least a 64-bit significand (x86-64 Linux, or a
+  128-bit quad type). Otherwise float64 is used and the faithful-rounding guarantee for float64
+  does not hold; `EXTENDED_PRECISION_AVAILABLE` tells which.
+* ints and bools become float64, as with NumPy ufuncs; Python scalars give NumPy scalars.
+* str, bytes, complex and object input raise TypeError.
+
+A naive ``astype`` from float64 to bfloat16 rounds through float32 (two roundings), which
+misrounds values just above a bfloat16 midpoint; `round_to_dtype` rounds once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+EXTENDED_PRECISION_AVAILABLE: bool = np.finfo(np.longdouble).nmant >= 63
+"""True when ``np.longdouble`` has a significand of at least 64 bits."""
+
+_EXTENDED = np.longdouble if EXTENDED_PRECISION_AVAILABLE else np.float64
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """An input converted to its working dtype, and how to give the result back."""
+
+    work: np.ndarray
+    out_dtype: np.dtype
+    scalar: bool
+
+
+def _ml_dtypes_float_info(dtype: np.dtype) -> Any | None:
+    """finfo of an ml_dtypes floating type (bfloat16, float8_*), else None."""
+    if dtype.kind != "V" or "ml_dtypes" not in sys.modules:
+        return None
+    ml_dtypes = sys.modules["ml_dtypes"]
+    try:
+        return ml_dtypes.finfo(dtype)
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def output_dtype(dtype: np.dtype) -> np.dtype:
+    """The result dtype for an input dtype: floats keep theirs, ints and bools give float64."""
+    if dtype.kind == "f":
+        return dtype
+    if dtype.kind in "iub":
+        return np.dtype(np.float64)
+    if _ml_dtypes_float_info(dtype) is not None:
+        return dtype
+    if dtype.kind == "c":
+        raise TypeError(f"x must be real; complex input (dtype {dtype}) is not supported")
+    raise TypeError(f"x must be a real number or array of real numbers, got dtype {dtype}")
+
+
+def working_dtype(out_dtype: np.dtype, extended: bool) -> np.dtype:
+    """float64 for floats of <= 32 bits; longdouble for float64 when `extended`; else itself."""
+    if out_dtype.itemsize <= 4:
+        return np.dtype(np.float64)
+    if out_dtype == np.float64 and extended:
+        return np.dtype(_EXTENDED)
+    return out_dtype
+
+
+def prepare(x: ArrayLike, extended: bool = False) -> Prepared:
+    """Validate `x` and convert it to the working dtype (see module docstring)."""
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"x must be a real number or array, got {type(x).__name__} {x!r}")
+    if isinstance(x, complex):
+        raise TypeError(f"x must be real; got complex {x!r}")
+    scalar = np.ndim(x) == 0 and not isinstance(x, np.ndarray)
+    try:
+        array = np.asarray(x)
+    except (ValueError, TypeError) as error:
+        raise TypeError(f"x could not be read as an array of real numbers: {error}") from None
+    out_dtype = output_dtype(array.dtype)
+    work = array.astype(working_dtype(out_dtype, extended))
+    return Prepared(work=work, out_dtype=out_dtype, scalar=scalar)
+
+
+def round_to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Round `values` (float64 or wider) to `dtype` with a single round-half-even step.
+
+    NumPy's casts to float16/32/64 already round once. ml_dtypes' cast from float64 goes
+    through float32, which double-rounds; for those types we round the significand to the
+    target precision in float64 first (exact scaling by powers of two, then `np.rint`), after
+    which the cast is exact.
+    """
+    info = _ml_dtypes_float_info(dtype)
+    if info is None:
+        return values.astype(dtype)
+    values = np.asarray(values, dtype=np.float64)
+    precision = info.nmant + 1
+    _, exponent = np.frexp(values)
+    quantum_exponent = np.maximum(exponent - precision, info.minexp - info.nmant)
+    rounded = np.ldexp(np.rint(np.ldexp(values, -quantum_exponent)), quantum_exponent)
+    rounded = np.where(np.isfinite(values), rounded, values)
+    return rounded.astype(dtype)
+
+
+def finish(result: np.ndarray, prepared: Prepared) -> Any:
+    """Round a kernel result once to the output dtype; a scalar input gives a NumPy scalar."""
+    out = round_to_dtype(np.asarray(result), prepared.out_dtype)
+    if prepared.scalar:
+        return out[()]
+    return out

@@ -1,0 +1,158 @@
+"""What an activation is: one frozen `Activation` spec per function family.
+
+Every other part of elukit (NumPy evaluation, accuracy tables, theory, torch, plots, CLI) reads
+these specs; none of them redefines a formula, a parameter check or a special value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from elukit import _numerics
+
+Kernel = Callable[..., np.ndarray]
+"""A kernel takes an ndarray in the working dtype and the bound parameters as keywords."""
+
+
+def positive_finite(name: str, value: Any) -> float:
+    """Return `value` as a float if it is a finite real number > 0, else raise naming `name`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"parameter {name!r} must be a real number, got {type(value).__name__} {value!r}")
+    number = float(value)
+    if not math.isfinite(number) or number <= 0.0:
+        raise ValueError(f"parameter {name!r} must be finite and > 0, got {value!r}")
+    return number
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """A scalar parameter of an activation family: its name, default and validity check."""
+
+    name: str
+    default: float
+    check: Callable[[str, Any], float] = positive_finite
+    doc: str = ""
+
+    def validate(self, value: Any) -> float:
+        return self.check(self.name, value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """mpmath reference of an activation, used by the accuracy tests and `elukit.accuracy`.
+
+    Each callable takes ``(mp, x, **params)`` where ``mp`` is the mpmath module (passed in so
+    that importing elukit never needs mpmath) and ``x`` an ``mp.mpf``; it returns an ``mp.mpf``
+    exact to the working precision of ``mp``.
+    """
+
+    value: Callable[..., Any]
+    derivative: Callable[..., Any]
+    second_derivative: Callable[..., Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Activation:
+    """An activation function family, with bound parameter values.
+
+    Build one with `elukit.get(name, **params)`; calling it evaluates `value`. The kernels run
+    on the working dtype chosen by `elukit._numerics` (float64 for 8-32 bit floats, extended
+    precision for float64 when the spec asks for it) and the result is rounded once to the
+    input's dtype.
+
+    Attributes:
+        name: registry name, e.g. ``"elu"``.
+        params: the family's parameters (name, default, check).
+        formula: the definition in LaTeX, with the branch taken at the kink.
+        value, derivative, second_derivative: NumPy kernels ``f(x, **params)``.
+        special_values: ``(x, f(x), f'(x), f''(x))`` rows written as expressions of the
+            parameters (``"-alpha"``); tests and docs are generated from them.
+        reference: mpmath reference for accuracy tests.
+        extended_float64: evaluate float64 inputs in ``np.longdouble`` (faithful float64).
+        zero_gradient_set: where f' is exactly zero, in words (``"x <= 0"``) or ``""``.
+        bounded_below: the infimum of f as an expression of the parameters, or ``None``.
+        references: literature.
+        bound: the parameter values of this instance, in `params` order.
+    """
+
+    name: str
+    params: tuple[Param, ...]
+    formula: str
+    value_kernel: Kernel
+    derivative_kernel: Kernel
+    second_derivative_kernel: Kernel
+    special_values: tuple[tuple[float, str, str, str], ...]
+    reference: Reference
+    description: str = ""
+    extended_float64: bool = False
+    zero_gradient_set: str = ""
+    bounded_below: str | None = None
+    references: tuple[str, ...] = ()
+    bound: tuple[tuple[str, float], ...] = ()
+
+    # --- parameters -----------------------------------------------------------------------
+    def bind(self, **params: Any) -> Activation:
+        """Return a copy with validated parameter values; unknown names raise ValueError."""
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise ValueError(
+                f"activation {self.name!r} has no parameter {', '.join(map(repr, unknown))}; "
+                f"its parameters are: {', '.join(known) or '(none)'}"
+            )
+        current = dict(self.bound) or {p.name: p.default for p in self.params}
+        for name, value in params.items():
+            current[name] = known[name].validate(value)
+        return dataclasses.replace(self, bound=tuple((p.name, current[p.name]) for p in self.params))
+
+    @property
+    def parameters(self) -> dict[str, float]:
+        """The bound parameter values (defaults when unbound)."""
+        if self.bound:
+            return dict(self.bound)
+        return {p.name: p.default for p in self.params}
+
+    def evaluate_expression(self, expression: str) -> float:
+        """Evaluate a special-value expression such as ``"-alpha"`` or ``"scale*alpha"``."""
+        namespace = {"inf": math.inf, "nan": math.nan, "__builtins__": {}}
+        namespace.update(self.parameters)
+        return float(eval(expression, namespace))  # noqa: S307 - expressions come from specs
+
+    # --- evaluation -----------------------------------------------------------------------
+    def _apply(self, kernel: Kernel, x: ArrayLike) -> Any:
+        prepared = _numerics.prepare(x, extended=self.extended_float64)
+        with np.errstate(all="ignore"):
+            result = kernel(prepared.work, **self.parameters)
+        return _numerics.finish(result, prepared)
+
+    def value(self, x: ArrayLike) -> Any:
+        """f(x), rounded once to x's float dtype (ints give float64)."""
+        return self._apply(self.value_kernel, x)
+
+    def derivative(self, x: ArrayLike) -> Any:
+        """f'(x); at a kink the left (x <= 0) branch is taken."""
+        return self._apply(self.derivative_kernel, x)
+
+    def second_derivative(self, x: ArrayLike) -> Any:
+        """f''(x); at a kink the left (x <= 0) branch is taken, as for f'."""
+        return self._apply(self.second_derivative_kernel, x)
+
+    def __call__(self, x: ArrayLike) -> Any:
+        return self.value(x)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.parameters.items())
+        return f"Activation({self.name!r}{', ' if args else ''}{args})"
+
+    def label(self) -> str:
+        """Short human label with non-default parameters, e.g. ``elu(alpha=0.5)``."""
+        changed = {p.name: v for p, v in zip(self.params, self.parameters.values()) if v != p.default}
+        if not changed:
+            return self.name
+        return f"{self.name}(" + ", ".join(f"{k}={v:g}" for k, v in changed.items()) + ")"
