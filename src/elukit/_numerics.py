@@ -115,3 +115,51 @@ def finish(result: np.ndarray, prepared: Prepared) -> Any:
     if prepared.scalar:
         return out[()]
     return out
+
+
+# --- sticky rounding: making the one final rounding exact -----------------------------------------
+
+_VELTKAMP = 134217729.0  # 2^27 + 1 splits a float64 into two halves of <= 26 bits
+
+
+def product_error(constant: float, x: np.ndarray) -> np.ndarray:
+    """The exact rounding error ``constant*x - fl(constant*x)`` for float64 `x` of <= 26 bits.
+
+    Dekker's TwoProduct with the constant split by Veltkamp: both partial products are exact
+    because `x` comes from a float16/bfloat16/float32 input. Non-finite where `constant` is
+    so large that splitting overflows; callers treat that as "unknown".
+    """
+    split = np.float64(constant) * _VELTKAMP
+    high = split - (split - np.float64(constant))
+    low = np.float64(constant) - high
+    product = np.float64(constant) * x
+    return (x * high - product) + x * low
+
+
+def round_to_odd(approximation: np.ndarray, tail: np.ndarray) -> np.ndarray:
+    """Float64 `approximation` of ``approximation + tail`` with its last bit made sticky.
+
+    Double rounding (float64, then float32 or narrower) is wrong exactly when the float64
+    value lands on a midpoint of the narrow format while the true value lies to one side of it.
+    Rounding to odd -- moving an even-significand result one ulp toward the true value whenever
+    the tail is non-zero -- makes the following rounding to any format of <= 51 bits correct
+    (Boldo and Melquiond 2008). `tail` needs only the right sign; non-finite tails are ignored.
+    """
+    bits = approximation.view(np.uint64)
+    even = (bits & np.uint64(1)) == 0
+    move = even & (tail != 0) & np.isfinite(tail) & np.isfinite(approximation) & (approximation != 0)
+    toward = np.where(tail > 0, np.inf, -np.inf)
+    return np.where(move, np.nextafter(approximation, toward), approximation)
+
+
+def sum_rounded_to_odd(head: np.ndarray, tail: np.ndarray, lost_tail_sign: float = 1.0) -> np.ndarray:
+    """``head + tail`` in float64 with a sticky last bit (`round_to_odd`).
+
+    `tail` is much smaller than `head`. The rounding residual of the sum is recovered exactly
+    (Fast2Sum); where `tail` underflowed to zero although the true tail is not zero, its sign is
+    `lost_tail_sign`.
+    """
+    total = head + tail
+    residual = (head - total) + tail
+    sticky = np.where(residual != 0, residual, np.where(tail == 0, lost_tail_sign, 0.0))
+    return round_to_odd(total, sticky)

@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from elukit import _numerics
 from elukit._spec import Activation, Param, Reference
 from elukit.constants import SELU_ALPHA, SELU_SCALE
 
@@ -37,31 +38,56 @@ def _negative_part(x: np.ndarray) -> np.ndarray:
 
 # --- SELU is ELU scaled; ELU is SELU with scale 1, so one set of kernels serves both. ------------
 
+_SMALL = 2.0**-20
+"""Below this |x| the float64 results k*expm1(x) ~ k*x and k*exp(x) ~ k can land exactly on a
+rounding midpoint of a narrow dtype (e.g. 3*x for alpha = 3 in bfloat16) while the true value
+lies just off it; there the kernels carry the lost term and round to odd (see `_numerics`)."""
+
+
+def _small_argument(x: np.ndarray) -> np.ndarray:
+    return (x < 0) & (x > -_SMALL) & (x.dtype == np.float64)
+
+
 def scaled_elu_value(x: np.ndarray, alpha: float, scale: float = 1.0) -> np.ndarray:
     r"""Scaled ELU: :math:`f(x) = \lambda x\ (x > 0),\ \lambda\alpha\,\mathrm{expm1}(x)\ (x \le 0)`.
 
     ``lambda*alpha`` is formed in the working dtype so it is not rounded to the input dtype
     first. f(-inf) = -lambda*alpha; f(+inf) = +inf; the sign of zero is kept; NaN -> NaN.
+    For |x| < 2^-20 from narrow dtypes, k*x is formed exactly (TwoProduct) plus k*x^2/2 and
+    rounded to odd, so the final rounding to float32/bfloat16/float16 is correct.
     """
     one = x.dtype.type
     negative_scale = one(scale) * one(alpha)
-    return np.where(x > 0, one(scale) * x, negative_scale * np.expm1(_negative_part(x)))
+    negative = np.expm1(_negative_part(x))
+    result = np.where(x > 0, one(scale) * x, negative_scale * negative)
+    small = _small_argument(x)
+    if small.any():
+        xs = x[small]
+        head = negative_scale * xs
+        tail = _numerics.product_error(negative_scale, xs) + head * (xs * 0.5) * (1 + xs / 3)
+        result[small] = _numerics.sum_rounded_to_odd(head, tail, lost_tail_sign=1.0)
+    return result
 
 
 def scaled_elu_derivative(x: np.ndarray, alpha: float, scale: float = 1.0) -> np.ndarray:
-    r""":math:`f'(x) = \lambda\ (x > 0),\ \lambda\alpha e^{x}\ (x \le 0)`; f'(0) = lambda*alpha."""
+    r""":math:`f'(x) = \lambda\ (x > 0),\ \lambda\alpha e^{x}\ (x \le 0)`; f'(0) = lambda*alpha.
+
+    For |x| < 2^-20 from narrow dtypes it is k + k*expm1(x), rounded to odd (see the value).
+    """
     one = x.dtype.type
     negative_scale = one(scale) * one(alpha)
     exponential = negative_scale * np.exp(_negative_part(x))
-    return np.where(x > 0, one(scale), exponential)
+    result = np.where(x > 0, one(scale), exponential)
+    small = _small_argument(x)
+    if small.any():
+        tail = negative_scale * np.expm1(x[small])
+        result[small] = _numerics.sum_rounded_to_odd(np.full_like(tail, negative_scale), tail, -1.0)
+    return result
 
 
 def scaled_elu_second_derivative(x: np.ndarray, alpha: float, scale: float = 1.0) -> np.ndarray:
     r""":math:`f''(x) = 0\ (x > 0),\ \lambda\alpha e^{x}\ (x \le 0)`; f''(0) = lambda*alpha (left)."""
-    one = x.dtype.type
-    negative_scale = one(scale) * one(alpha)
-    exponential = negative_scale * np.exp(_negative_part(x))
-    return np.where(x > 0, one(0), exponential)
+    return np.where(x > 0, x.dtype.type(0), scaled_elu_derivative(x, alpha, scale))
 
 
 def _scaled_elu_reference_value(mp, x, alpha, scale=1.0):
@@ -159,8 +185,7 @@ def celu_derivative(x: np.ndarray, alpha: float) -> np.ndarray:
 
 def celu_second_derivative(x: np.ndarray, alpha: float) -> np.ndarray:
     r""":math:`f''(x) = 0\ (x > 0),\ e^{x/\alpha}/\alpha\ (x \le 0)`; f''(0) = 1/alpha (left)."""
-    one = x.dtype.type
-    return np.where(x > 0, one(0), np.exp(_negative_part(x) / one(alpha)) / one(alpha))
+    return np.where(x > 0, x.dtype.type(0), celu_derivative(x, alpha) / x.dtype.type(alpha))
 
 
 CELU = Activation(

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import special
 
+from elukit import _numerics
 from elukit._spec import Activation, Reference
 
 _NAN = math.nan
@@ -24,9 +24,37 @@ def _clip(x: np.ndarray) -> np.ndarray:
     return np.clip(x, -_CLIP, _CLIP)
 
 
+def logistic(x: np.ndarray) -> np.ndarray:
+    r""":math:`\sigma(x) = 1/(1+e^{-x})`, as ``e/(1+e)`` with ``e = e^{x}`` for x < 0.
+
+    ``1/(1+exp(-x))`` (and SciPy's float64 ``expit``) returns 0 once exp(-x) overflows, losing
+    the subnormal results for -745 < x < -709.
+    """
+    e = np.exp(-np.abs(x))
+    return np.where(x < 0, e / (1 + e), 1 / (1 + e))
+
+
 def logistic_slope(x: np.ndarray) -> np.ndarray:
-    r""":math:`\sigma(x)(1-\sigma(x)) = \sigma(x)\sigma(-x)`, with no cancellation for large x."""
-    return special.expit(x) * special.expit(-x)
+    r""":math:`\sigma(x)(1-\sigma(x)) = \sigma(x)\sigma(-x) = e/(1+e)^2,\ e = e^{-|x|}`."""
+    e = np.exp(-np.abs(x))
+    return e / ((1 + e) * (1 + e))
+
+
+def half_x_plus_square(x: np.ndarray, value: np.ndarray, square_coefficient: float) -> np.ndarray:
+    r"""`value` where |x| >= 2^-40, else :math:`x/2 + c x^2` summed with a sticky last bit.
+
+    For tiny x both SiLU and GELU are x/2 + c x^2 (c = 1/4, 1/sqrt(2 pi)); in float64 the sum
+    rounds to x/2, which for a float32 subnormal x is a float32 rounding midpoint, so the next
+    rounding would go to even instead of up. `_numerics.sum_rounded_to_odd` keeps the side.
+    """
+    if x.dtype != np.float64:
+        return value
+    tiny = (np.abs(x) < 2.0**-40) & (x != 0)
+    if tiny.any():
+        xs = x[tiny]
+        value = value.copy()
+        value[tiny] = _numerics.sum_rounded_to_odd(0.5 * xs, square_coefficient * xs * xs, 1.0)
+    return value
 
 
 def sigmoid_second_derivative(x: np.ndarray) -> np.ndarray:
@@ -47,7 +75,7 @@ SIGMOID = Activation(
     params=(),
     formula=r"f(x) = 1 / (1 + e^{-x})",
     description="Logistic sigmoid",
-    value_kernel=special.expit,
+    value_kernel=logistic,
     derivative_kernel=logistic_slope,
     second_derivative_kernel=sigmoid_second_derivative,
     special_values=(
@@ -121,7 +149,7 @@ SOFTPLUS = Activation(
     formula=r"f(x) = \log(1 + e^{x})",
     description="Softplus",
     value_kernel=softplus_value,
-    derivative_kernel=special.expit,
+    derivative_kernel=logistic,
     second_derivative_kernel=logistic_slope,
     special_values=(
         (-_INF, "0.0", "0.0", "0.0"),
@@ -142,13 +170,13 @@ SOFTPLUS = Activation(
 def silu_value(x: np.ndarray) -> np.ndarray:
     r""":math:`f(x) = x\,\sigma(x)`; silu(-inf) = -0.0."""
     clipped = np.maximum(x, x.dtype.type(-_CLIP))
-    return clipped * special.expit(clipped)
+    return half_x_plus_square(x, clipped * logistic(clipped), 0.25)
 
 
 def silu_derivative(x: np.ndarray) -> np.ndarray:
     r""":math:`f'(x) = \sigma(x)\,(1 + x\,\sigma(-x))`."""
     clipped = _clip(x)
-    return special.expit(clipped) * (1 + clipped * special.expit(-clipped))
+    return logistic(clipped) * (1 + clipped * logistic(-clipped))
 
 
 def silu_second_derivative(x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,170 @@
+"""Accuracy tables: ULP error of every activation, quantity and dtype against mpmath.
+
+Run ``python -m elukit.accuracy`` (``--help`` for options). For each row it reports the largest
+error in ulps of the result dtype, the 99.9th percentile, and the share of points where the
+result is the correctly rounded value. float16 and bfloat16 rows cover every finite input; the
+float32 and float64 rows use `sample_points`, which mixes uniformly random bit patterns (every
+binade, subnormals included) with dense sampling of the exponential regime and named edge cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from elukit._registry import get
+from elukit._spec import Activation
+from elukit.reference import QUANTITIES, ErrorSummary, exact_values, summarize
+
+EDGE_CASES: tuple[float, ...] = (
+    0.0, -0.0, 5e-324, -5e-324, 1.4e-45, -1.4e-45, -6e-8, -1e-8, -1e-300, -2.2250738585072014e-308,
+    -1.1754944e-38, -0.5, -1.0, -2.2, -0.6, -17.32367706298828, -17.3, -20.0, -37.4, -40.0,
+    -87.33654, -103.27893, -103.97208, -708.39642, -744.44007, -745.13321, -1e4, -3.4028235e38,
+    -1.7976931348623157e308, 0.11, 50.2, 33.5, 1e-8, 88.72, 709.78, 3.4028235e38, 1.7976931348623157e308,
+)
+"""Inputs named in the issues and the boundaries of each dtype (underflow of exp, subnormals,
+the largest finite values). Values not representable in a dtype are rounded to it; infinities
+are dropped (they are covered by the specs' special values)."""
+
+
+def dtype_from_name(name: str) -> np.dtype:
+    """float16/float32/float64 from NumPy, bfloat16 from ml_dtypes."""
+    if name == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError as error:
+            raise ImportError("bfloat16 needs ml_dtypes: pip install 'elukit[bfloat16]'") from error
+        return np.dtype(ml_dtypes.bfloat16)
+    if name not in ("float16", "float32", "float64"):
+        raise ValueError(f"dtype must be float16, bfloat16, float32 or float64, got {name!r}")
+    return np.dtype(name)
+
+
+def all_finite_values(dtype: np.dtype) -> np.ndarray:
+    """Every finite value of a 16-bit float dtype (all 65,536 bit patterns less inf/NaN)."""
+    if dtype.itemsize != 2:
+        raise ValueError(f"all_finite_values needs a 16-bit dtype, got {dtype}")
+    values = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(dtype)
+    with np.errstate(invalid="ignore"):
+        as_float = values.astype(np.float64)
+    return values[np.isfinite(as_float)]
+
+
+def sample_points(dtype: np.dtype, count: int, seed: int = 0) -> np.ndarray:
+    """`count` test inputs of `dtype` (all finite values for 16-bit dtypes, whatever `count`).
+
+    For float32/float64: the edge cases, then 40% random bit patterns, 30% negative values
+    log-uniform in [2^-40, 2^10], 20% uniform over the exponential branch down to where exp
+    underflows, and 10% positive values log-uniform in [2^-40, 2^10].
+    """
+    dtype = np.dtype(dtype)
+    if dtype.itemsize == 2:
+        return all_finite_values(dtype)
+    rng = np.random.default_rng(seed)
+    uint = np.uint32 if dtype.itemsize == 4 else np.uint64
+    bits = rng.integers(0, np.iinfo(uint).max, size=int(0.4 * count), dtype=uint, endpoint=True)
+    with np.errstate(invalid="ignore"):
+        patterns = bits.view(dtype).astype(np.float64)
+    patterns = patterns[np.isfinite(patterns)]
+    negative_log = -np.exp2(rng.uniform(-40, 10, size=int(0.3 * count)))
+    underflow = 104.0 if dtype.itemsize == 4 else 746.0
+    branch = rng.uniform(-underflow, 0.0, size=int(0.2 * count))
+    positive_log = np.exp2(rng.uniform(-40, 10, size=count // 10))
+    with np.errstate(over="ignore"):
+        candidates = np.concatenate([np.array(EDGE_CASES), patterns, negative_log, branch, positive_log])
+        points = candidates.astype(dtype)
+    points = points[np.isfinite(points)]
+    return points[:count]
+
+
+def measure(activation: Activation, quantity: str, dtype: Any, points: np.ndarray | None = None,
+            count: int = 100_000, seed: int = 0) -> ErrorSummary:
+    """ULP error summary of `activation`'s `quantity` on `dtype` inputs against mpmath."""
+    dtype = np.dtype(dtype) if not isinstance(dtype, str) else dtype_from_name(dtype)
+    if points is None:
+        points = sample_points(dtype, count, seed)
+    points = np.asarray(points).astype(dtype)
+    got = np.asarray(getattr(activation, quantity)(points)).astype(np.float64)
+    exact = exact_values(activation, quantity, points.astype(np.float64))
+    return summarize(activation.label(), quantity, dtype, points.astype(np.float64), got, exact)
+
+
+DEFAULT_ROWS: tuple[tuple[str, dict[str, float]], ...] = (
+    ("elu", {}), ("elu", {"alpha": 0.5}), ("elu", {"alpha": 3.0}), ("selu", {}),
+    ("celu", {}), ("celu", {"alpha": 0.1}), ("celu", {"alpha": 3.0}),
+    ("relu", {}), ("leaky_relu", {}), ("sigmoid", {}), ("tanh", {}), ("gelu", {}),
+    ("silu", {}), ("softplus", {}),
+)
+DEFAULT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _measure_task(task: tuple[str, dict[str, float], str, str, int, int]) -> dict[str, Any]:
+    name, params, quantity, dtype_name, count, seed = task
+    return measure(get(name, **params), quantity, dtype_name, count=count, seed=seed).as_dict()
+
+
+def accuracy_table(rows: Sequence[tuple[str, dict[str, float]]] = DEFAULT_ROWS,
+                   dtypes: Sequence[str] = DEFAULT_DTYPES, quantities: Sequence[str] = QUANTITIES,
+                   count: int = 100_000, seed: int = 0, workers: int | None = None) -> list[dict[str, Any]]:
+    """One `ErrorSummary` dict per (activation, quantity, dtype), computed in parallel."""
+    tasks = [(name, params, q, d, count, seed) for name, params in rows for q in quantities for d in dtypes]
+    workers = workers or os.cpu_count() or 1
+    if workers == 1:
+        return [_measure_task(t) for t in tasks]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_measure_task, tasks))
+
+
+def format_table(results: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of results (max and 99.9% ulp, share correctly rounded)."""
+    lines = [
+        "| activation | quantity | dtype | points | max ulp | 99.9% ulp | correctly rounded |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['activation']} | {r['quantity']} | {r['dtype']} | {r['points']} | "
+            f"{r['max_ulp']:.3g} | {r['p999_ulp']:.3g} | {100 * r['correctly_rounded']:.4f}% |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m elukit.accuracy",
+        description="ULP error of elukit's activations against correctly rounded mpmath values.",
+        epilog="example: python -m elukit.accuracy --points 100000 --activation elu selu celu",
+    )
+    parser.add_argument("--points", type=int, default=100_000, help="points per float32/float64 row")
+    parser.add_argument("--activation", nargs="*", help="names (name:param=value) to measure; default: all")
+    parser.add_argument("--dtype", nargs="*", choices=DEFAULT_DTYPES, default=list(DEFAULT_DTYPES))
+    parser.add_argument("--quantity", nargs="*", choices=QUANTITIES, default=list(QUANTITIES))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    if args.points <= 0:
+        parser.error(f"--points must be > 0, got {args.points}")
+    rows = DEFAULT_ROWS
+    if args.activation:
+        from elukit._registry import parse
+
+        rows = tuple((spec.name, spec.parameters) for spec in map(parse, args.activation))
+    results = accuracy_table(rows, args.dtype, args.quantity, args.points, args.seed, args.workers)
+    if args.json:
+        json.dump(results, sys.stdout, indent=1)
+        print()
+    else:
+        print(format_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
