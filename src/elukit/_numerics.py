@@ -9,6 +9,8 @@ Policy (documented in the README):
   (``extended_float64``), when that type has at least a 64-bit significand (x86-64 Linux, or a
   128-bit quad type). Otherwise float64 is used and the faithful-rounding guarantee for float64
   does not hold; `EXTENDED_PRECISION_AVAILABLE` tells which.
+* np.longdouble inputs keep their dtype; specs without `extended_float64` compute them in
+  float64 (SciPy's special functions stop there).
 * ints and bools become float64, as with NumPy ufuncs; Python scalars give NumPy scalars.
 * str, bytes, complex and object input raise TypeError.
 
@@ -70,6 +72,8 @@ def working_dtype(out_dtype: np.dtype, extended: bool) -> np.dtype:
         return np.dtype(np.float64)
     if out_dtype == np.float64 and extended:
         return np.dtype(_EXTENDED)
+    if out_dtype.itemsize > 8 and not extended:
+        return np.dtype(np.float64)  # SciPy's special functions stop at float64
     return out_dtype
 
 

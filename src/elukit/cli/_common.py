@@ -1,0 +1,58 @@
+"""Options shared by verbs: activation parameters taken from the registry, and JSON output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from elukit._registry import activations, get, parse
+from elukit._spec import Activation
+
+
+def parameter_names() -> list[str]:
+    """Every parameter name used by a registered activation (e.g. alpha, scale, slope)."""
+    names: list[str] = []
+    for name in activations():
+        for param in get(name).params:
+            if param.name not in names:
+                names.append(param.name)
+    return names
+
+
+def parameter_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--alpha``, ``--scale``, ``--slope``... (one per registry parameter name)."""
+    for name in reversed(parameter_names()):
+        users = [a for a in activations() if any(p.name == name for p in get(a).params)]
+        function = click.option(
+            f"--{name.replace('_', '-')}", name, type=float, default=None,
+            help=f"{name} for the activations that have it ({', '.join(users)}).",
+        )(function)
+    return function
+
+
+def build_activations(names: Sequence[str], given: dict[str, float | None]) -> list[Activation]:
+    """Activations from names (``elu`` or ``elu:alpha=0.5``) and the ``--param`` options.
+
+    A ``--param`` applies to every named activation that has it; one that no named activation
+    has is an error rather than silently ignored.
+    """
+    chosen = [parse(name) for name in names]
+    options = {k: v for k, v in given.items() if v is not None}
+    for key in options:
+        if not any(any(p.name == key for p in spec.params) for spec in chosen):
+            raise ValueError(
+                f"--{key} does not apply to {', '.join(s.name for s in chosen)}; "
+                f"none of them has a parameter {key!r}"
+            )
+    result = []
+    for spec in chosen:
+        mine = {k: v for k, v in options.items() if any(p.name == k for p in spec.params)}
+        result.append(spec.bind(**mine) if mine else spec)
+    return result
+
+
+def echo_json(payload: Any) -> None:
+    click.echo(json.dumps(payload, indent=1, allow_nan=True))

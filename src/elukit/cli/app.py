@@ -1,0 +1,42 @@
+"""The ``elukit`` entry point: a Click group whose verbs live in one module each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from elukit import __version__
+from elukit.cli.eval_cmd import eval_command
+from elukit.cli.list_cmd import list_command
+from elukit.cli.plot_cmd import plot_command
+
+
+class _Group(click.Group):
+    """Turns the library's ValueError/TypeError/ImportError into one line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (ValueError, TypeError, ImportError) as error:
+            click.echo(f"elukit: error: {error}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group, invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Run 'elukit VERB --help' for a verb's options and examples.")
+@click.version_option(__version__, prog_name="elukit")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Exact ELU-family activations, their theory, and experiments that check the claims."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+main.add_command(list_command)
+main.add_command(eval_command)
+main.add_command(plot_command)
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

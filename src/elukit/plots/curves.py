@@ -1,0 +1,60 @@
+"""Value and derivative of several activations, side by side."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from elukit._spec import Activation
+from elukit.plots._matplotlib import check_output_path, pyplot
+
+
+def plot_activations(
+    activations: Sequence[Activation],
+    path: str | os.PathLike[str],
+    x_min: float = -4.0,
+    x_max: float = 3.0,
+    points: int = 1001,
+) -> Path:
+    """Write a figure with f(x) (left) and f'(x) (right) for each activation; returns the path.
+
+    The file is written to a temporary name and renamed, so an interrupted call never leaves a
+    half-written figure. The format follows the suffix (.png, .svg or .pdf).
+    """
+    if not activations:
+        raise ValueError("activations must name at least one activation")
+    if not (np.isfinite(x_min) and np.isfinite(x_max)) or x_min >= x_max:
+        raise ValueError(f"x range must be finite with x_min < x_max, got [{x_min}, {x_max}]")
+    if points < 2:
+        raise ValueError(f"points must be >= 2, got {points}")
+    suffix = check_output_path(path)
+    plt = pyplot()
+    x = np.linspace(x_min, x_max, points)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for activation in activations:
+        label = activation.label()
+        left.plot(x, activation.value(x), label=label)
+        right.plot(x, activation.derivative(x), label=label)
+    for axis, title in ((left, "f(x)"), (right, "f'(x)  (left branch at kinks)")):
+        axis.axhline(0.0, color="0.7", linewidth=0.8)
+        axis.axvline(0.0, color="0.7", linewidth=0.8)
+        axis.set_xlabel("x")
+        axis.set_title(title)
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(suffix=suffix, dir=target.parent)
+    os.close(descriptor)
+    try:
+        figure.savefig(temporary, format=suffix.lstrip("."), dpi=120)
+        os.replace(temporary, target)
+    finally:
+        plt.close(figure)
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return target
