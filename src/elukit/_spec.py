@@ -127,9 +127,7 @@ class Activation:
     # --- evaluation -----------------------------------------------------------------------
     def _apply(self, kernel: Kernel, x: ArrayLike) -> Any:
         prepared = _numerics.prepare(x, extended=self.extended_float64)
-        with np.errstate(all="ignore"):  # overflow to +-inf and underflow are the intended results
-            result = kernel(prepared.work, **self.parameters)
-            return _numerics.finish(result, prepared)
+        return _numerics.evaluate(kernel, prepared, self.parameters)
 
     def value(self, x: ArrayLike) -> Any:
         """f(x), rounded once to x's float dtype (ints give float64)."""

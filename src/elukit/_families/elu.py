@@ -2,7 +2,8 @@ r"""The exponential-linear family: ELU, SELU and CELU.
 
 Every kernel here receives `x` already in its working dtype (float64 for 8-32 bit inputs,
 extended precision for float64, see `elukit._numerics`) and evaluates the exponential branch
-on ``min(x, 0)`` so the branch it does not select can never overflow or warn.
+on ``min(x, 0)`` so the branch it does not select can never overflow or warn. Branches are
+combined without ``np.where`` where possible (see `_numerics.select` for why).
 
 What the textbook formula ``alpha*(exp(x)-1)`` gets wrong, and what these kernels do instead:
 
@@ -28,14 +29,6 @@ _NAN = math.nan
 _INF = math.inf
 
 
-def _negative_part(x: np.ndarray) -> np.ndarray:
-    """``x`` where ``x <= 0`` (and NaN), else 0: the argument of the exponential branch.
-
-    Keeps the sign of -0.0 (unlike ``np.minimum(x, 0)``) and cannot overflow in ``exp``.
-    """
-    return np.where(x > 0, x.dtype.type(0), x)
-
-
 # --- SELU is ELU scaled; ELU is SELU with scale 1, so one set of kernels serves both. ------------
 
 _SMALL = 2.0**-20
@@ -58,8 +51,9 @@ def scaled_elu_value(x: np.ndarray, alpha: float, scale: float = 1.0) -> np.ndar
     """
     one = x.dtype.type
     negative_scale = one(scale) * one(alpha)
-    negative = np.expm1(_negative_part(x))
-    result = np.where(x > 0, one(scale) * x, negative_scale * negative)
+    # Branch-free: for x > 0 the first term is k*expm1(0) = 0; for x <= 0 the second is 0.
+    result = negative_scale * np.expm1(np.minimum(x, one(0))) + one(scale) * np.maximum(x, one(0))
+    result = np.copysign(result, x)  # f has the sign of x; keeps ELU(-0.0) = -0.0
     small = _small_argument(x)
     if small.any():
         xs = x[small]
@@ -76,8 +70,8 @@ def scaled_elu_derivative(x: np.ndarray, alpha: float, scale: float = 1.0) -> np
     """
     one = x.dtype.type
     negative_scale = one(scale) * one(alpha)
-    exponential = negative_scale * np.exp(_negative_part(x))
-    result = np.where(x > 0, one(scale), exponential)
+    exponential = negative_scale * np.exp(np.minimum(x, one(0)))
+    result = _numerics.select(x > 0, one(scale), exponential)
     small = _small_argument(x)
     if small.any():
         tail = negative_scale * np.expm1(x[small])
@@ -87,7 +81,7 @@ def scaled_elu_derivative(x: np.ndarray, alpha: float, scale: float = 1.0) -> np
 
 def scaled_elu_second_derivative(x: np.ndarray, alpha: float, scale: float = 1.0) -> np.ndarray:
     r""":math:`f''(x) = 0\ (x > 0),\ \lambda\alpha e^{x}\ (x \le 0)`; f''(0) = lambda*alpha (left)."""
-    return np.where(x > 0, x.dtype.type(0), scaled_elu_derivative(x, alpha, scale))
+    return _numerics.select(x > 0, x.dtype.type(0), scaled_elu_derivative(x, alpha, scale))
 
 
 def _scaled_elu_reference_value(mp, x, alpha, scale=1.0):
@@ -170,22 +164,23 @@ def celu_value(x: np.ndarray, alpha: float) -> np.ndarray:
     (written as a product so that CELU(-0.0) = -0.0).
     """
     one = x.dtype.type
-    ratio = _negative_part(x) / one(alpha)
-    exponential = one(alpha) * np.expm1(ratio)
-    series = x * (one(1) + ratio * one(0.5))
-    negative = np.where(np.abs(ratio) < _TINY_RATIO, series, exponential)
-    return np.where(x > 0, x, negative)
+    ratio = np.minimum(x, one(0)) / one(alpha)
+    result = one(alpha) * np.expm1(ratio) + np.maximum(x, one(0))
+    tiny = (ratio > -_TINY_RATIO) & (ratio < 0)
+    if tiny.any():
+        result[tiny] = x[tiny] * (one(1) + ratio[tiny] * one(0.5))
+    return np.copysign(result, x)
 
 
 def celu_derivative(x: np.ndarray, alpha: float) -> np.ndarray:
     r""":math:`f'(x) = 1\ (x > 0),\ e^{x/\alpha}\ (x \le 0)`; f'(0) = 1 (left branch)."""
     one = x.dtype.type
-    return np.where(x > 0, one(1), np.exp(_negative_part(x) / one(alpha)))
+    return _numerics.select(x > 0, one(1), np.exp(np.minimum(x, one(0)) / one(alpha)))
 
 
 def celu_second_derivative(x: np.ndarray, alpha: float) -> np.ndarray:
     r""":math:`f''(x) = 0\ (x > 0),\ e^{x/\alpha}/\alpha\ (x \le 0)`; f''(0) = 1/alpha (left)."""
-    return np.where(x > 0, x.dtype.type(0), celu_derivative(x, alpha) / x.dtype.type(alpha))
+    return _numerics.select(x > 0, x.dtype.type(0), celu_derivative(x, alpha) / x.dtype.type(alpha))
 
 
 CELU = Activation(
