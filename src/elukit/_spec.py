@@ -74,6 +74,8 @@ class Activation:
         special_values: ``(x, f(x), f'(x), f''(x))`` rows written as expressions of the
             parameters (``"-alpha"``); tests and docs are generated from them.
         reference: mpmath reference for accuracy tests.
+        gaussian: closed-form Gaussian moments ``(mean, std, **params) -> Moments``, or None
+            (then `elukit.theory` uses Gauss-Hermite quadrature).
         extended_float64: evaluate float64 inputs in ``np.longdouble`` (faithful float64).
         zero_gradient_set: where f' is exactly zero, in words (``"x <= 0"``) or ``""``.
         bounded_below: the infimum of f as an expression of the parameters, or ``None``.
@@ -90,6 +92,7 @@ class Activation:
     special_values: tuple[tuple[float, str, str, str], ...]
     reference: Reference
     description: str = ""
+    gaussian: Callable[..., Any] | None = None
     extended_float64: bool = False
     zero_gradient_set: str = ""
     bounded_below: str | None = None

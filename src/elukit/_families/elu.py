@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from elukit import _numerics
+from elukit import _gaussian, _numerics
 from elukit._spec import Activation, Param, Reference
 from elukit.constants import SELU_ALPHA, SELU_SCALE
 
@@ -96,6 +96,21 @@ def _scaled_elu_reference_second(mp, x, alpha, scale=1.0):
     return mp.mpf(0) if x > 0 else mp.mpf(scale) * mp.mpf(alpha) * mp.exp(x)
 
 
+def elu_gaussian(mean, std, alpha):
+    """Moments of ELU: lambda = 1, beta = alpha, c = 1 in `_gaussian.exponential_linear_moments`."""
+    return _gaussian.exponential_linear_moments(mean, std, 1.0, alpha, 1.0)
+
+
+def selu_gaussian(mean, std, alpha, scale):
+    """Moments of SELU: lambda = scale, beta = scale*alpha, c = 1."""
+    return _gaussian.exponential_linear_moments(mean, std, scale, np.multiply(scale, alpha), 1.0)
+
+
+def celu_gaussian(mean, std, alpha):
+    """Moments of CELU: lambda = 1, beta = alpha, c = 1/alpha."""
+    return _gaussian.exponential_linear_moments(mean, std, 1.0, alpha, np.divide(1.0, alpha))
+
+
 _SCALED_ELU_REFERENCE = Reference(
     value=_scaled_elu_reference_value,
     derivative=_scaled_elu_reference_derivative,
@@ -118,6 +133,7 @@ ELU = Activation(
         (_NAN, "nan", "nan", "nan"),
     ),
     reference=_SCALED_ELU_REFERENCE,
+    gaussian=elu_gaussian,
     extended_float64=True,
     bounded_below="-alpha",
     references=("Clevert, Unterthiner, Hochreiter 2016, arXiv:1511.07289",),
@@ -142,6 +158,7 @@ SELU = Activation(
         (_NAN, "nan", "nan", "nan"),
     ),
     reference=_SCALED_ELU_REFERENCE,
+    gaussian=selu_gaussian,
     extended_float64=True,
     bounded_below="-scale*alpha",
     references=("Klambauer, Unterthiner, Mayr, Hochreiter 2017, arXiv:1706.02515",),
@@ -205,6 +222,7 @@ CELU = Activation(
             mp.mpf(0) if x > 0 else mp.exp(x / mp.mpf(alpha)) / mp.mpf(alpha)
         ),
     ),
+    gaussian=celu_gaussian,
     extended_float64=True,
     bounded_below="-alpha",
     references=("Barron 2017, arXiv:1704.07483",),

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from elukit import _gaussian
 from elukit._spec import Activation, Param, Reference
 
 _NAN = math.nan
@@ -56,6 +57,7 @@ RELU = Activation(
         derivative=lambda mp, x: mp.mpf(1) if x > 0 else mp.mpf(0),
         second_derivative=lambda mp, x: mp.mpf(0),
     ),
+    gaussian=lambda mean, std: _gaussian.piecewise_linear_moments(mean, std, 0.0),
     zero_gradient_set="x <= 0",
     bounded_below="0.0",
     references=("Nair and Hinton 2010",),
@@ -92,5 +94,6 @@ LEAKY_RELU = Activation(
         derivative=lambda mp, x, slope: mp.mpf(1) if x > 0 else mp.mpf(slope),
         second_derivative=lambda mp, x, slope: mp.mpf(0),
     ),
+    gaussian=_gaussian.piecewise_linear_moments,
     references=("Maas, Hannun, Ng 2013",),
 )
