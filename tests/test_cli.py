@@ -21,7 +21,7 @@ def test_bare_elukit_prints_help():
 
 
 def test_every_verb_has_help_with_an_example():
-    for verb in ("list", "eval", "plot"):
+    for verb in ("list", "eval", "plot", "stats", "gain", "propagate"):
         result = run(verb, "--help")
         assert result.exit_code == 0 and "elukit " + verb in result.output
 
@@ -84,3 +84,26 @@ def test_accuracy_module_runs_as_a_program():
     from elukit.accuracy import main as accuracy_main
 
     assert accuracy_main(["--points", "300", "--activation", "elu:alpha=2", "--dtype", "float32", "--workers", "1"]) == 0
+
+
+def test_stats_table_and_json():
+    result = run("stats", "elu", "relu", "selu", "--mean", "0", "--std", "1")
+    assert result.exit_code == 0 and "P[f'=0]" in result.output
+    rows = json.loads(run("stats", "relu", "--json").output)["rows"]
+    assert rows[0]["zero_gradient_probability"] == 0.5
+
+
+def test_gain_reports_pytorch_value_where_it_has_one():
+    rows = json.loads(run("gain", "elu", "selu", "--json").output)
+    assert abs(rows[0]["gain"] - 1.2452) < 1e-4
+    assert abs(rows[1]["chi"] - 1.0716) < 1e-4 or rows[1]["gain"] == 1.0
+    text = run("gain", "elu", "--alpha", "1").output
+    assert "1.2452" in text and "calculate_gain" in text
+
+
+def test_propagate_writes_a_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "propagation.png"
+    result = run("propagate", "elu", "--depth", "20", "-o", str(path))
+    assert result.exit_code == 0 and path.stat().st_size > 1000
+    assert "PyTorch nn.Linear default" in result.output

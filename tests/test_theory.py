@@ -151,7 +151,8 @@ def test_gains_and_their_consequences():
         assert not report.stable and any("unstable" in note for note in report.warnings)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert theory.analyze_gain("relu").stable
+        relu = theory.analyze_gain("relu")
+    assert not relu.stable and "marginal" in relu.warnings[0] and abs(relu.chi - 1) < 1e-12
 
 
 def test_propagation_matches_a_real_deep_network():

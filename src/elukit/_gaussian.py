@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import special
 
-_SERIES_TERMS = 60
+_SERIES_TERMS = 30
 
 
 class Moments(NamedTuple):
@@ -68,53 +68,72 @@ def _mills_ratio(t: np.ndarray) -> np.ndarray:
 
 def exponential_tail(mean: np.ndarray, std: np.ndarray, rate: np.ndarray) -> np.ndarray:
     r""":math:`E[e^{cz} 1_{z\le0}] = \exp(c\mu + c^2\sigma^2/2 + \log\Phi(-a - c\sigma))`."""
-    a = mean / std
-    return np.exp(rate * mean + 0.5 * (rate * std) ** 2 + special.log_ndtr(-a - rate * std))
+    return np.exp(rate * mean + 0.5 * (rate * std) ** 2 + special.log_ndtr(-mean / std - rate * std))
 
 
-def exponential_minus_one_tail(mean: np.ndarray, std: np.ndarray, rate: np.ndarray) -> np.ndarray:
-    r""":math:`E[(e^{cz}-1) 1_{z\le0}] = \Phi(-a)\,\mathrm{expm1}(L)` (see the module docstring)."""
+class _Tails(NamedTuple):
+    """The negative-branch expectations of exp-linear activations at rates c and 2c."""
+
+    exp: np.ndarray  # E[e^{cz} 1]
+    exp_double: np.ndarray  # E[e^{2cz} 1]
+    expm1: np.ndarray  # E[(e^{cz}-1) 1]
+    expm1_squared: np.ndarray  # E[(e^{cz}-1)^2 1]
+
+
+def _tails(mean: np.ndarray, std: np.ndarray, rate: np.ndarray) -> _Tails:
     a = mean / std
     log_mass = special.log_ndtr(-a)
-    exponent = rate * mean + 0.5 * (rate * std) ** 2 + special.log_ndtr(-a - rate * std) - log_mass
-    closed = np.exp(log_mass) * np.expm1(exponent)
-    series = _truncated_series(mean, std, rate, squared=False)
-    return np.where(_series_applies(mean, std, rate), series, closed)
+    log_single = rate * mean + 0.5 * (rate * std) ** 2 + special.log_ndtr(-a - rate * std)
+    log_double = 2 * rate * mean + 2 * (rate * std) ** 2 + special.log_ndtr(-a - 2 * rate * std)
+    mass = np.exp(log_mass)
+    expm1 = mass * np.expm1(log_single - log_mass)
+    expm1_double = mass * np.expm1(log_double - log_mass)
+    expm1_squared = np.maximum(expm1_double - 2 * expm1, 0.0)
+    series = _series_applies(mean, std, rate)
+    if np.any(series):
+        expm1 = expm1.copy()
+        expm1_squared = expm1_squared.copy()
+        expm1[series], expm1_squared[series] = _truncated_series(mean[series], std[series], rate[series])
+    return _Tails(np.exp(log_single), np.exp(log_double), expm1, expm1_squared)
 
 
-def exponential_minus_one_squared_tail(mean: np.ndarray, std: np.ndarray, rate: np.ndarray) -> np.ndarray:
+def exponential_minus_one_tail(mean, std, rate) -> np.ndarray:
+    r""":math:`E[(e^{cz}-1) 1_{z\le0}] = \Phi(-a)\,\mathrm{expm1}(L)` (see the module docstring)."""
+    mean, std, rate = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (mean, std, rate)))
+    return _tails(mean, std, rate).expm1
+
+
+def exponential_minus_one_squared_tail(mean, std, rate) -> np.ndarray:
     r""":math:`E[(e^{cz}-1)^2 1_{z\le0}] = E[(e^{2cz}-1)1] - 2E[(e^{cz}-1)1]`, or the series."""
-    closed = exponential_minus_one_tail(mean, std, 2 * rate) - 2 * exponential_minus_one_tail(mean, std, rate)
-    series = _truncated_series(mean, std, rate, squared=True)
-    return np.where(_series_applies(mean, std, rate), series, np.maximum(closed, 0.0))
+    mean, std, rate = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (mean, std, rate)))
+    return _tails(mean, std, rate).expm1_squared
 
 
 def _series_applies(mean, std, rate):
     """Where the mass of z below zero sits within |c z| < 1 (8 sigma), so the series converges
     geometrically and the closed form would cancel."""
-    return rate * (np.abs(np.minimum(mean, 0.0)) + 8 * std) < 1.0
+    return rate * (np.abs(mean) + 8 * std) < 1.0
 
 
-def _truncated_series(mean, std, rate, squared: bool) -> np.ndarray:
-    r""":math:`\sum_k w_k c^k I_k` with :math:`w_k = 1/k!` (``e^{cz}-1``) or
-    :math:`(2^k-2)/k!` (``(e^{cz}-1)^2``); meaningful only where `_series_applies`."""
-    mean, std, rate = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (mean, std, rate)))
+def _truncated_series(mean, std, rate) -> tuple[np.ndarray, np.ndarray]:
+    r""":math:`\sum_k w_k c^k I_k` with :math:`w_k = 1/k!` (``e^{cz}-1``) and
+    :math:`(2^k-2)/k!` (``(e^{cz}-1)^2``); accurate where `_series_applies` (|c z| < 1 on the
+    mass, so term k is below 2^k/k!: 30 terms reach 1e-20)."""
     with np.errstate(all="ignore"):
         a = mean / std
         before = special.ndtr(-a)  # I_0
         density = np.exp(-0.5 * a * a) / math.sqrt(2 * math.pi)
         current = mean * before - std * density  # I_1
-        total = np.zeros_like(mean)
-        power = rate.copy()
-        factorial = 1.0
+        single = np.zeros_like(mean)
+        squared = np.zeros_like(mean)
+        term = rate.copy()  # c^k / k!
         for k in range(1, _SERIES_TERMS + 1):
             if k > 1:
                 before, current = current, mean * current + (k - 1) * std * std * before
-                power = power * rate
-                factorial *= k
-            weight = (2.0**k - 2.0) if squared else 1.0
-            total = total + weight * power * current / factorial
-    return np.where(np.isfinite(total), total, 0.0)
+                term = term * rate / k
+            single += term * current
+            squared += (2.0**k - 2.0) * term * current
+    return single, squared
 
 
 def exponential_linear_moments(mean, std, linear_scale, exponential_scale, rate) -> Moments:
@@ -130,17 +149,23 @@ def exponential_linear_moments(mean, std, linear_scale, exponential_scale, rate)
         E f' = \lambda\Phi(a) + \beta c\,E[e^{cz}1_{z\le0}], \quad
         E f'^2 = \lambda^2\Phi(a) + \beta^2c^2 E[e^{2cz}1_{z\le0}], \quad P[f'=0] = 0.
     """
-    mean, std, linear_scale, exponential_scale, rate = np.broadcast_arrays(
-        *(np.asarray(v, dtype=np.float64) for v in (mean, std, linear_scale, exponential_scale, rate))
+    shape = np.broadcast_shapes(*(np.shape(v) for v in (mean, std, linear_scale, exponential_scale, rate)))
+    mean, std, linear_scale, exponential_scale, rate = (
+        np.broadcast_to(np.asarray(v, dtype=np.float64), shape).reshape(-1)
+        for v in (mean, std, linear_scale, exponential_scale, rate)
     )
     first, second = positive_part_moments(mean, std)
     positive_mass = special.ndtr(mean / std)
-    value_mean = linear_scale * first + exponential_scale * exponential_minus_one_tail(mean, std, rate)
-    value_second = linear_scale**2 * second + exponential_scale**2 * exponential_minus_one_squared_tail(mean, std, rate)
+    tails = _tails(mean, std, rate)
     slope = exponential_scale * rate
-    derivative_mean = linear_scale * positive_mass + slope * exponential_tail(mean, std, rate)
-    derivative_second = linear_scale**2 * positive_mass + slope**2 * exponential_tail(mean, std, 2 * rate)
-    return make_moments(value_mean, value_second, derivative_mean, derivative_second, np.zeros_like(mean))
+    result = make_moments(
+        linear_scale * first + exponential_scale * tails.expm1,
+        linear_scale**2 * second + exponential_scale**2 * tails.expm1_squared,
+        linear_scale * positive_mass + slope * tails.exp,
+        linear_scale**2 * positive_mass + slope**2 * tails.exp_double,
+        np.zeros_like(mean),
+    )
+    return Moments(*(v.reshape(shape) for v in result))
 
 
 def piecewise_linear_moments(mean, std, slope) -> Moments:

@@ -9,7 +9,10 @@ import click
 from elukit import __version__
 from elukit.cli.eval_cmd import eval_command
 from elukit.cli.list_cmd import list_command
+from elukit.cli.gain_cmd import gain_command
 from elukit.cli.plot_cmd import plot_command
+from elukit.cli.propagate_cmd import propagate_command
+from elukit.cli.stats_cmd import stats_command
 
 
 class _Group(click.Group):
@@ -37,6 +40,9 @@ def main(ctx: click.Context) -> None:
 main.add_command(list_command)
 main.add_command(eval_command)
 main.add_command(plot_command)
+main.add_command(stats_command)
+main.add_command(gain_command)
+main.add_command(propagate_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

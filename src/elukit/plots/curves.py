@@ -6,6 +6,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,14 @@ def plot_activations(
         axis.set_title(title)
         axis.grid(True, alpha=0.3)
         axis.legend()
+    return save_atomically(figure, path)
+
+
+def save_atomically(figure: Any, path: str | os.PathLike[str]) -> Path:
+    """Save a matplotlib figure to a temporary file beside `path`, then rename it over `path`,
+    so an interrupted call never leaves a half-written figure. Closes the figure."""
+    plt = pyplot()
+    suffix = check_output_path(path)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(suffix=suffix, dir=target.parent)

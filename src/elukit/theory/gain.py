@@ -63,7 +63,8 @@ def analyze_gain(activation: str | Activation, weight_gain: float | None = None,
                  warn: bool = True, **params: Any) -> GainReport:
     """Report chi and the variance-map slope for `weight_gain` (default: the forward `gain`).
 
-    Warns (UserWarning) when the fixed point is unstable (slope >= 1) or gradients grow (chi > 1).
+    Warns (UserWarning) when the fixed point is unstable (slope > 1) or gradients grow (chi > 1).
+    A slope of exactly 1 (ReLU, Leaky ReLU: V is linear in q) is reported as marginal, not stable.
     """
     q = _check_variance(input_variance)
     forward = gain(activation, q, **params)
@@ -75,12 +76,15 @@ def analyze_gain(activation: str | Activation, weight_gain: float | None = None,
     step = 1e-4 * q
     slope = (variance_map(activation, q + step, g, **params) - variance_map(activation, q - step, g, **params)) / (2 * step)
     notes = []
-    if slope >= 1:
+    marginal = abs(slope - 1) <= 1e-6
+    if marginal:
+        notes.append(f"the variance fixed point q*={q:g} is marginal (dV/dq = 1): deviations neither decay nor grow")
+    elif slope > 1:
         notes.append(f"the variance fixed point q*={q:g} is unstable (dV/dq = {slope:.4f} >= 1)")
     if chi > 1 + 1e-9:
         notes.append(f"gradients grow: chi = {chi:.4f}, i.e. {100 * (chi - 1):+.1f}% squared gradient norm per layer")
     name = activation if isinstance(activation, str) else activation.name
     if warn:
-        for note in notes:
+        for note in (n for n in notes if "marginal" not in n):
             warnings.warn(f"{name}: {note}", UserWarning, stacklevel=2)
-    return GainReport(g, forward, backward, chi, slope, slope < 1, tuple(notes))
+    return GainReport(g, forward, backward, chi, slope, slope < 1 and not marginal, tuple(notes))

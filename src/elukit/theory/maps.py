@@ -77,7 +77,7 @@ def _zero_mean_alpha(std: float) -> float:
     r"""The alpha with E[ELU(z)] = 0 for z ~ N(0, std^2): :math:`\alpha = -E[z1_{z>0}]/E[(e^z-1)1_{z\le0}]`
     (scale-free, so it is solved first, in closed form)."""
     positive_mean = std / math.sqrt(2 * math.pi)
-    return -positive_mean / float(exponential_minus_one_tail(0.0, std, 1.0))
+    return -positive_mean / float(exponential_minus_one_tail(0.0, std, 1.0)[0])
 
 
 def self_normalizing_constants(mean: float = 0.0, variance: float = 1.0) -> tuple[float, float]:
@@ -93,7 +93,7 @@ def self_normalizing_constants(mean: float = 0.0, variance: float = 1.0) -> tupl
         raise ValueError(f"mean must be finite, got {mean!r}")
     std = math.sqrt(variance)
     alpha = _zero_mean_alpha(std)
-    second = variance / 2 + alpha**2 * float(exponential_minus_one_squared_tail(0.0, std, 1.0))
+    second = variance / 2 + alpha**2 * float(exponential_minus_one_squared_tail(0.0, std, 1.0)[0])
     scale = math.sqrt(variance / second)
     if mean == 0.0:
         return alpha, scale
