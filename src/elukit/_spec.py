@@ -58,6 +58,20 @@ class Reference:
 
 
 @dataclasses.dataclass(frozen=True)
+class TorchKernels:
+    """PyTorch versions of the kernels, used by `elukit.torch`.
+
+    Each callable takes ``(torch, x, **params)``: the torch module is passed in so that the
+    family modules never import torch. ``x`` is already in the working dtype (float64 for
+    16/32-bit inputs); the result is rounded once by `elukit.torch`.
+    """
+
+    value: Callable[..., Any]
+    derivative: Callable[..., Any]
+    second_derivative: Callable[..., Any]
+
+
+@dataclasses.dataclass(frozen=True)
 class Activation:
     """An activation function family, with bound parameter values.
 
@@ -74,6 +88,7 @@ class Activation:
         special_values: ``(x, f(x), f'(x), f''(x))`` rows written as expressions of the
             parameters (``"-alpha"``); tests and docs are generated from them.
         reference: mpmath reference for accuracy tests.
+        torch: PyTorch kernels (`TorchKernels`), or None (no torch backend).
         gaussian: closed-form Gaussian moments ``(mean, std, **params) -> Moments``, or None
             (then `elukit.theory` uses Gauss-Hermite quadrature).
         extended_float64: evaluate float64 inputs in ``np.longdouble`` (faithful float64).
@@ -93,6 +108,7 @@ class Activation:
     reference: Reference
     description: str = ""
     gaussian: Callable[..., Any] | None = None
+    torch: TorchKernels | None = None
     extended_float64: bool = False
     zero_gradient_set: str = ""
     bounded_below: str | None = None

@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from elukit import _gaussian, _numerics
-from elukit._spec import Activation, Param, Reference
+from elukit._spec import Activation, Param, Reference, TorchKernels
 from elukit.constants import SELU_ALPHA, SELU_SCALE
 
 _NAN = math.nan
@@ -111,6 +111,34 @@ def celu_gaussian(mean, std, alpha):
     return _gaussian.exponential_linear_moments(mean, std, 1.0, alpha, np.divide(1.0, alpha))
 
 
+def _torch_scaled_elu_value(t, x, alpha, scale=1.0):
+    negative = (scale * alpha) * t.expm1(t.clamp(x, max=0.0)) + scale * t.clamp(x, min=0.0)
+    return t.copysign(negative, x)
+
+
+def _torch_scaled_elu_derivative(t, x, alpha, scale=1.0):
+    return t.where(x > 0, t.full_like(x, scale), (scale * alpha) * t.exp(t.clamp(x, max=0.0)))
+
+
+def _torch_scaled_elu_second(t, x, alpha, scale=1.0):
+    return t.where(x > 0, t.zeros_like(x), (scale * alpha) * t.exp(t.clamp(x, max=0.0)))
+
+
+_SCALED_ELU_TORCH = TorchKernels(_torch_scaled_elu_value, _torch_scaled_elu_derivative, _torch_scaled_elu_second)
+
+
+def _torch_celu_value(t, x, alpha):
+    return t.copysign(alpha * t.expm1(t.clamp(x, max=0.0) / alpha) + t.clamp(x, min=0.0), x)
+
+
+def _torch_celu_derivative(t, x, alpha):
+    return t.where(x > 0, t.ones_like(x), t.exp(t.clamp(x, max=0.0) / alpha))
+
+
+def _torch_celu_second(t, x, alpha):
+    return t.where(x > 0, t.zeros_like(x), t.exp(t.clamp(x, max=0.0) / alpha) / alpha)
+
+
 _SCALED_ELU_REFERENCE = Reference(
     value=_scaled_elu_reference_value,
     derivative=_scaled_elu_reference_derivative,
@@ -134,6 +162,7 @@ ELU = Activation(
     ),
     reference=_SCALED_ELU_REFERENCE,
     gaussian=elu_gaussian,
+    torch=_SCALED_ELU_TORCH,
     extended_float64=True,
     bounded_below="-alpha",
     references=("Clevert, Unterthiner, Hochreiter 2016, arXiv:1511.07289",),
@@ -159,6 +188,7 @@ SELU = Activation(
     ),
     reference=_SCALED_ELU_REFERENCE,
     gaussian=selu_gaussian,
+    torch=_SCALED_ELU_TORCH,
     extended_float64=True,
     bounded_below="-scale*alpha",
     references=("Klambauer, Unterthiner, Mayr, Hochreiter 2017, arXiv:1706.02515",),
@@ -223,6 +253,7 @@ CELU = Activation(
         ),
     ),
     gaussian=celu_gaussian,
+    torch=TorchKernels(_torch_celu_value, _torch_celu_derivative, _torch_celu_second),
     extended_float64=True,
     bounded_below="-alpha",
     references=("Barron 2017, arXiv:1704.07483",),

@@ -8,7 +8,7 @@ import numpy as np
 from scipy import special
 
 from elukit._families.sigmoidal import half_x_plus_square
-from elukit._spec import Activation, Reference
+from elukit._spec import Activation, Reference, TorchKernels
 
 _NAN = math.nan
 _INF = math.inf
@@ -77,5 +77,23 @@ GELU = Activation(
         derivative=lambda mp, x: _mp_phi(mp, x) + x * _mp_density(mp, x),
         second_derivative=lambda mp, x: _mp_density(mp, x) * (2 - x * x),
     ),
+    torch=TorchKernels(
+        value=lambda t, x: _torch_gelu_value(t, x),
+        derivative=lambda t, x: _torch_gelu_derivative(t, t.clamp(x, -_CLIP, _CLIP)),
+        second_derivative=lambda t, x: _torch_density(t, t.clamp(x, -_CLIP, _CLIP)) * (2 - t.clamp(x, -_CLIP, _CLIP) ** 2),
+    ),
     references=("Hendrycks and Gimpel 2016, arXiv:1606.08415",),
 )
+
+
+def _torch_density(t, x):
+    return _INV_SQRT_2PI * t.exp(-0.5 * x * x)
+
+
+def _torch_gelu_value(t, x):
+    clipped = t.clamp(x, min=-_CLIP)
+    return clipped * t.special.ndtr(clipped)
+
+
+def _torch_gelu_derivative(t, x):
+    return t.special.ndtr(x) + x * _torch_density(t, x)

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from elukit import _gaussian
-from elukit._spec import Activation, Param, Reference
+from elukit._spec import Activation, Param, Reference, TorchKernels
 
 _NAN = math.nan
 _INF = math.inf
@@ -58,6 +58,11 @@ RELU = Activation(
         second_derivative=lambda mp, x: mp.mpf(0),
     ),
     gaussian=lambda mean, std: _gaussian.piecewise_linear_moments(mean, std, 0.0),
+    torch=TorchKernels(
+        value=lambda t, x: t.clamp(x, min=0.0) + 0.0,
+        derivative=lambda t, x: t.where(x.isnan(), x, (x > 0).to(x.dtype)),
+        second_derivative=lambda t, x: t.where(x.isnan(), x, t.zeros_like(x)),
+    ),
     zero_gradient_set="x <= 0",
     bounded_below="0.0",
     references=("Nair and Hinton 2010",),
@@ -95,5 +100,10 @@ LEAKY_RELU = Activation(
         second_derivative=lambda mp, x, slope: mp.mpf(0),
     ),
     gaussian=_gaussian.piecewise_linear_moments,
+    torch=TorchKernels(
+        value=lambda t, x, slope: t.where(x > 0, x, slope * x),
+        derivative=lambda t, x, slope: t.where(x.isnan(), x, t.where(x > 0, t.ones_like(x), t.full_like(x, slope))),
+        second_derivative=lambda t, x, slope: t.where(x.isnan(), x, t.zeros_like(x)),
+    ),
     references=("Maas, Hannun, Ng 2013",),
 )

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from elukit import _numerics
-from elukit._spec import Activation, Reference
+from elukit._spec import Activation, Reference, TorchKernels
 
 _NAN = math.nan
 _INF = math.inf
@@ -90,6 +90,11 @@ SIGMOID = Activation(
         second_derivative=lambda mp, x: -_mp_logistic_slope(mp, x) * mp.tanh(x / 2),
     ),
     bounded_below="0.0",
+    torch=TorchKernels(
+        value=lambda t, x: t.sigmoid(x),
+        derivative=lambda t, x: t.sigmoid(x) * t.sigmoid(-x),
+        second_derivative=lambda t, x: -t.sigmoid(x) * t.sigmoid(-x) * t.tanh(0.5 * x),
+    ),
 )
 
 
@@ -129,7 +134,17 @@ TANH = Activation(
         second_derivative=lambda mp, x: -2 * mp.tanh(x) * _mp_sech2(mp, x),
     ),
     bounded_below="-1.0",
+    torch=TorchKernels(
+        value=lambda t, x: t.tanh(x),
+        derivative=lambda t, x: _torch_sech2(t, x),
+        second_derivative=lambda t, x: -2 * t.tanh(x) * _torch_sech2(t, x),
+    ),
 )
+
+
+def _torch_sech2(t, x):
+    u = t.exp(-2 * x.abs())
+    return 4 * u / ((1 + u) * (1 + u))
 
 
 def softplus_value(x: np.ndarray) -> np.ndarray:
@@ -163,6 +178,11 @@ SOFTPLUS = Activation(
         second_derivative=_mp_logistic_slope,
     ),
     bounded_below="0.0",
+    torch=TorchKernels(
+        value=lambda t, x: t.clamp(x, min=0.0) + t.log1p(t.exp(-x.abs())),
+        derivative=lambda t, x: t.sigmoid(x),
+        second_derivative=lambda t, x: t.sigmoid(x) * t.sigmoid(-x),
+    ),
     references=("Dugas et al. 2001",),
 )
 
@@ -204,5 +224,18 @@ SILU = Activation(
         derivative=lambda mp, x: _mp_sigmoid(mp, x) * (1 + x * _mp_sigmoid(mp, -x)),
         second_derivative=lambda mp, x: _mp_logistic_slope(mp, x) * (2 - x * mp.tanh(x / 2)),
     ),
+    torch=TorchKernels(
+        value=lambda t, x: t.clamp(x, min=-_CLIP) * t.sigmoid(t.clamp(x, min=-_CLIP)),
+        derivative=lambda t, x: _torch_silu_derivative(t, t.clamp(x, -_CLIP, _CLIP)),
+        second_derivative=lambda t, x: _torch_silu_second(t, t.clamp(x, -_CLIP, _CLIP)),
+    ),
     references=("Hendrycks and Gimpel 2016; Elfwing et al. 2018; Ramachandran et al. 2017",),
 )
+
+
+def _torch_silu_derivative(t, x):
+    return t.sigmoid(x) * (1 + x * t.sigmoid(-x))
+
+
+def _torch_silu_second(t, x):
+    return t.sigmoid(x) * t.sigmoid(-x) * (2 - x * t.tanh(0.5 * x))

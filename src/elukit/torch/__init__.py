@@ -1,0 +1,10 @@
+"""elukit.torch: exact autograd activations, modules, conversion, initialization, diagnostics.
+
+Needs PyTorch (``pip install 'elukit[torch]'``).
+"""
+
+from elukit.torch import functional
+from elukit.torch.convert import replace_activations
+from elukit.torch.modules import CELU, ELU, PELU, SELU, Activation, AlphaDropout
+
+__all__ = ["CELU", "ELU", "PELU", "SELU", "Activation", "AlphaDropout", "functional", "replace_activations"]

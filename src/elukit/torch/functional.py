@@ -1,0 +1,158 @@
+r"""Exact activations as PyTorch autograd functions, built from the `Activation` specs.
+
+Precision policy (the same as the NumPy backend's): float16, bfloat16 and float32 tensors are
+evaluated in float64 and rounded once -- for float16/bfloat16 through a round-to-odd float32
+step, because PyTorch's own float64 -> float16/bfloat16 cast goes through float32 and rounds
+twice. float64 tensors are evaluated in float64 by default; ``exact=True`` evaluates them with
+the NumPy backend in extended precision (CPU only, no torch.compile), which is faithful.
+
+The result for an element never depends on the tensor's shape, stride or the element's position:
+every operation is elementwise with no SIMD-body/scalar-tail split of the formula.
+
+Gradients: ``backward`` multiplies by f'(x) computed from the saved *input* (never from the
+output, which collapses to 0 once f(x) rounds to -alpha), and is itself differentiable (f''),
+with the same left-branch convention at 0 as f'. ``inplace=True`` writes f(x) into x and saves
+f'(x) instead of x: the same memory as out-of-place, no collapse, but no double backward.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from elukit._registry import get
+from elukit._spec import Activation
+from elukit.torch._torch import torch
+
+_NARROW = (torch.float16, torch.bfloat16)
+_WORKING = {torch.float16: torch.float64, torch.bfloat16: torch.float64, torch.float32: torch.float64,
+            torch.float64: torch.float64}
+
+
+def _check_tensor(x: Any) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+
+
+def round_to_odd_float32(values: torch.Tensor) -> torch.Tensor:
+    """float64 -> float32 with a sticky last bit, so a following cast to float16/bfloat16 rounds
+    correctly (a plain cast would round twice)."""
+    rounded = values.to(torch.float32)
+    back = rounded.to(torch.float64)
+    inexact = (back != values) & torch.isfinite(rounded) & (rounded != 0)
+    even = (rounded.view(torch.int32) & 1) == 0
+    toward = torch.where(values > back, torch.full_like(rounded, float("inf")), torch.full_like(rounded, float("-inf")))
+    return torch.where(inexact & even, torch.nextafter(rounded, toward), rounded)
+
+
+def _round_once(result: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if dtype in _NARROW:
+        return round_to_odd_float32(result).to(dtype)
+    return result.to(dtype)
+
+
+def _numpy_exact(kernel_name: str, spec: Activation, x: torch.Tensor) -> torch.Tensor:
+    if x.device.type != "cpu":
+        raise ValueError(f"exact=True evaluates float64 with NumPy's extended precision and needs a CPU tensor, got {x.device}")
+    values = getattr(spec, kernel_name)(x.detach().numpy())
+    return torch.from_numpy(np.ascontiguousarray(values)).to(x.dtype)
+
+
+def evaluate(spec: Activation, quantity: str, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
+    """f, f' or f'' of a tensor (no autograd), rounded once to x's dtype."""
+    if exact and x.dtype == torch.float64:
+        return _numpy_exact(quantity, spec, x)
+    kernel = getattr(spec.torch, quantity)
+    work = x.to(_WORKING.get(x.dtype, torch.float64))
+    return _round_once(kernel(torch, work, **spec.parameters), x.dtype)
+
+
+class _Derivative(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, spec, exact):
+        ctx.save_for_backward(x)
+        ctx.spec, ctx.exact = spec, exact
+        return evaluate(spec, "derivative", x, exact)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * evaluate(ctx.spec, "second_derivative", x, ctx.exact), None, None
+
+
+class _Value(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, spec, exact):
+        ctx.save_for_backward(x)
+        ctx.spec, ctx.exact = spec, exact
+        return evaluate(spec, "value", x, exact)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * _Derivative.apply(x, ctx.spec, ctx.exact), None, None
+
+
+class _InplaceValue(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, spec, exact):
+        derivative = evaluate(spec, "derivative", x, exact)
+        x.copy_(evaluate(spec, "value", x, exact))
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(derivative)
+        return x
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (derivative,) = ctx.saved_tensors
+        return grad * derivative, None, None
+
+
+def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, exact: bool = False,
+               **params: Any) -> torch.Tensor:
+    """Apply any registered activation (a name or a spec) with exact autograd."""
+    _check_tensor(x)
+    spec = get(spec, **params) if params or isinstance(spec, str) else spec
+    if spec.torch is None:
+        raise ValueError(f"activation {spec.name!r} has no torch kernels")
+    if inplace:
+        return _InplaceValue.apply(x, spec, exact)
+    return _Value.apply(x, spec, exact)
+
+
+def elu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool = False) -> torch.Tensor:
+    r"""ELU: :math:`x\ (x>0),\ \alpha\,\mathrm{expm1}(x)\ (x\le0)`; f'(0) = alpha (left branch)."""
+    return activation(x, "elu", inplace, exact, alpha=alpha)
+
+
+def selu(x: torch.Tensor, inplace: bool = False, exact: bool = False) -> torch.Tensor:
+    r"""SELU: :math:`\lambda\,\mathrm{ELU}(x; \alpha)` with elukit.SELU_SCALE and SELU_ALPHA."""
+    return activation(x, "selu", inplace, exact)
+
+
+def celu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool = False) -> torch.Tensor:
+    r"""CELU: :math:`x\ (x>0),\ \alpha\,\mathrm{expm1}(x/\alpha)\ (x\le0)`."""
+    return activation(x, "celu", inplace, exact, alpha=alpha)
+
+
+def pelu(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
+    r"""Parametric ELU (Trottier et al. 2017): :math:`(a/b)x\ (x>0),\ a\,\mathrm{expm1}(x/b)\ (x\le0)`.
+
+    `a` and `b` are positive per-channel tensors (shape (C,)) broadcast along `channel_dim`;
+    gradients flow to x, a and b through PyTorch's own ops (computed in x's dtype).
+    """
+    _check_tensor(x)
+    shape = [1] * x.dim()
+    if x.dim() > 1:
+        shape[channel_dim] = -1
+    a = a.reshape(shape) if x.dim() > 1 else a
+    b = b.reshape(shape) if x.dim() > 1 else b
+    negative = a * torch.expm1(torch.clamp(x, max=0.0) / b)
+    return torch.where(x > 0, (a / b) * x, negative)
+
+
+__all__ = ["activation", "celu", "elu", "evaluate", "pelu", "round_to_odd_float32", "selu"]
