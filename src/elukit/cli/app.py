@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from elukit import __version__
+from elukit.cli.compare_cmd import compare_command, report_command
 from elukit.cli.eval_cmd import eval_command
 from elukit.cli.list_cmd import list_command
 from elukit.cli.gain_cmd import gain_command
@@ -37,6 +38,8 @@ def main(ctx: click.Context) -> None:
         click.echo(ctx.get_help())
 
 
+main.add_command(compare_command)
+main.add_command(report_command)
 main.add_command(list_command)
 main.add_command(eval_command)
 main.add_command(plot_command)

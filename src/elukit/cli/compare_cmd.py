@@ -1,0 +1,116 @@
+"""``elukit compare`` and ``elukit report``: train activations on real data and report."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+
+class _ProgressBar:
+    """One status line on stderr: configuration, epoch bar, test accuracy, ETA."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.last = 0.0
+
+    def __call__(self, progress) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        if progress.epoch < progress.epochs and now - self.last < 0.2:
+            return
+        self.last = now
+        width = 20
+        filled = int(width * progress.epoch / progress.epochs)
+        eta = time.strftime("%M:%S", time.gmtime(max(progress.eta, 0)))
+        line = (f"\r[{progress.configuration + 1}/{progress.configurations}] {progress.label:<18} "
+                f"[{'#' * filled}{'.' * (width - filled)}] epoch {progress.epoch}/{progress.epochs} "
+                f"loss {progress.train_loss:.3f} test acc {100 * progress.test_accuracy:.1f}% ETA {eta}")
+        click.echo(line, err=True, nl=progress.epoch == progress.epochs)
+
+
+@click.command(
+    "compare",
+    epilog=(
+        "Examples:\n\n"
+        "  elukit compare                                   # MNIST-1D, relu/leaky_relu/elu/selu, 5 seeds\n\n"
+        "  elukit compare --dataset digits --activations relu,elu:alpha=0.5,celu:alpha=2 --seeds 10\n\n"
+        "  elukit compare --preset clevert2016 --out clevert\n\n"
+        "  elukit compare --data mydata.npz --model mlp --width 256 --depth 4 --batch-norm\n\n"
+        "  elukit compare --resume                          # after Ctrl-C: continue where it stopped"
+    ),
+)
+@click.option("--dataset", default=None, help="Built-in dataset: mnist1d (default), digits, breast_cancer, wine.")
+@click.option("--data", "data_file", type=click.Path(dir_okay=False), default=None,
+              help="Your own .npz with x_train, y_train, x_test, y_test (instead of --dataset).")
+@click.option("--activations", default=None, help="Comma-separated, e.g. relu,leaky_relu,elu:alpha=0.5,selu.")
+@click.option("--seeds", type=int, default=None, help="Seeds per activation, trained as one batched ensemble [5].")
+@click.option("--epochs", type=int, default=None, help="Training epochs [30].")
+@click.option("--model", type=click.Choice(["mlp", "cnn"]), default=None, help="Network [mlp].")
+@click.option("--width", type=int, default=None, help="Hidden units (MLP) or channels (CNN) [100].")
+@click.option("--depth", type=int, default=None, help="Hidden layers (MLP) or conv layers (CNN) [2].")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default=None, help="Optimizer [adam].")
+@click.option("--lr", type=float, default=None, help="Learning rate [0.001].")
+@click.option("--batch-size", type=int, default=None, help="Minibatch size [100].")
+@click.option("--init", type=click.Choice(["gain", "torch", "he"]), default=None,
+              help="gain: elukit.theory's derived gain per activation; torch: PyTorch's default; he: sqrt(2) [gain].")
+@click.option("--batch-norm/--no-batch-norm", default=None, help="Batch normalisation before each activation [off].")
+@click.option("--preset", type=click.Choice(["default", "clevert2016"]), default="default", show_default=True,
+              help="A named configuration; explicit flags override it.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("elukit-results"),
+              show_default=True, help="Output folder: results.db and report/.")
+@click.option("--resume", is_flag=True, help="Continue the latest study in OUT/results.db (same arguments).")
+@click.option("--threads", type=int, default=1, show_default=True, help="torch threads (1 is fastest for small models).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def compare_command(dataset, data_file, activations, seeds, epochs, model, width, depth, optimizer, lr, batch_size,
+                    init, batch_norm, preset, out, resume, threads, quiet) -> None:
+    """Train the same network with each activation on real data, several seeds, with diagnostics,
+    store every epoch in OUT/results.db and write a report to OUT/report/."""
+    from elukit.experiments.report import build_report
+    from elukit.experiments.train import PRESETS, StudyConfig, run_study
+
+    if dataset and data_file:
+        raise ValueError("give either --dataset or --data, not both")
+    settings = dict(PRESETS[preset])
+    given = {"dataset": dataset, "data_file": str(Path(data_file).resolve()) if data_file else None,
+             "activations": tuple(a.strip() for a in activations.split(",") if a.strip()) if activations else None,
+             "seeds": seeds, "epochs": epochs, "model": model, "width": width, "depth": depth, "optimizer": optimizer,
+             "lr": lr, "batch_size": batch_size, "init": init, "batch_norm": batch_norm}
+    settings.update({k: v for k, v in given.items() if v is not None})
+    config = StudyConfig(**settings)
+    started = time.monotonic()
+    try:
+        store, study_id = run_study(config, out, resume=resume, progress=_ProgressBar(quiet), threads=threads)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: finished epochs are in {out / 'results.db'}; "
+                   f"run the same command with --resume to continue", err=True)
+        sys.exit(130)
+    store.close()
+    paths = build_report(out / "results.db", out / "report", study_id)
+    click.echo(f"study {study_id} done in {time.monotonic() - started:.0f} s; report: {paths['html']} "
+               f"(and {paths['markdown'].name})")
+
+
+@click.command(
+    "report",
+    epilog="Examples:\n\n  elukit report elukit-results/results.db -o report/\n\n"
+           "  elukit report results.db --study 2 --target-loss 0.5 -o report2/",
+)
+@click.argument("database", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("report"),
+              show_default=True, help="Folder for report.html, report.md and figures.")
+@click.option("--study", type=int, default=None, help="Study id (default: the latest).")
+@click.option("--target-loss", type=float, default=None,
+              help="Training loss for 'epochs to target' (default: the highest final mean loss).")
+def report_command(database: Path, output: Path, study: int | None, target_loss: float | None) -> None:
+    """Write the HTML and Markdown report of a study from a results database."""
+    from elukit.experiments.report import build_report
+
+    paths = build_report(database, output, study, target_loss)
+    click.echo(f"wrote {paths['html']} and {paths['markdown']}")
+
+
+__all__ = ["compare_command", "report_command"]

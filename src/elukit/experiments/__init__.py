@@ -1,0 +1,1 @@
+"""elukit.experiments: data, batched ensembles, training with diagnostics, SQLite store, statistics, report."""

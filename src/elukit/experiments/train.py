@@ -1,0 +1,248 @@
+"""Studies: every activation trained as one batched ensemble of seeds, with diagnostics, stored
+epoch by epoch and resumable.
+
+A study is a `StudyConfig` (validated, hashed into the store). For each activation the seeds
+train together as one ensemble (`elukit.experiments.models`): one optimizer step updates every
+member with its own gradient. Shuffling of member s in epoch e comes from
+``np.random.default_rng([s, e])`` and its initialisation from ``torch.Generator(s)``, so a run is
+deterministic per seed and an interrupted study resumes from its last stored epoch exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from elukit._registry import parse
+from elukit.experiments.data import Dataset, load_dataset, load_npz
+from elukit.experiments.models import INITS, build_model
+from elukit.experiments.store import NETWORK, Store
+from elukit.torch._torch import torch
+from elukit.torch.diagnostics import Monitor
+
+DATASET_DEFAULT = "mnist1d"
+LAYER_METRICS = ("mean_activation", "activation_variance", "dead_fraction", "gradient_sparsity", "gradient_norm")
+NETWORK_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """Everything that determines a study's results (hashed into the store)."""
+
+    dataset: str = DATASET_DEFAULT
+    data_file: str | None = None
+    data_sha256: str | None = None
+    activations: tuple[str, ...] = ("relu", "leaky_relu", "elu", "selu")
+    seeds: int = 5
+    epochs: int = 30
+    model: str = "mlp"
+    width: int = 100
+    depth: int = 2
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    batch_size: int = 100
+    init: str = "gain"
+    batch_norm: bool = False
+
+    def validated(self) -> StudyConfig:
+        checks = [
+            (self.seeds >= 1, f"--seeds must be >= 1, got {self.seeds}"),
+            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (self.width >= 1, f"--width must be >= 1, got {self.width}"),
+            (self.depth >= 1, f"--depth must be >= 1, got {self.depth}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (math.isfinite(self.lr) and self.lr > 0, f"--lr must be finite and > 0, got {self.lr}"),
+            (self.model in ("mlp", "cnn"), f"--model must be mlp or cnn, got {self.model!r}"),
+            (self.optimizer in ("adam", "sgd"), f"--optimizer must be adam or sgd, got {self.optimizer!r}"),
+            (self.init in INITS, f"--init must be one of {', '.join(INITS)}, got {self.init!r}"),
+            (len(self.activations) >= 1, "--activations must name at least one activation"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        labels = [parse(a).label() for a in self.activations]  # raises on unknown names/params
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"--activations lists an activation twice: {', '.join(self.activations)}")
+        if self.model == "cnn" and self.batch_norm:
+            raise ValueError("--batch-norm is implemented for --model mlp only")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "clevert2016": {
+        # Clevert et al. 2016, section 4.1: 8 hidden layers of 128 units, SGD lr 0.01, batch 64,
+        # He initialisation, ReLU / Leaky ReLU (0.1) / ELU; on the offline MNIST-1D data.
+        "activations": ("relu", "leaky_relu:slope=0.1", "elu"),
+        "model": "mlp", "width": 128, "depth": 8, "optimizer": "sgd", "lr": 0.01,
+        "batch_size": 64, "init": "he", "epochs": 30,
+    },
+}
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_study_data(config: StudyConfig, cache_dir: str | None = None) -> Dataset:
+    if config.data_file:
+        return load_npz(config.data_file)
+    return load_dataset(config.dataset, cache_dir)
+
+
+@dataclasses.dataclass
+class Progress:
+    """What a progress sink is told after each epoch."""
+
+    label: str
+    configuration: int
+    configurations: int
+    epoch: int
+    epochs: int
+    test_accuracy: float
+    train_loss: float
+    elapsed: float
+    eta: float
+
+
+def _serialize(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
+    return buffer.getvalue()
+
+
+def _restore(state: bytes, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    loaded = torch.load(io.BytesIO(state), weights_only=True)
+    model.load_state_dict(loaded["model"])
+    optimizer.load_state_dict(loaded["optimizer"])
+
+
+def _evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, members: int, chunk: int = 2048
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-member mean cross-entropy and accuracy on a whole split (eval mode, no grad)."""
+    model.eval()
+    losses, correct = torch.zeros(members, dtype=torch.float64), torch.zeros(members, dtype=torch.float64)
+    with torch.no_grad():
+        for start in range(0, len(x), chunk):
+            xb, yb = x[start:start + chunk], y[start:start + chunk]
+            logits = model(xb.unsqueeze(0).expand(members, *xb.shape))
+            target = yb.unsqueeze(0).expand(members, -1)
+            losses += torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, reduction="none").sum(1).double()
+            correct += (logits.argmax(-1) == target).sum(1).double()
+    model.train()
+    return (losses / len(x)).numpy(), (correct / len(x)).numpy()
+
+
+def _network_rows(runs: Sequence[int], model, data: dict[str, torch.Tensor], members: int) -> list[tuple[int, str, int, float]]:
+    train_loss, train_accuracy = _evaluate(model, data["x_train"], data["y_train"], members)
+    test_loss, test_accuracy = _evaluate(model, data["x_test"], data["y_test"], members)
+    rows = []
+    for member, run in enumerate(runs):
+        for name, values in (("train_loss", train_loss), ("train_accuracy", train_accuracy),
+                             ("test_loss", test_loss), ("test_accuracy", test_accuracy)):
+            rows.append((run, name, NETWORK, float(values[member])))
+    return rows
+
+
+def train_configuration(store: Store, study_id: int, config: StudyConfig, activation: str, dataset: Dataset,
+                        index: int = 0, total: int = 1, progress: Callable[[Progress], None] | None = None) -> None:
+    """Train (or resume) one activation's ensemble of seeds and store every epoch."""
+    spec = parse(activation)
+    seeds = list(range(config.seeds))
+    configuration_id, run_ids = store.configuration(study_id, spec.label(), {**config.as_dict(), "activation": activation}, seeds)
+    if store.configuration_finished(configuration_id):
+        return
+    runs = [run_ids[s] for s in seeds]
+    members = len(seeds)
+    model = build_model(config.model, seeds, dataset.x_train.shape[1:], dataset.classes, spec, config.width,
+                        config.depth, config.init, config.batch_norm)
+    optimizer = (torch.optim.Adam(model.parameters(), lr=config.lr) if config.optimizer == "adam"
+                 else torch.optim.SGD(model.parameters(), lr=config.lr))
+    data = {k: torch.from_numpy(getattr(dataset, k)) for k in ("x_train", "y_train", "x_test", "y_test")}
+    checkpoint = store.checkpoint(configuration_id)
+    if checkpoint is None:
+        store.write_epoch(configuration_id, 0, _network_rows(runs, model, data, members), _serialize(model, optimizer), 0.0)
+        first, seconds = 1, 0.0
+    else:
+        epoch, seconds, state = checkpoint
+        _restore(state, model, optimizer)
+        first = epoch + 1
+    monitor = Monitor(model, ensemble_dim=0, unit_dim=model.unit_dim)
+    samples = len(dataset.x_train)
+    try:
+        for epoch in range(first, config.epochs + 1):
+            started = time.perf_counter()
+            order = torch.from_numpy(np.stack([np.random.default_rng([seed, epoch]).permutation(samples) for seed in seeds]))
+            with monitor.recording():
+                for start in range(0, samples, config.batch_size):
+                    index_batch = order[:, start:start + config.batch_size]
+                    xb, yb = data["x_train"][index_batch], data["y_train"][index_batch]
+                    logits = model(xb)
+                    loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(1).sum()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+            statistics = monitor.collect()
+            rows = _network_rows(runs, model, data, members)
+            for layer, name in enumerate(monitor.layers):
+                stats = statistics[name]
+                for metric in LAYER_METRICS:
+                    values = getattr(stats, metric)
+                    rows.extend((run, metric, layer, float(values[m])) for m, run in enumerate(runs))
+            seconds += time.perf_counter() - started
+            store.write_epoch(configuration_id, epoch, rows, _serialize(model, optimizer), seconds)
+            if progress is not None:
+                by_name = {(run, name): value for run, name, layer, value in rows if layer == NETWORK}
+                per_epoch = seconds / epoch
+                progress(Progress(spec.label(), index, total, epoch, config.epochs,
+                                  float(np.mean([by_name[(r, "test_accuracy")] for r in runs])),
+                                  float(np.mean([by_name[(r, "train_loss")] for r in runs])),
+                                  seconds, per_epoch * ((config.epochs - epoch) + (total - index - 1) * config.epochs)))
+    finally:
+        monitor.close()
+    store.finish_configuration(configuration_id)
+
+
+def run_study(config: StudyConfig, out: str | Path = "elukit-results", resume: bool = False,
+              progress: Callable[[Progress], None] | None = None, threads: int = 1,
+              cache_dir: str | None = None) -> tuple[Store, int]:
+    """Train every activation of `config` (or continue the latest study with `resume`)."""
+    config = config.validated()
+    if config.data_file and not Path(config.data_file).is_file():
+        raise ValueError(f"--data {config.data_file!r}: no such file")
+    if config.data_file and not config.data_sha256:
+        config = dataclasses.replace(config, data_sha256=file_sha256(config.data_file))
+    torch.set_num_threads(threads)
+    store = Store(Path(out) / "results.db")
+    if resume:
+        latest = store.latest_study()
+        if latest is None:
+            raise ValueError(f"--resume: {store.path} holds no study to resume")
+        study_id, stored = latest
+        wanted = config.as_dict()
+        differences = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+        if differences:
+            details = "; ".join(f"{k}: stored {stored.get(k)!r}, given {wanted.get(k)!r}" for k in differences)
+            raise ValueError(f"--resume refused: the arguments differ from study {study_id} in {store.path} ({details})")
+    else:
+        study_id = store.create_study(config.as_dict())
+    dataset = load_study_data(config, cache_dir)
+    for index, activation in enumerate(config.activations):
+        train_configuration(store, study_id, config, activation, dataset, index, len(config.activations), progress)
+    store.finish_study(study_id)
+    return store, study_id
