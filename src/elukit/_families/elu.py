@@ -117,11 +117,17 @@ def _torch_scaled_elu_value(t, x, alpha, scale=1.0):
 
 
 def _torch_scaled_elu_derivative(t, x, alpha, scale=1.0):
-    return t.where(x > 0, t.full_like(x, scale), (scale * alpha) * t.exp(t.clamp(x, max=0.0)))
+    # k*exp(min(x, 0)) is exactly k for x > 0; lerp with a 0/1 weight is an exact select
+    # (a + 0*(b-a) = a, b - (b-a)*0 = b) and, unlike torch.where on an unpredictable mask,
+    # costs no branch mispredictions.
+    exponential = (scale * alpha) * t.exp(t.clamp(x, max=0.0))
+    if scale * alpha == scale:
+        return exponential
+    return t.lerp(exponential, t.tensor(scale, dtype=x.dtype, device=x.device), (x > 0).to(x.dtype))
 
 
 def _torch_scaled_elu_second(t, x, alpha, scale=1.0):
-    return t.where(x > 0, t.zeros_like(x), (scale * alpha) * t.exp(t.clamp(x, max=0.0)))
+    return (scale * alpha) * t.exp(t.clamp(x, max=0.0)) * (x <= 0).to(x.dtype)
 
 
 _SCALED_ELU_TORCH = TorchKernels(_torch_scaled_elu_value, _torch_scaled_elu_derivative, _torch_scaled_elu_second)
@@ -132,11 +138,11 @@ def _torch_celu_value(t, x, alpha):
 
 
 def _torch_celu_derivative(t, x, alpha):
-    return t.where(x > 0, t.ones_like(x), t.exp(t.clamp(x, max=0.0) / alpha))
+    return t.exp(t.clamp(x, max=0.0) / alpha)  # exp(0) = 1 is already the x > 0 branch
 
 
 def _torch_celu_second(t, x, alpha):
-    return t.where(x > 0, t.zeros_like(x), t.exp(t.clamp(x, max=0.0) / alpha) / alpha)
+    return t.exp(t.clamp(x, max=0.0) / alpha) / alpha * (x <= 0).to(x.dtype)
 
 
 _SCALED_ELU_REFERENCE = Reference(
