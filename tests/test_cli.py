@@ -107,3 +107,15 @@ def test_propagate_writes_a_plot(tmp_path):
     result = run("propagate", "elu", "--depth", "20", "-o", str(path))
     assert result.exit_code == 0 and path.stat().st_size > 1000
     assert "PyTorch nn.Linear default" in result.output
+
+
+def test_audit_compares_implementations():
+    pytest.importorskip("mpmath")
+    pytest.importorskip("torch")
+    rows = json.loads(run("audit", "--points", "300", "--dtype", "float32", "--json").output)
+    implementations = {r["implementation"] for r in rows}
+    assert {"elukit (NumPy)", "elukit.torch", "torch (native)", "torch (native, in-place)", "textbook NumPy"} <= implementations
+    ours = [r for r in rows if r["implementation"].startswith("elukit") and r["quantity"] != "second_derivative"]
+    assert all(r["max_ulp"] < 1 for r in ours)
+    collapsed = [r for r in rows if r["implementation"] == "torch (native, in-place)" and r["quantity"] == "derivative"]
+    assert all(r["max_ulp"] > 1e6 for r in collapsed)  # the gradient-from-output collapse, measured

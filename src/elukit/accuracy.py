@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from elukit._registry import get
+from elukit.constants import SELU_SCALE
 from elukit._spec import Activation
 from elukit.reference import QUANTITIES, ErrorSummary, exact_values, summarize
 
@@ -133,6 +134,135 @@ def format_table(results: Sequence[dict[str, Any]]) -> str:
             f"| {r['activation']} | {r['quantity']} | {r['dtype']} | {r['points']} | "
             f"{r['max_ulp']:.3g} | {r['p999_ulp']:.3g} | {100 * r['correctly_rounded']:.4f}% |"
         )
+    return "\n".join(lines)
+
+
+# --- audit: elukit against the implementations users actually run --------------------------------------
+
+AUDIT_ROWS: tuple[tuple[str, dict[str, float]], ...] = (("elu", {}), ("selu", {}), ("celu", {"alpha": 3.0}))
+
+
+def _textbook(spec: Activation) -> dict[str, Any] | None:
+    """The textbook NumPy formula ``np.where(x <= 0, alpha*(np.exp(x)-1), x)`` (scaled for SELU)."""
+    params = spec.parameters
+    if spec.name not in ("elu", "selu", "celu"):
+        return None
+    alpha, scale = params.get("alpha", 1.0), params.get("scale", 1.0)
+    rate = 1 / alpha if spec.name == "celu" else 1.0
+    dtype_of = lambda x: x.dtype.type  # noqa: E731
+
+    def value(x):
+        one = dtype_of(x)
+        return np.where(x <= 0, one(scale * alpha) * (np.exp(x * one(rate)) - one(1)), one(scale) * x)
+
+    def derivative(x):
+        one = dtype_of(x)
+        return np.where(x <= 0, one(scale * alpha * rate) * np.exp(x * one(rate)), one(scale))
+
+    def second(x):
+        one = dtype_of(x)
+        return np.where(x <= 0, one(scale * alpha * rate * rate) * np.exp(x * one(rate)), one(0))
+
+    return {"value": value, "derivative": derivative, "second_derivative": second}
+
+
+def _torch_implementations(spec: Activation) -> dict[str, dict[str, Any]]:
+    """elukit.torch, PyTorch's native op and its in-place variant, through autograd."""
+    try:
+        import torch
+    except ImportError:
+        return {}
+    from elukit.torch import functional as elukit_functional
+
+    params = spec.parameters
+    native = {
+        "elu": (lambda t: torch.nn.functional.elu(t, params.get("alpha", 1.0)),
+                lambda t: torch.nn.functional.elu_(t, params.get("alpha", 1.0))),
+        "selu": (torch.nn.functional.selu, torch.nn.functional.selu_),
+        "celu": (lambda t: torch.nn.functional.celu(t, params.get("alpha", 1.0)),
+                 lambda t: torch.nn.functional.celu_(t, params.get("alpha", 1.0))),
+    }.get(spec.name) if spec.parameters.get("scale", 0) in (0, SELU_SCALE) else None
+
+    def through_autograd(function, inplace=False):
+        def quantity(x, order):
+            leaf = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(True)
+            source = leaf.clone() if inplace else leaf
+            out = function(source)
+            if order == 0:
+                return out.detach().numpy()
+            (grad,) = torch.autograd.grad(out.sum(), leaf, create_graph=order == 2)
+            if order == 1:
+                return grad.detach().numpy()
+            (second,) = torch.autograd.grad(grad.sum(), leaf)
+            return second.numpy()
+
+        names = ("value", "derivative") if inplace else QUANTITIES
+        return {name: (lambda x, order=order: quantity(x, order)) for order, name in enumerate(names)}
+
+    result = {"elukit.torch": through_autograd(lambda t: elukit_functional.activation(t, spec))}
+    if native is not None:
+        result["torch (native)"] = through_autograd(native[0])
+        result["torch (native, in-place)"] = through_autograd(native[1], inplace=True)
+    return result
+
+
+def _jax_implementation(spec: Activation) -> dict[str, Any] | None:
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+    jax.config.update("jax_enable_x64", True)
+    params = spec.parameters
+    function = {"elu": lambda t: jax.nn.elu(t, params.get("alpha", 1.0)), "selu": jax.nn.selu,
+                "celu": lambda t: jax.nn.celu(t, params.get("alpha", 1.0))}.get(spec.name)
+    if function is None:
+        return None
+    first = jax.vmap(jax.grad(function))
+    second = jax.vmap(jax.grad(jax.grad(function)))
+    return {"value": lambda x: np.asarray(function(jnp.asarray(x))), "derivative": lambda x: np.asarray(first(jnp.asarray(x))),
+            "second_derivative": lambda x: np.asarray(second(jnp.asarray(x)))}
+
+
+def audit(rows: Sequence[tuple[str, dict[str, float]]] = AUDIT_ROWS, dtypes: Sequence[str] = ("float32", "float64"),
+          count: int = 20_000, seed: int = 0) -> list[dict[str, Any]]:
+    """ULP errors of f, f', f'' for elukit (NumPy, torch), PyTorch's native ops (regular and
+    in-place, derivatives through autograd), the textbook NumPy formula and jax.nn (if installed),
+    against the same mpmath references on the same points."""
+    results = []
+    for name, params in rows:
+        spec = get(name, **params)
+        implementations: dict[str, dict[str, Any]] = {
+            "elukit (NumPy)": {q: getattr(spec, q) for q in QUANTITIES}}
+        implementations.update(_torch_implementations(spec))
+        textbook = _textbook(spec)
+        if textbook:
+            implementations["textbook NumPy"] = textbook
+        jax_functions = _jax_implementation(spec)
+        if jax_functions:
+            implementations["jax.nn"] = jax_functions
+        for dtype_name in dtypes:
+            dtype = dtype_from_name(dtype_name)
+            points = sample_points(dtype, count, seed)
+            as_float = points.astype(np.float64)
+            for quantity in QUANTITIES:
+                exact = exact_values(spec, quantity, as_float)
+                for label, functions in implementations.items():
+                    if quantity not in functions:
+                        continue
+                    with np.errstate(all="ignore"):
+                        got = np.asarray(functions[quantity](points.copy())).astype(np.float64)
+                    summary = summarize(spec.label(), quantity, dtype, as_float, got, exact).as_dict()
+                    results.append({"implementation": label, **summary})
+    return results
+
+
+def format_audit(results: Sequence[dict[str, Any]]) -> str:
+    lines = ["| activation | dtype | quantity | implementation | max ulp | 99.9% ulp | correctly rounded |",
+             "|---|---|---|---|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r['activation']} | {r['dtype']} | {r['quantity']} | {r['implementation']} | {r['max_ulp']:.3g} | "
+                     f"{r['p999_ulp']:.3g} | {100 * r['correctly_rounded']:.3f}% |")
     return "\n".join(lines)
 
 

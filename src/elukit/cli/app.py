@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from elukit import __version__
+from elukit.cli.audit_cmd import audit_command
 from elukit.cli.compare_cmd import compare_command, report_command
 from elukit.cli.eval_cmd import eval_command
 from elukit.cli.list_cmd import list_command
@@ -44,6 +45,7 @@ main.add_command(list_command)
 main.add_command(eval_command)
 main.add_command(plot_command)
 main.add_command(stats_command)
+main.add_command(audit_command)
 main.add_command(gain_command)
 main.add_command(propagate_command)
 

@@ -61,13 +61,39 @@ def _numpy_exact(kernel_name: str, spec: Activation, x: torch.Tensor) -> torch.T
     return torch.from_numpy(np.ascontiguousarray(values)).to(x.dtype)
 
 
+_CHUNK = 32768
+"""Elements per block on CPU: float64 temporaries of a whole 2^22-element tensor cost a page-
+faulting 32 MB allocation per operation (14 ms each here); blocks stay in cache."""
+
+
+def _use_numpy_backend(x: torch.Tensor) -> bool:
+    """CPU float16/float32 tensors go through the NumPy kernels (blocked, branch-free, the same
+    single rounding), except while torch.compile traces."""
+    return (x.device.type == "cpu" and x.dtype in (torch.float16, torch.float32)
+            and not torch.compiler.is_compiling())
+
+
+def _torch_kernel(spec: Activation, quantity: str, x: torch.Tensor) -> torch.Tensor:
+    kernel = getattr(spec.torch, quantity)
+    work_dtype = _WORKING.get(x.dtype, torch.float64)
+    if x.device.type != "cpu" or x.numel() <= _CHUNK or torch.compiler.is_compiling():
+        return _round_once(kernel(torch, x.to(work_dtype), **spec.parameters), x.dtype)
+    flat = x.reshape(-1)
+    out = torch.empty_like(flat)
+    for start in range(0, flat.numel(), _CHUNK):
+        block = flat[start:start + _CHUNK]
+        out[start:start + _CHUNK] = _round_once(kernel(torch, block.to(work_dtype), **spec.parameters), x.dtype)
+    return out.reshape(x.shape)
+
+
 def evaluate(spec: Activation, quantity: str, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
     """f, f' or f'' of a tensor (no autograd), rounded once to x's dtype."""
     if exact and x.dtype == torch.float64:
         return _numpy_exact(quantity, spec, x)
-    kernel = getattr(spec.torch, quantity)
-    work = x.to(_WORKING.get(x.dtype, torch.float64))
-    return _round_once(kernel(torch, work, **spec.parameters), x.dtype)
+    if _use_numpy_backend(x):
+        values = getattr(spec, quantity)(x.detach().numpy())
+        return torch.from_numpy(np.ascontiguousarray(values))
+    return _torch_kernel(spec, quantity, x)
 
 
 class _Derivative(torch.autograd.Function):

@@ -1,0 +1,31 @@
+"""``elukit audit``: elukit against PyTorch, the textbook formula and jax.nn, in ULPs."""
+
+from __future__ import annotations
+
+import click
+
+from elukit.cli._common import echo_json
+
+
+@click.command(
+    "audit",
+    epilog="Examples:\n\n  elukit audit\n\n  elukit audit --points 100000 --dtype float32 --json\n\n"
+           "  elukit audit --activation elu:alpha=0.5 celu:alpha=3",
+)
+@click.option("--points", type=click.IntRange(100, 10**7), default=20_000, show_default=True,
+              help="Test points per dtype (random bit patterns, the exponential regime, edge cases).")
+@click.option("--dtype", "dtypes", multiple=True, type=click.Choice(["float16", "bfloat16", "float32", "float64"]),
+              default=("float32", "float64"), show_default=True, help="Repeat for several dtypes.")
+@click.option("--activation", "activations", multiple=True, help="name or name:param=value (default: elu, selu, celu:alpha=3).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def audit_command(points: int, dtypes: tuple[str, ...], activations: tuple[str, ...], as_json: bool) -> None:
+    """Max and 99.9th-percentile ULP error and share correctly rounded of f, f', f'' against mpmath."""
+    from elukit._registry import parse
+    from elukit.accuracy import AUDIT_ROWS, audit, format_audit
+
+    rows = tuple((s.name, s.parameters) for s in map(parse, activations)) if activations else AUDIT_ROWS
+    results = audit(rows, dtypes, points)
+    if as_json:
+        echo_json(results)
+    else:
+        click.echo(format_audit(results))
