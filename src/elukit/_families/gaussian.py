@@ -15,6 +15,8 @@ _INF = math.inf
 _CLIP = 1.0e4
 _INV_SQRT_2PI = 0.3989422804014327
 """1/sqrt(2 pi), correctly rounded."""
+_SQRT_HALF = 0.7071067811865476
+"""1/sqrt(2), correctly rounded."""
 
 
 def normal_density(x: np.ndarray) -> np.ndarray:
@@ -90,10 +92,16 @@ def _torch_density(t, x):
     return _INV_SQRT_2PI * t.exp(-0.5 * x * x)
 
 
+def _torch_normal_cdf(t, x):
+    # 0.5*erfc(-x/sqrt 2), not torch.special.ndtr: on CUDA (torch 2.11) ndtr loses all relative
+    # accuracy for x << 0 (measured: 8.8e6 ulp in float32, GELU(-10)), erfc does not.
+    return 0.5 * t.special.erfc(-x * _SQRT_HALF)
+
+
 def _torch_gelu_value(t, x):
     clipped = t.clamp(x, min=-_CLIP)
-    return clipped * t.special.ndtr(clipped)
+    return clipped * _torch_normal_cdf(t, clipped)
 
 
 def _torch_gelu_derivative(t, x):
-    return t.special.ndtr(x) + x * _torch_density(t, x)
+    return _torch_normal_cdf(t, x) + x * _torch_density(t, x)
