@@ -137,12 +137,42 @@ def _torch_celu_value(t, x, alpha):
     return t.copysign(alpha * t.expm1(t.clamp(x, max=0.0) / alpha) + t.clamp(x, min=0.0), x)
 
 
+def _split(value):
+    """Veltkamp split of a Python float into two halves whose products with 26-bit numbers are exact."""
+    scaled = value * 134217729.0
+    high = scaled - (scaled - value)
+    return high, value - high
+
+
+def _torch_exp_of_ratio(t, x, alpha):
+    r"""exp(min(x, 0)/alpha) without the error of rounding x/alpha first.
+
+    exp amplifies the relative error of its argument t by |t| (up to 745): rounding t = x/alpha
+    costs up to 175 ulp in float64. With q = fl(x/alpha), the remainder x - q*alpha is exact
+    (Dekker's TwoProduct with Veltkamp splits), so exp(x/alpha) = exp(q) * (1 + remainder/alpha)
+    to second order.
+    """
+    negative = t.clamp(x, max=0.0)
+    quotient = t.clamp(negative / alpha, min=-800.0)
+    scaled = quotient * 134217729.0
+    high = scaled - (scaled - quotient)
+    low = quotient - high
+    alpha_high, alpha_low = _split(alpha)
+    product = quotient * alpha
+    error = ((high * alpha_high - product) + high * alpha_low + low * alpha_high) + low * alpha_low
+    remainder = ((negative - product) - error) / alpha
+    usable = t.isfinite(remainder) & (quotient > -745.0)  # below, exp(quotient) is 0 anyway
+    remainder = t.where(usable, remainder, t.zeros_like(remainder))
+    return t.exp(quotient) * (1 + remainder)
+
+
 def _torch_celu_derivative(t, x, alpha):
-    return t.exp(t.clamp(x, max=0.0) / alpha)  # exp(0) = 1 is already the x > 0 branch
+    result = _torch_exp_of_ratio(t, x, alpha)  # exp(0) = 1 is already the x > 0 branch
+    return t.where(x == -float("inf"), t.zeros_like(x), result)
 
 
 def _torch_celu_second(t, x, alpha):
-    return t.exp(t.clamp(x, max=0.0) / alpha) / alpha * (x <= 0).to(x.dtype)
+    return _torch_celu_derivative(t, x, alpha) / alpha * (x <= 0).to(x.dtype)
 
 
 _SCALED_ELU_REFERENCE = Reference(

@@ -15,9 +15,16 @@ class _ProgressBar:
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.last = 0.0
+        self.interactive = sys.stderr.isatty()
 
     def __call__(self, progress) -> None:
         if self.quiet:
+            return
+        if not self.interactive:  # a log file: one line per finished configuration, no \r redraws
+            if progress.epoch == progress.epochs:
+                click.echo(f"[{progress.configuration + 1}/{progress.configurations}] {progress.label}: "
+                           f"{progress.epochs} epochs, loss {progress.train_loss:.3f}, test acc "
+                           f"{100 * progress.test_accuracy:.1f}%, {progress.elapsed:.0f} s", err=True)
             return
         now = time.monotonic()
         if progress.epoch < progress.epochs and now - self.last < 0.2:
