@@ -52,7 +52,11 @@ def scaled_elu_value(x: np.ndarray, alpha: float, scale: float = 1.0) -> np.ndar
     one = x.dtype.type
     negative_scale = one(scale) * one(alpha)
     # Branch-free: for x > 0 the first term is k*expm1(0) = 0; for x <= 0 the second is 0.
-    result = negative_scale * np.expm1(np.minimum(x, one(0))) + one(scale) * np.maximum(x, one(0))
+    positive = np.maximum(x, one(0))
+    if scale != 1.0:
+        positive *= one(scale)
+    result = negative_scale * np.expm1(np.minimum(x, one(0)))
+    result += positive
     result = np.copysign(result, x)  # f has the sign of x; keeps ELU(-0.0) = -0.0
     small = _small_argument(x)
     if small.any():
@@ -71,7 +75,10 @@ def scaled_elu_derivative(x: np.ndarray, alpha: float, scale: float = 1.0) -> np
     one = x.dtype.type
     negative_scale = one(scale) * one(alpha)
     exponential = negative_scale * np.exp(np.minimum(x, one(0)))
-    result = _numerics.select(x > 0, one(scale), exponential)
+    if negative_scale == one(scale):  # k*exp(min(x, 0)) is already `scale` for x > 0
+        result = exponential
+    else:
+        result = _numerics.select(x > 0, one(scale), exponential)
     small = _small_argument(x)
     if small.any():
         tail = negative_scale * np.expm1(x[small])
