@@ -71,11 +71,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--model", choices=["mlp", "cnn"], default="mlp")
+    parser.add_argument("--compile", action="store_true", help="use elukit's torch.compile'd kernels")
     args = parser.parse_args()
+    if args.compile:
+        from elukit.torch.functional import use_compiled_kernels
+
+        use_compiled_kernels(True)
+        for monitor in (False, True):  # compile every kernel and shape outside the timing
+            train(list(range(args.seeds)), load_dataset("mnist1d"), args.model, 1, monitor)
+            train([0], load_dataset("mnist1d"), args.model, 1, monitor)
     torch.set_num_threads(1)
     data = load_dataset("mnist1d")
     seeds = list(range(args.seeds))
-    for monitor in (False, True):
+    for monitor in (False, True, False):
         batched = train(seeds, data, args.model, args.epochs, monitor)
         sequential = sum(train([s], data, args.model, args.epochs, monitor) for s in seeds)
         print(f"{args.model}, {args.seeds} seeds, {args.epochs} epochs, monitor {'on' if monitor else 'off'}: "

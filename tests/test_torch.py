@@ -199,3 +199,23 @@ def test_init_uses_the_derived_gain():
     done = init_(model)
     assert [(name, label) for name, label, _ in done] == [("0", "elu"), ("2", "tanh")]
     assert torch.all(model[0].bias == 0)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_compiled_kernels_are_bit_identical_to_the_unfused_ones():
+    from elukit.accuracy import sample_points
+
+    x = torch.from_numpy(sample_points(np.dtype(np.float32), 20_000))
+    spec = elukit.get("selu")
+    F.use_compiled_kernels(True)
+    try:
+        for quantity in ("value", "derivative"):
+            fused = F.evaluate(spec, quantity, x).numpy()
+            wanted = getattr(spec, quantity)(x.numpy())
+            assert np.array_equal(fused, wanted, equal_nan=True), quantity
+        leaf = x.clone().requires_grad_()
+        F.selu(leaf).backward(torch.ones_like(x))
+        assert np.array_equal(leaf.grad.numpy(), spec.derivative(x.numpy()), equal_nan=True)
+        assert F._COMPILE["enabled"], "compilation fell back to the unfused kernels"
+    finally:
+        F.use_compiled_kernels(False)

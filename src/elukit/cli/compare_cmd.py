@@ -72,8 +72,11 @@ class _ProgressBar:
 @click.option("--resume", is_flag=True, help="Continue the latest study in OUT/results.db (same arguments).")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch threads (1 is fastest for small models).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--compile", "compile_kernels", is_flag=True,
+              help="Fuse the activation kernels with torch.compile (bit-identical; needs a C++ compiler; "
+                   "a few seconds of compilation per activation).")
 def compare_command(dataset, data_file, activations, seeds, epochs, model, width, depth, optimizer, lr, batch_size,
-                    init, batch_norm, preset, out, resume, threads, quiet) -> None:
+                    init, batch_norm, preset, out, resume, threads, quiet, compile_kernels) -> None:
     """Train the same network with each activation on real data, several seeds, with diagnostics,
     store every epoch in OUT/results.db and write a report to OUT/report/."""
     from elukit.experiments.report import build_report
@@ -88,6 +91,10 @@ def compare_command(dataset, data_file, activations, seeds, epochs, model, width
              "lr": lr, "batch_size": batch_size, "init": init, "batch_norm": batch_norm}
     settings.update({k: v for k, v in given.items() if v is not None})
     config = StudyConfig(**settings)
+    if compile_kernels:
+        from elukit.torch.functional import use_compiled_kernels
+
+        use_compiled_kernels(True)
     started = time.monotonic()
     try:
         store, study_id = run_study(config, out, resume=resume, progress=_ProgressBar(quiet), threads=threads)

@@ -17,6 +17,9 @@ f'(x) instead of x: the same memory as out-of-place, no collapse, but no double 
 
 from __future__ import annotations
 
+import os
+import types
+import warnings
 from typing import Any
 
 import numpy as np
@@ -86,10 +89,98 @@ def _torch_kernel(spec: Activation, quantity: str, x: torch.Tensor) -> torch.Ten
     return out.reshape(x.shape)
 
 
+_COMPILE = {"enabled": os.environ.get("ELUKIT_TORCH_COMPILE", "0") == "1"}
+_COMPILED: dict[tuple, Any] = {}
+_COMPILE_MIN_ELEMENTS = 4096
+
+
+def use_compiled_kernels(enabled: bool = True) -> None:
+    """Evaluate float32/float64 kernels through torch.compile (inductor) on large tensors.
+
+    Inductor fuses a kernel's float64 operations into one vectorised loop: measured on the
+    2-core CPU, ELU float32 forward 1.0x and derivative 0.86x the time of
+    torch.nn.functional.elu at 2^22 elements, bit-identical to the unfused result. The first call
+    of each (activation, parameters, quantity, dtype, device) compiles for several seconds, so it
+    is opt-in: this function or ``ELUKIT_TORCH_COMPILE=1``. If compiling fails (no C++ compiler),
+    elukit warns once and falls back to the unfused kernels.
+    """
+    _COMPILE["enabled"] = bool(enabled)
+
+
+def _own_code(function, key: tuple):
+    """A copy of `function` with its own code object: dynamo caches compiled graphs per code
+    object (8 at most), and every fused kernel would otherwise share one."""
+    name = "elukit_" + "_".join(str(part) for part in key[:3]).replace(".", "_").replace("-", "m")
+    code = function.__code__.replace(co_name=name[:60])
+    return types.FunctionType(code, function.__globals__, code.co_name, function.__defaults__, function.__closure__)
+
+
+def _compiled(spec: Activation, quantity: str, x: torch.Tensor):
+    key = (spec.name, tuple(spec.parameters.items()), quantity, x.dtype, x.device.type)
+    function = _COMPILED.get(key)
+    if function is None:
+        kernel = getattr(spec.torch, quantity)
+        params = spec.parameters
+        dtype = x.dtype
+
+        def fused(values: torch.Tensor) -> torch.Tensor:
+            return kernel(torch, values.to(torch.float64), **params).to(dtype)
+
+        function = _COMPILED[key] = torch.compile(_own_code(fused, key), dynamic=True, fullgraph=True)
+    return function
+
+
+def _compiled_gradient(spec: Activation, x: torch.Tensor):
+    """grad * f'(x) fused into one loop (first-order backward; double backward stays unfused)."""
+    key = (spec.name, tuple(spec.parameters.items()), "gradient", x.dtype, x.device.type)
+    function = _COMPILED.get(key)
+    if function is None:
+        kernel = spec.torch.derivative
+        params = spec.parameters
+        dtype = x.dtype
+
+        def fused(grad: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+            return (grad.to(torch.float64) * kernel(torch, values.to(torch.float64), **params)).to(dtype)
+
+        function = _COMPILED[key] = torch.compile(_own_code(fused, key), dynamic=True, fullgraph=True)
+    return function
+
+
+def _try_compiled_gradient(spec: Activation, grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+    if (not _COMPILE["enabled"] or torch.is_grad_enabled() or x.dtype not in (torch.float32, torch.float64)
+            or x.numel() < _COMPILE_MIN_ELEMENTS or grad.dtype != x.dtype or grad.shape != x.shape
+            or torch.compiler.is_compiling()):
+        return None
+    try:
+        return _compiled_gradient(spec, x)(grad, x)
+    except Exception as error:  # noqa: BLE001 - any compiler failure falls back to eager kernels
+        _COMPILE["enabled"] = False
+        warnings.warn(f"elukit: torch.compile of the activation kernels failed ({type(error).__name__}: {error}); "
+                      "using the unfused kernels", RuntimeWarning, stacklevel=3)
+        return None
+
+
+def _try_compiled(spec: Activation, quantity: str, x: torch.Tensor) -> torch.Tensor | None:
+    if (not _COMPILE["enabled"] or x.dtype not in (torch.float32, torch.float64) or x.numel() < _COMPILE_MIN_ELEMENTS
+            or torch.compiler.is_compiling()):
+        return None
+    try:
+        return _compiled(spec, quantity, x)(x)
+    except Exception as error:  # noqa: BLE001 - any compiler failure falls back to eager kernels
+        _COMPILE["enabled"] = False
+        warnings.warn(f"elukit: torch.compile of the activation kernels failed ({type(error).__name__}: {error}); "
+                      "using the unfused kernels", RuntimeWarning, stacklevel=3)
+        return None
+
+
 def evaluate(spec: Activation, quantity: str, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
     """f, f' or f'' of a tensor (no autograd), rounded once to x's dtype."""
     if exact and x.dtype == torch.float64:
         return _numpy_exact(quantity, spec, x)
+    if not exact or x.dtype != torch.float32:
+        fused = _try_compiled(spec, quantity, x)
+        if fused is not None:
+            return fused
     if _use_numpy_backend(x):
         values = getattr(spec, quantity)(x.detach().numpy())
         return torch.from_numpy(np.ascontiguousarray(values))
@@ -119,6 +210,10 @@ class _Value(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
+        if not ctx.exact:
+            fused = _try_compiled_gradient(ctx.spec, grad, x)
+            if fused is not None:
+                return fused, None, None
         return grad * _Derivative.apply(x, ctx.spec, ctx.exact), None, None
 
 
@@ -181,4 +276,4 @@ def pelu(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, channel_dim: int = 1
     return torch.where(x > 0, (a / b) * x, negative)
 
 
-__all__ = ["activation", "celu", "elu", "evaluate", "pelu", "round_to_odd_float32", "selu"]
+__all__ = ["activation", "celu", "elu", "evaluate", "pelu", "round_to_odd_float32", "selu", "use_compiled_kernels"]
