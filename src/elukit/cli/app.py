@@ -49,5 +49,16 @@ main.add_command(audit_command)
 main.add_command(gain_command)
 main.add_command(propagate_command)
 
+def _keep_example_lines(epilog: str | None) -> str | None:
+    """Click rewraps epilog paragraphs; a leading \\b keeps each example on its own line."""
+    if not epilog:
+        return epilog
+    lines = [line for line in epilog.splitlines() if line.strip()]
+    return "\b\n" + "\n".join(lines)
+
+
+for _command in main.commands.values():
+    _command.epilog = _keep_example_lines(_command.epilog)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
