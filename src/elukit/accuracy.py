@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from elukit._registry import get
-from elukit.constants import SELU_SCALE
 from elukit._spec import Activation
+from elukit.constants import SELU_SCALE
 from elukit.reference import QUANTITIES, ErrorSummary, exact_values, summarize
 
 EDGE_CASES: tuple[float, ...] = (

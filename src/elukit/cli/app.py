@@ -10,8 +10,8 @@ from elukit import __version__
 from elukit.cli.audit_cmd import audit_command
 from elukit.cli.compare_cmd import compare_command, report_command
 from elukit.cli.eval_cmd import eval_command
-from elukit.cli.list_cmd import list_command
 from elukit.cli.gain_cmd import gain_command
+from elukit.cli.list_cmd import list_command
 from elukit.cli.plot_cmd import plot_command
 from elukit.cli.propagate_cmd import propagate_command
 from elukit.cli.stats_cmd import stats_command

@@ -42,7 +42,7 @@ def propagate_command(activation: str, depth: int, weight_variance: float | None
     derived = gain(spec, input_variance) ** 2 if weight_variance is None else weight_variance
     runs = {
         f"sigma_w^2 = {derived:.4g} ({'elukit gain' if weight_variance is None else 'given'})": derived,
-        f"sigma_w^2 = 1/3 (PyTorch nn.Linear default)": TORCH_DEFAULT_WEIGHT_VARIANCE,
+        "sigma_w^2 = 1/3 (PyTorch nn.Linear default)": TORCH_DEFAULT_WEIGHT_VARIANCE,
     }
     results = {label: propagate(spec, depth, w, bias_variance, 0.0, input_variance) for label, w in runs.items()}
     if as_json:

@@ -32,7 +32,7 @@ def plot_activations(
         raise ValueError(f"x range must be finite with x_min < x_max, got [{x_min}, {x_max}]")
     if points < 2:
         raise ValueError(f"points must be >= 2, got {points}")
-    suffix = check_output_path(path)
+    check_output_path(path)  # fail before the work, not after it
     plt = pyplot()
     x = np.linspace(x_min, x_max, points)
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)

@@ -15,7 +15,10 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy import optimize
 
-from elukit._gaussian import exponential_minus_one_squared_tail, exponential_minus_one_tail
+from elukit._gaussian import (
+    exponential_minus_one_squared_tail,
+    exponential_minus_one_tail,
+)
 from elukit._registry import get
 from elukit._spec import Activation
 from elukit.theory.moments import moments
