@@ -30,13 +30,13 @@ def test_float64_derivative_at_minus_40():
     assert x.grad.item() == 4.248354255291589e-18
 
 
-@pytest.mark.parametrize("name", ["elu", "selu", "celu"])
+@pytest.mark.parametrize("name", ["elu", "selu", "celu", "elu_alpha_3"])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_16_bit_results_equal_the_correctly_rounded_numpy_backend(name, dtype):
     bits = torch.arange(2**16, dtype=torch.int32).to(torch.int16)
     x = bits.view(getattr(torch, dtype))
     x = x[torch.isfinite(x)]
-    spec = elukit.get(name, alpha=3.0) if name == "celu" else elukit.get(name)
+    spec = elukit.get(name.split("_alpha_")[0], alpha=3.0) if name in ("celu", "elu_alpha_3") else elukit.get(name)
     reference = x.to(torch.float32).numpy()
     if dtype == "float16":
         reference = reference.astype(np.float16)

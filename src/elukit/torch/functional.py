@@ -69,11 +69,29 @@ _CHUNK = 32768
 faulting 32 MB allocation per operation (14 ms each here); blocks stay in cache."""
 
 
+def _ml_dtypes_bfloat16():
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    return ml_dtypes.bfloat16
+
+
 def _use_numpy_backend(x: torch.Tensor) -> bool:
-    """CPU float16/float32 tensors go through the NumPy kernels (blocked, branch-free, the same
-    single rounding), except while torch.compile traces."""
-    return (x.device.type == "cpu" and x.dtype in (torch.float16, torch.float32)
-            and not torch.compiler.is_compiling())
+    """CPU float16/float32 (and bfloat16 when ml_dtypes is installed) tensors go through the NumPy
+    kernels -- blocked, branch-free, with the round-to-odd fix for exact ties that the torch
+    kernels lack -- except while torch.compile traces."""
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return False
+    return x.dtype in (torch.float16, torch.float32) or (x.dtype == torch.bfloat16 and _ml_dtypes_bfloat16() is not None)
+
+
+def _numpy_backend(spec: Activation, quantity: str, x: torch.Tensor) -> torch.Tensor:
+    source = x.detach().contiguous()
+    if x.dtype == torch.bfloat16:
+        values = getattr(spec, quantity)(source.view(torch.int16).numpy().view(_ml_dtypes_bfloat16()))
+        return torch.from_numpy(np.ascontiguousarray(values).view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(np.ascontiguousarray(getattr(spec, quantity)(source.numpy())))
 
 
 def _torch_kernel(spec: Activation, quantity: str, x: torch.Tensor) -> torch.Tensor:
@@ -182,8 +200,7 @@ def evaluate(spec: Activation, quantity: str, x: torch.Tensor, exact: bool = Fal
         if fused is not None:
             return fused
     if _use_numpy_backend(x):
-        values = getattr(spec, quantity)(x.detach().numpy())
-        return torch.from_numpy(np.ascontiguousarray(values))
+        return _numpy_backend(spec, quantity, x)
     return _torch_kernel(spec, quantity, x)
 
 
