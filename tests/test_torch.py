@@ -224,3 +224,19 @@ def test_compiled_kernels_are_bit_identical_to_the_unfused_ones():
         assert F._COMPILE["enabled"], "compilation fell back to the unfused kernels"
     finally:
         F.use_compiled_kernels(False)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_torch_kernels_carry_the_tie_fix_for_alpha_3(dtype):
+    """The torch kernels (used on CUDA) give the correctly rounded results of the NumPy backend
+    where float64 lands exactly on a rounding midpoint (3*x for tiny x)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bits = torch.arange(2**16, dtype=torch.int32).to(torch.int16)
+    x = bits.view(getattr(torch, dtype))
+    x = x[torch.isfinite(x)]
+    spec = elukit.get("elu", alpha=3.0)
+    numpy_dtype = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
+    for quantity in ("value", "derivative"):
+        got = F._torch_kernel(spec, quantity, x).to(torch.float32).numpy()
+        wanted = getattr(spec, quantity)(x.to(torch.float32).numpy().astype(numpy_dtype)).astype(np.float32)
+        assert np.array_equal(got, wanted, equal_nan=True), quantity

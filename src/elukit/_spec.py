@@ -64,11 +64,15 @@ class TorchKernels:
     Each callable takes ``(torch, x, **params)``: the torch module is passed in so that the
     family modules never import torch. ``x`` is already in the working dtype (float64 for
     16/32-bit inputs); the result is rounded once by `elukit.torch`.
+
+    ``tie_fix(torch, quantity, x, result, **params)``, if given, is applied to float64 results
+    that will be rounded again to a narrower dtype (the NumPy kernels' round-to-odd step).
     """
 
     value: Callable[..., Any]
     derivative: Callable[..., Any]
     second_derivative: Callable[..., Any]
+    tie_fix: Callable[..., Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

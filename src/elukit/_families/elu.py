@@ -159,7 +159,44 @@ def _torch_scaled_elu_second(t, x, alpha, scale=1.0):
     return (scale * alpha) * t.exp(t.clamp(x, max=0.0)) * (x <= 0).to(x.dtype)
 
 
-_SCALED_ELU_TORCH = TorchKernels(_torch_scaled_elu_value, _torch_scaled_elu_derivative, _torch_scaled_elu_second)
+def _torch_round_to_odd(t, total, sticky):
+    bits = total.view(t.int64)
+    move = ((bits & 1) == 0) & (sticky != 0) & t.isfinite(total) & (total != 0)
+    toward = t.where(sticky > 0, t.full_like(total, float("inf")), t.full_like(total, float("-inf")))
+    return t.where(move, t.nextafter(total, toward), total)
+
+
+def _torch_sum_rounded_to_odd(t, head, tail, lost_tail_sign):
+    total = head + tail
+    residual = (head - total) + tail
+    sticky = t.where(residual != 0, residual, t.where(tail == 0, t.full_like(tail, lost_tail_sign), t.zeros_like(tail)))
+    return _torch_round_to_odd(t, total, sticky)
+
+
+def _torch_scaled_elu_tie_fix(t, quantity, x, result, alpha, scale=1.0):
+    """The NumPy kernels' round-to-odd step for |x| < 2^-20 (see `scaled_elu_value`), in torch."""
+    small = (x < 0) & (x > -_SMALL)
+    if quantity == "second_derivative" or not bool(small.any()):
+        return result
+    k = scale * alpha
+    xs = x[small]
+    if quantity == "value":
+        split = k * 134217729.0
+        high = split - (split - k)
+        low = k - high
+        head = k * xs
+        error = (xs * high - head) + xs * low
+        fixed = _torch_sum_rounded_to_odd(t, head, error + head * (xs * 0.5) * (1 + xs / 3), 1.0)
+    else:
+        tail = k * t.expm1(xs)
+        fixed = _torch_sum_rounded_to_odd(t, t.full_like(tail, k), tail, -1.0)
+    result = result.clone()
+    result[small] = fixed
+    return result
+
+
+_SCALED_ELU_TORCH = TorchKernels(_torch_scaled_elu_value, _torch_scaled_elu_derivative, _torch_scaled_elu_second,
+                                 tie_fix=_torch_scaled_elu_tie_fix)
 
 
 def _torch_celu_value(t, x, alpha):

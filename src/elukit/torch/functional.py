@@ -94,8 +94,22 @@ def _numpy_backend(spec: Activation, quantity: str, x: torch.Tensor) -> torch.Te
     return torch.from_numpy(np.ascontiguousarray(getattr(spec, quantity)(source.numpy())))
 
 
-def _torch_kernel(spec: Activation, quantity: str, x: torch.Tensor) -> torch.Tensor:
+def _narrow_kernel(spec: Activation, quantity: str, dtype: torch.dtype):
+    """The kernel, followed by the spec's tie fix when the float64 result is rounded again to a
+    narrower dtype (skipped while torch.compile traces: the fix indexes a data-dependent subset)."""
     kernel = getattr(spec.torch, quantity)
+    tie_fix = spec.torch.tie_fix
+    if tie_fix is None or dtype == torch.float64 or torch.compiler.is_compiling():
+        return kernel
+
+    def fixed(t, values, **params):
+        return tie_fix(t, quantity, values, kernel(t, values, **params), **params)
+
+    return fixed
+
+
+def _torch_kernel(spec: Activation, quantity: str, x: torch.Tensor) -> torch.Tensor:
+    kernel = _narrow_kernel(spec, quantity, x.dtype)
     work_dtype = _WORKING.get(x.dtype, torch.float64)
     if x.device.type != "cpu" or x.numel() <= _CHUNK or torch.compiler.is_compiling():
         return _round_once(kernel(torch, x.to(work_dtype), **spec.parameters), x.dtype)
