@@ -29,8 +29,8 @@ from elukit._spec import Activation
 from elukit.torch._torch import torch
 
 _NARROW = (torch.float16, torch.bfloat16)
-_WORKING = {torch.float16: torch.float64, torch.bfloat16: torch.float64, torch.float32: torch.float64,
-            torch.float64: torch.float64}
+_WORK = torch.float64
+"""Every torch kernel runs in float64: once-rounded for 16/32-bit tensors, native for float64."""
 
 
 def _check_tensor(x: Any) -> None:
@@ -57,13 +57,6 @@ def _round_once(result: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return result.to(dtype)
 
 
-def _numpy_exact(kernel_name: str, spec: Activation, x: torch.Tensor) -> torch.Tensor:
-    if x.device.type != "cpu":
-        raise ValueError(f"exact=True evaluates float64 with NumPy's extended precision and needs a CPU tensor, got {x.device}")
-    values = getattr(spec, kernel_name)(x.detach().numpy())
-    return torch.from_numpy(np.ascontiguousarray(values)).to(x.dtype)
-
-
 _CHUNK = 32768
 """Elements per block on CPU: float64 temporaries of a whole 2^22-element tensor cost a page-
 faulting 32 MB allocation per operation (14 ms each here); blocks stay in cache."""
@@ -79,14 +72,17 @@ def _ml_dtypes_bfloat16():
 
 def _use_numpy_backend(x: torch.Tensor) -> bool:
     """CPU float16/float32 (and bfloat16 when ml_dtypes is installed) tensors go through the NumPy
-    kernels -- blocked, branch-free, with the round-to-odd fix for exact ties that the torch
-    kernels lack -- except while torch.compile traces."""
+    kernels (blocked and branch-free: faster than the torch kernels on the CPU), except while
+    torch.compile traces."""
     if x.device.type != "cpu" or torch.compiler.is_compiling():
         return False
     return x.dtype in (torch.float16, torch.float32) or (x.dtype == torch.bfloat16 and _ml_dtypes_bfloat16() is not None)
 
 
 def _numpy_backend(spec: Activation, quantity: str, x: torch.Tensor) -> torch.Tensor:
+    """The NumPy kernel on a CPU tensor (float64 tensors get NumPy's extended precision)."""
+    if x.device.type != "cpu":
+        raise ValueError(f"exact=True evaluates float64 with NumPy's extended precision and needs a CPU tensor, got {x.device}")
     source = x.detach().contiguous()
     if x.dtype == torch.bfloat16:
         values = getattr(spec, quantity)(source.view(torch.int16).numpy().view(_ml_dtypes_bfloat16()))
@@ -110,14 +106,13 @@ def _narrow_kernel(spec: Activation, quantity: str, dtype: torch.dtype):
 
 def _torch_kernel(spec: Activation, quantity: str, x: torch.Tensor) -> torch.Tensor:
     kernel = _narrow_kernel(spec, quantity, x.dtype)
-    work_dtype = _WORKING.get(x.dtype, torch.float64)
     if x.device.type != "cpu" or x.numel() <= _CHUNK or torch.compiler.is_compiling():
-        return _round_once(kernel(torch, x.to(work_dtype), **spec.parameters), x.dtype)
+        return _round_once(kernel(torch, x.to(_WORK), **spec.parameters), x.dtype)
     flat = x.reshape(-1)
     out = torch.empty_like(flat)
     for start in range(0, flat.numel(), _CHUNK):
         block = flat[start:start + _CHUNK]
-        out[start:start + _CHUNK] = _round_once(kernel(torch, block.to(work_dtype), **spec.parameters), x.dtype)
+        out[start:start + _CHUNK] = _round_once(kernel(torch, block.to(_WORK), **spec.parameters), x.dtype)
     return out.reshape(x.shape)
 
 
@@ -147,57 +142,40 @@ def _own_code(function, key: tuple):
     return types.FunctionType(code, function.__globals__, code.co_name, function.__defaults__, function.__closure__)
 
 
-def _compiled(spec: Activation, quantity: str, x: torch.Tensor):
+def _fused(spec: Activation, quantity: str, x: torch.Tensor):
+    """The compiled fused kernel for (spec, quantity, dtype, device), compiled on first use.
+
+    quantity "gradient" is grad * f'(x) in one loop (first-order backward; double backward
+    stays unfused).
+    """
     key = (spec.name, tuple(spec.parameters.items()), quantity, x.dtype, x.device.type)
     function = _COMPILED.get(key)
     if function is None:
-        kernel = getattr(spec.torch, quantity)
         params = spec.parameters
         dtype = x.dtype
+        if quantity == "gradient":
+            kernel = spec.torch.derivative
 
-        def fused(values: torch.Tensor) -> torch.Tensor:
-            return kernel(torch, values.to(torch.float64), **params).to(dtype)
+            def fused(grad: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+                return (grad.to(_WORK) * kernel(torch, values.to(_WORK), **params)).to(dtype)
+        else:
+            kernel = getattr(spec.torch, quantity)
+
+            def fused(values: torch.Tensor) -> torch.Tensor:
+                return kernel(torch, values.to(_WORK), **params).to(dtype)
 
         function = _COMPILED[key] = torch.compile(_own_code(fused, key), dynamic=True, fullgraph=True)
     return function
 
 
-def _compiled_gradient(spec: Activation, x: torch.Tensor):
-    """grad * f'(x) fused into one loop (first-order backward; double backward stays unfused)."""
-    key = (spec.name, tuple(spec.parameters.items()), "gradient", x.dtype, x.device.type)
-    function = _COMPILED.get(key)
-    if function is None:
-        kernel = spec.torch.derivative
-        params = spec.parameters
-        dtype = x.dtype
-
-        def fused(grad: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-            return (grad.to(torch.float64) * kernel(torch, values.to(torch.float64), **params)).to(dtype)
-
-        function = _COMPILED[key] = torch.compile(_own_code(fused, key), dynamic=True, fullgraph=True)
-    return function
-
-
-def _try_compiled_gradient(spec: Activation, grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
-    if (not _COMPILE["enabled"] or torch.is_grad_enabled() or x.dtype not in (torch.float32, torch.float64)
-            or x.numel() < _COMPILE_MIN_ELEMENTS or grad.dtype != x.dtype or grad.shape != x.shape
-            or torch.compiler.is_compiling()):
-        return None
-    try:
-        return _compiled_gradient(spec, x)(grad, x)
-    except Exception as error:  # noqa: BLE001 - any compiler failure falls back to eager kernels
-        _COMPILE["enabled"] = False
-        warnings.warn(f"elukit: torch.compile of the activation kernels failed ({type(error).__name__}: {error}); "
-                      "using the unfused kernels", RuntimeWarning, stacklevel=3)
-        return None
-
-
-def _try_compiled(spec: Activation, quantity: str, x: torch.Tensor) -> torch.Tensor | None:
+def _try_fused(spec: Activation, quantity: str, x: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor | None:
+    """The fused kernel applied to (`tensors`, x), or None where it does not apply; a compiler
+    failure disables fusion for the session with one warning."""
     if (not _COMPILE["enabled"] or x.dtype not in (torch.float32, torch.float64) or x.numel() < _COMPILE_MIN_ELEMENTS
             or torch.compiler.is_compiling()):
         return None
     try:
-        return _compiled(spec, quantity, x)(x)
+        return _fused(spec, quantity, x)(*tensors, x)
     except Exception as error:  # noqa: BLE001 - any compiler failure falls back to eager kernels
         _COMPILE["enabled"] = False
         warnings.warn(f"elukit: torch.compile of the activation kernels failed ({type(error).__name__}: {error}); "
@@ -208,9 +186,9 @@ def _try_compiled(spec: Activation, quantity: str, x: torch.Tensor) -> torch.Ten
 def evaluate(spec: Activation, quantity: str, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
     """f, f' or f'' of a tensor (no autograd), rounded once to x's dtype."""
     if exact and x.dtype == torch.float64:
-        return _numpy_exact(quantity, spec, x)
+        return _numpy_backend(spec, quantity, x)
     if not exact or x.dtype != torch.float32:
-        fused = _try_compiled(spec, quantity, x)
+        fused = _try_fused(spec, quantity, x)
         if fused is not None:
             return fused
     if _use_numpy_backend(x):
@@ -241,8 +219,8 @@ class _Value(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        if not ctx.exact:
-            fused = _try_compiled_gradient(ctx.spec, grad, x)
+        if not ctx.exact and not torch.is_grad_enabled() and grad.dtype == x.dtype and grad.shape == x.shape:
+            fused = _try_fused(ctx.spec, "gradient", x, grad)
             if fused is not None:
                 return fused, None, None
         return grad * _Derivative.apply(x, ctx.spec, ctx.exact), None, None
