@@ -66,11 +66,6 @@ def _mills_ratio(t: np.ndarray) -> np.ndarray:
     return math.sqrt(math.pi / 2) * special.erfcx(t / math.sqrt(2))
 
 
-def exponential_tail(mean: np.ndarray, std: np.ndarray, rate: np.ndarray) -> np.ndarray:
-    r""":math:`E[e^{cz} 1_{z\le0}] = \exp(c\mu + c^2\sigma^2/2 + \log\Phi(-a - c\sigma))`."""
-    return np.exp(rate * mean + 0.5 * (rate * std) ** 2 + special.log_ndtr(-mean / std - rate * std))
-
-
 class _Tails(NamedTuple):
     """The negative-branch expectations of exp-linear activations at rates c and 2c."""
 

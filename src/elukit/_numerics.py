@@ -144,17 +144,24 @@ def round_to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
 _VELTKAMP = 134217729.0  # 2^27 + 1 splits a float64 into two halves of <= 26 bits
 
 
-def product_error(constant: float, x: np.ndarray) -> np.ndarray:
+def veltkamp_split(value: Any) -> tuple[Any, Any]:
+    """(high, low) with high + low == value exactly, each of at most 26 significant bits, so
+    that products of the halves with 26-bit numbers are exact. Pure arithmetic: works on Python
+    floats, NumPy arrays and torch tensors alike (float64)."""
+    scaled = value * _VELTKAMP
+    high = scaled - (scaled - value)
+    return high, value - high
+
+
+def product_error(constant: float, x: Any) -> Any:
     """The exact rounding error ``constant*x - fl(constant*x)`` for float64 `x` of <= 26 bits.
 
     Dekker's TwoProduct with the constant split by Veltkamp: both partial products are exact
     because `x` comes from a float16/bfloat16/float32 input. Non-finite where `constant` is
-    so large that splitting overflows; callers treat that as "unknown".
+    so large that splitting overflows; callers treat that as "unknown". NumPy or torch `x`.
     """
-    split = np.float64(constant) * _VELTKAMP
-    high = split - (split - np.float64(constant))
-    low = np.float64(constant) - high
-    product = np.float64(constant) * x
+    high, low = veltkamp_split(float(constant))
+    product = constant * x
     return (x * high - product) + x * low
 
 
@@ -201,3 +208,20 @@ def select(condition: np.ndarray, if_true: Any, if_false: np.ndarray) -> np.ndar
     blended = np.bitwise_and(true_bits, mask)
     blended |= np.bitwise_and(if_false.view(np.uint64), ~mask)
     return blended.view(np.float64)
+
+
+def half_x_plus_square(x: np.ndarray, value: np.ndarray, square_coefficient: float) -> np.ndarray:
+    r"""`value` where |x| >= 2^-40, else :math:`x/2 + c x^2` summed with a sticky last bit.
+
+    For tiny x both SiLU and GELU are x/2 + c x^2 (c = 1/4, 1/sqrt(2 pi)); in float64 the sum
+    rounds to x/2, which for a float32 subnormal x is a float32 rounding midpoint, so the next
+    rounding would go to even instead of up. `sum_rounded_to_odd` keeps the side.
+    """
+    if x.dtype != np.float64:
+        return value
+    tiny = (np.abs(x) < 2.0**-40) & (x != 0)
+    if tiny.any():
+        xs = x[tiny]
+        value = value.copy()
+        value[tiny] = sum_rounded_to_odd(0.5 * xs, square_coefficient * xs * xs, 1.0)
+    return value

@@ -181,12 +181,9 @@ def _torch_scaled_elu_tie_fix(t, quantity, x, result, alpha, scale=1.0):
     k = scale * alpha
     xs = x[small]
     if quantity == "value":
-        split = k * 134217729.0
-        high = split - (split - k)
-        low = k - high
         head = k * xs
-        error = (xs * high - head) + xs * low
-        fixed = _torch_sum_rounded_to_odd(t, head, error + head * (xs * 0.5) * (1 + xs / 3), 1.0)
+        tail = _numerics.product_error(k, xs) + head * (xs * 0.5) * (1 + xs / 3)
+        fixed = _torch_sum_rounded_to_odd(t, head, tail, 1.0)
     else:
         tail = k * t.expm1(xs)
         fixed = _torch_sum_rounded_to_odd(t, t.full_like(tail, k), tail, -1.0)
@@ -203,13 +200,6 @@ def _torch_celu_value(t, x, alpha):
     return t.copysign(alpha * _torch_expm1(t, t.clamp(x, max=0.0) / alpha) + t.clamp(x, min=0.0), x)
 
 
-def _split(value):
-    """Veltkamp split of a Python float into two halves whose products with 26-bit numbers are exact."""
-    scaled = value * 134217729.0
-    high = scaled - (scaled - value)
-    return high, value - high
-
-
 def _torch_exp_of_ratio(t, x, alpha):
     r"""exp(min(x, 0)/alpha) without the error of rounding x/alpha first.
 
@@ -220,10 +210,8 @@ def _torch_exp_of_ratio(t, x, alpha):
     """
     negative = t.clamp(x, max=0.0)
     quotient = t.clamp(negative / alpha, min=-800.0)
-    scaled = quotient * 134217729.0
-    high = scaled - (scaled - quotient)
-    low = quotient - high
-    alpha_high, alpha_low = _split(alpha)
+    high, low = _numerics.veltkamp_split(quotient)
+    alpha_high, alpha_low = _numerics.veltkamp_split(alpha)
     product = quotient * alpha
     error = ((high * alpha_high - product) + high * alpha_low + low * alpha_high) + low * alpha_low
     remainder = ((negative - product) - error) / alpha

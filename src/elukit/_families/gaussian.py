@@ -7,7 +7,7 @@ import math
 import numpy as np
 from scipy import special
 
-from elukit._families.sigmoidal import half_x_plus_square
+from elukit import _numerics
 from elukit._spec import Activation, Reference, TorchKernels
 
 _NAN = math.nan
@@ -31,7 +31,7 @@ def gelu_value(x: np.ndarray) -> np.ndarray:
     x << 0; harmless for float32 and narrower, documented in the accuracy table for float64.
     """
     clipped = np.maximum(x, x.dtype.type(-_CLIP))
-    return half_x_plus_square(x, clipped * special.ndtr(clipped), _INV_SQRT_2PI)
+    return _numerics.half_x_plus_square(x, clipped * special.ndtr(clipped), _INV_SQRT_2PI)
 
 
 def gelu_derivative(x: np.ndarray) -> np.ndarray:

@@ -40,23 +40,6 @@ def logistic_slope(x: np.ndarray) -> np.ndarray:
     return e / ((1 + e) * (1 + e))
 
 
-def half_x_plus_square(x: np.ndarray, value: np.ndarray, square_coefficient: float) -> np.ndarray:
-    r"""`value` where |x| >= 2^-40, else :math:`x/2 + c x^2` summed with a sticky last bit.
-
-    For tiny x both SiLU and GELU are x/2 + c x^2 (c = 1/4, 1/sqrt(2 pi)); in float64 the sum
-    rounds to x/2, which for a float32 subnormal x is a float32 rounding midpoint, so the next
-    rounding would go to even instead of up. `_numerics.sum_rounded_to_odd` keeps the side.
-    """
-    if x.dtype != np.float64:
-        return value
-    tiny = (np.abs(x) < 2.0**-40) & (x != 0)
-    if tiny.any():
-        xs = x[tiny]
-        value = value.copy()
-        value[tiny] = _numerics.sum_rounded_to_odd(0.5 * xs, square_coefficient * xs * xs, 1.0)
-    return value
-
-
 def sigmoid_second_derivative(x: np.ndarray) -> np.ndarray:
     r""":math:`\sigma''(x) = -\sigma(x)\sigma(-x)\tanh(x/2)` (``1-2\sigma = -\tanh(x/2)``)."""
     return -logistic_slope(x) * np.tanh(x * x.dtype.type(0.5))
@@ -190,7 +173,7 @@ SOFTPLUS = Activation(
 def silu_value(x: np.ndarray) -> np.ndarray:
     r""":math:`f(x) = x\,\sigma(x)`; silu(-inf) = -0.0."""
     clipped = np.maximum(x, x.dtype.type(-_CLIP))
-    return half_x_plus_square(x, clipped * logistic(clipped), 0.25)
+    return _numerics.half_x_plus_square(x, clipped * logistic(clipped), 0.25)
 
 
 def silu_derivative(x: np.ndarray) -> np.ndarray:
