@@ -16,6 +16,7 @@ import math
 import warnings
 from typing import Any, NamedTuple
 
+from elukit._gaussian import Moments
 from elukit._spec import Activation
 from elukit.theory.moments import moments
 
@@ -40,18 +41,26 @@ def _check_variance(input_variance: float) -> float:
     return float(input_variance)
 
 
+def _forward_gain(stats: Moments, q: float) -> float:
+    return math.sqrt(q / float(stats.second_moment))
+
+
+def _backward_gain(stats: Moments) -> float:
+    return 1.0 / math.sqrt(float(stats.derivative_second_moment))
+
+
 def gain(activation: str | Activation, input_variance: float = 1.0, **params: Any) -> float:
     r"""Weight-std multiplier (fan-in) keeping the pre-activation second moment at `input_variance`:
     :math:`g = \sqrt{q / E[f(z)^2]},\ z \sim N(0, q)`. ELU(alpha=1): 1.2452."""
     q = _check_variance(input_variance)
-    return math.sqrt(q / float(moments(activation, 0.0, math.sqrt(q), **params).second_moment))
+    return _forward_gain(moments(activation, 0.0, math.sqrt(q), **params), q)
 
 
 def gradient_gain(activation: str | Activation, input_variance: float = 1.0, **params: Any) -> float:
     r"""Weight-std multiplier keeping squared gradient norms: :math:`g = 1/\sqrt{E[f'(z)^2]}`.
     ELU(alpha=1): 1.2234."""
     q = _check_variance(input_variance)
-    return 1.0 / math.sqrt(float(moments(activation, 0.0, math.sqrt(q), **params).derivative_second_moment))
+    return _backward_gain(moments(activation, 0.0, math.sqrt(q), **params))
 
 
 def variance_map(activation: str | Activation, q: float, weight_gain: float, **params: Any) -> float:
@@ -67,12 +76,13 @@ def analyze_gain(activation: str | Activation, weight_gain: float | None = None,
     A slope of exactly 1 (ReLU, Leaky ReLU: V is linear in q) is reported as marginal, not stable.
     """
     q = _check_variance(input_variance)
-    forward = gain(activation, q, **params)
-    backward = gradient_gain(activation, q, **params)
+    at_fixed_point = moments(activation, 0.0, math.sqrt(q), **params)
+    forward = _forward_gain(at_fixed_point, q)
+    backward = _backward_gain(at_fixed_point)
     g = forward if weight_gain is None else float(weight_gain)
     if not (math.isfinite(g) and g > 0):
         raise ValueError(f"weight_gain must be finite and > 0, got {weight_gain!r}")
-    chi = g**2 * float(moments(activation, 0.0, math.sqrt(q), **params).derivative_second_moment)
+    chi = g**2 * float(at_fixed_point.derivative_second_moment)
     step = 1e-4 * q
     slope = (variance_map(activation, q + step, g, **params) - variance_map(activation, q - step, g, **params)) / (2 * step)
     notes = []
