@@ -88,6 +88,13 @@ def summary_table(results: StudyResults, target_loss: float | None = None, basel
         accuracy = _last_finite(results.network[label]["test_accuracy"])
         reach = epochs_to_target(results.network[label]["train_loss"], target_loss)
         layer_stats = results.layers[label]
+
+        def final_layer_mean(name: str, transform=lambda values: values) -> float:
+            """Mean over seeds and layers at the last epoch of a per-layer metric."""
+            if not layer_stats:
+                return math.nan
+            return float(np.nanmean(transform(_last_finite(layer_stats[name]))))
+
         row = {
             "activation": label,
             "test_accuracy": mean_interval(accuracy),
@@ -95,10 +102,10 @@ def summary_table(results: StudyResults, target_loss: float | None = None, basel
             "epochs_to_target": mean_interval(reach),
             "reached": int(np.isfinite(reach).sum()),
             "seeds": len(accuracy),
-            "mean_activation": float(np.nanmean(_last_finite(layer_stats["mean_activation"]))) if layer_stats else math.nan,
-            "mean_abs_activation": float(np.nanmean(np.abs(_last_finite(layer_stats["mean_activation"])))) if layer_stats else math.nan,
-            "dead_fraction": float(np.nanmean(_last_finite(layer_stats["dead_fraction"]))) if layer_stats else math.nan,
-            "gradient_sparsity": float(np.nanmean(_last_finite(layer_stats["gradient_sparsity"]))) if layer_stats else math.nan,
+            "mean_activation": final_layer_mean("mean_activation"),
+            "mean_abs_activation": final_layer_mean("mean_activation", np.abs),
+            "dead_fraction": final_layer_mean("dead_fraction"),
+            "gradient_sparsity": final_layer_mean("gradient_sparsity"),
             "seconds": results.seconds.get(label, math.nan),
         }
         if label != baseline:
