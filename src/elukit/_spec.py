@@ -96,6 +96,9 @@ class Activation:
         gaussian: closed-form Gaussian moments ``(mean, std, **params) -> Moments``, or None
             (then `elukit.theory` uses Gauss-Hermite quadrature).
         extended_float64: evaluate float64 inputs in ``np.longdouble`` (faithful float64).
+        exponential_linear: for the ELU family, ``(**params) -> (scale, alpha, divisor)`` with
+            f(x) = scale*x (x > 0), scale*alpha*expm1(x/divisor) (x <= 0); it selects the
+            compiled float32/float64 kernels of `elukit._native`. None for other families.
         zero_gradient_set: where f' is exactly zero, in words (``"x <= 0"``) or ``""``.
         bounded_below: the infimum of f as an expression of the parameters, or ``None``.
         references: literature.
@@ -114,6 +117,7 @@ class Activation:
     gaussian: Callable[..., Any] | None = None
     torch: TorchKernels | None = None
     extended_float64: bool = False
+    exponential_linear: Callable[..., tuple[float, float, float]] | None = None
     zero_gradient_set: str = ""
     bounded_below: str | None = None
     references: tuple[str, ...] = ()
@@ -140,6 +144,12 @@ class Activation:
         if self.bound:
             return dict(self.bound)
         return {p.name: p.default for p in self.params}
+
+    def exponential_linear_form(self) -> tuple[float, float, float] | None:
+        """(scale, alpha, divisor) of an ELU-family member at the bound parameters, or None."""
+        if self.exponential_linear is None:
+            return None
+        return self.exponential_linear(**self.parameters)
 
     def evaluate_expression(self, expression: str) -> float:
         """Evaluate a special-value expression such as ``"-alpha"`` or ``"scale*alpha"``."""

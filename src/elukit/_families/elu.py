@@ -229,6 +229,18 @@ def _torch_celu_second(t, x, alpha):
     return _torch_celu_derivative(t, x, alpha) / alpha * (x <= 0).to(x.dtype)
 
 
+def _elu_form(alpha):
+    return 1.0, alpha, 1.0
+
+
+def _selu_form(alpha, scale):
+    return scale, alpha, 1.0
+
+
+def _celu_form(alpha):
+    return 1.0, alpha, alpha
+
+
 _SCALED_ELU_REFERENCE = Reference(
     value=_scaled_elu_reference_value,
     derivative=_scaled_elu_reference_derivative,
@@ -254,6 +266,7 @@ ELU = Activation(
     gaussian=elu_gaussian,
     torch=_SCALED_ELU_TORCH,
     extended_float64=True,
+    exponential_linear=_elu_form,
     bounded_below="-alpha",
     references=("Clevert, Unterthiner, Hochreiter 2016, arXiv:1511.07289",),
 )
@@ -280,6 +293,7 @@ SELU = Activation(
     gaussian=selu_gaussian,
     torch=_SCALED_ELU_TORCH,
     extended_float64=True,
+    exponential_linear=_selu_form,
     bounded_below="-scale*alpha",
     references=("Klambauer, Unterthiner, Mayr, Hochreiter 2017, arXiv:1706.02515",),
 )
@@ -345,6 +359,7 @@ CELU = Activation(
     gaussian=celu_gaussian,
     torch=TorchKernels(_torch_celu_value, _torch_celu_derivative, _torch_celu_second),
     extended_float64=True,
+    exponential_linear=_celu_form,
     bounded_below="-alpha",
     references=("Barron 2017, arXiv:1704.07483",),
 )

@@ -1,0 +1,534 @@
+/* Compiled kernels for the exponential-linear family (ELU, SELU, CELU) on float32 and float64.
+
+   Every member of the family has the form
+       f(x)   = scale*x                           (x > 0)
+              = c * expm1(x/beta)                 (x <= 0),   c = scale*alpha
+       f'(x)  = scale (x > 0),  d * exp(x/beta)  (x <= 0),   d = c/beta
+       f''(x) = 0     (x > 0),  s * exp(x/beta)  (x <= 0),   s = c/beta^2
+   (ELU: scale 1, beta 1; SELU: beta 1; CELU: scale 1, beta alpha). The constants arrive from
+   Python as double-doubles (hi + lo, exact), with d and s split into a mantissa and a power of
+   two so that exp's scaling never overflows or underflows before the final rounding.
+
+   Each element is evaluated in double-double arithmetic from one Cody-Waite reduction
+   x/beta = k*ln2 + r, |r| <= ln2/2, and the Taylor series of expm1(r) (degree 14, truncation
+   below 2^-60 relative). The result carries an error below 2^-56 relative before its final
+   rounding, so float64 results are faithful (< 1 ulp; correctly rounded except within that
+   margin of a midpoint) and float32 results, rounded to odd in double first, are correctly
+   rounded except within 2^-56 relative of a midpoint.
+
+   The loops are branch-free so the compiler vectorises them; target_clones builds AVX2+FMA and
+   AVX-512 versions next to the baseline one and picks one at load time. -ffp-contract=off is
+   required: the error-free transformations below break if the compiler fuses a*b + c on its own.
+*/
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(_M_X64)) && defined(__linux__)
+#define ELUKIT_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
+#define ELUKIT_CLONES
+#endif
+
+#if defined(__GNUC__)
+#define ELUKIT_INLINE inline __attribute__((always_inline)) /* compiled into each clone's target */
+#else
+#define ELUKIT_INLINE inline
+#endif
+
+typedef struct {
+    double hi, lo;
+} dd;
+
+#define LN2_HI 0x1.62e42fefa3800p-1 /* 42 bits: k*LN2_HI is exact for |k| < 2^11 */
+#define LN2_LO 0x1.ef35793c76730p-45
+#define INV_LN2 0x1.71547652b82fep+0
+#define ROUND_SHIFT 0x1.8p52 /* (y + ROUND_SHIFT) - ROUND_SHIFT rounds y to an integer */
+#define VALUE_CLAMP (-60.0)  /* expm1(x) rounds like -1 + e^-60 below: e^-60 < 2^-86 */
+#define TINY_RATIO 0x1p-60   /* |x/beta| below: f(x) = d*x*(1 + x/(2 beta)) exactly enough */
+
+static ELUKIT_INLINE double from_bits(uint64_t bits) {
+    double value;
+    memcpy(&value, &bits, sizeof value);
+    return value;
+}
+
+static ELUKIT_INLINE uint64_t to_bits(double value) {
+    uint64_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    return bits;
+}
+
+static ELUKIT_INLINE dd two_sum(double a, double b) {
+    double s = a + b;
+    double bb = s - a;
+    return (dd){s, (a - (s - bb)) + (b - bb)};
+}
+
+static ELUKIT_INLINE dd fast_two_sum(double a, double b) { /* |a| >= |b| */
+    double s = a + b;
+    return (dd){s, b - (s - a)};
+}
+
+static ELUKIT_INLINE dd two_product(double a, double b) {
+    double p = a * b;
+    return (dd){p, fma(a, b, -p)};
+}
+
+/* a * (b_hi + b_lo), |result error| ~ 2^-104 relative; the low part is zeroed when the high
+   part overflows (its fma would be inf - inf). */
+static ELUKIT_INLINE dd product_dd(double a, double b_hi, double b_lo) {
+    dd p = two_product(a, b_hi);
+    double low = p.lo + a * b_lo;
+    return (dd){p.hi, fabs(p.hi) <= 0x1.fffffffffffffp+1023 ? low : 0.0};
+}
+
+static ELUKIT_INLINE dd product_dd_dd(double a_hi, double a_lo, double b_hi, double b_lo) {
+    dd p = two_product(a_hi, b_hi);
+    return (dd){p.hi, p.lo + (a_hi * b_lo + a_lo * b_hi)};
+}
+
+/* 2^k for integer k in [-1022, 1023], from its bits. */
+static ELUKIT_INLINE double power_of_two(int64_t k) { return from_bits((uint64_t)(k + 1023) << 52); }
+
+/* expm1(q + q_lo) = 2^k * (1 + p) - 1 with p = expm1(r) as a double-double, for q <= 0 (or NaN)
+   clamped to a range where |k| < 2^11. */
+typedef struct {
+    dd p;
+    int64_t k;
+} reduced;
+
+static ELUKIT_INLINE reduced reduce_and_expm1(double q, double q_lo) {
+    double shifted = q * INV_LN2 + ROUND_SHIFT;
+    double k = shifted - ROUND_SHIFT;
+    int64_t k_int = (int64_t)(to_bits(shifted) - to_bits(ROUND_SHIFT));
+    double r_head = fma(-k, LN2_HI, q);            /* exact */
+    dd r = two_sum(r_head, q_lo - k * LN2_LO);      /* r = x/beta - k*ln2 as a double-double */
+    double inner = 1.0 / 87178291200.0;             /* 1/14! */
+    inner = fma(inner, r.hi, 1.0 / 6227020800.0);
+    inner = fma(inner, r.hi, 1.0 / 479001600.0);
+    inner = fma(inner, r.hi, 1.0 / 39916800.0);
+    inner = fma(inner, r.hi, 1.0 / 3628800.0);
+    inner = fma(inner, r.hi, 1.0 / 362880.0);
+    inner = fma(inner, r.hi, 1.0 / 40320.0);
+    inner = fma(inner, r.hi, 1.0 / 5040.0);
+    inner = fma(inner, r.hi, 1.0 / 720.0);
+    inner = fma(inner, r.hi, 1.0 / 120.0);
+    inner = fma(inner, r.hi, 1.0 / 24.0);
+    inner = fma(inner, r.hi, 1.0 / 6.0);
+    /* (expm1(r) - r) / r^2 = 1/2 + r*inner, with the rounding error of that last step kept */
+    double half_and_more = fma(inner, r.hi, 0.5);
+    double half_and_more_lo = fma(inner, r.hi, 0.5 - half_and_more);
+    dd square = two_product(r.hi, r.hi);
+    double h_hi = square.hi * half_and_more;
+    double h_lo = fma(square.hi, half_and_more, -h_hi) + (square.lo * half_and_more + square.hi * half_and_more_lo);
+    dd p = fast_two_sum(r.hi, h_hi);                /* |h| < |r|/5 */
+    p.lo += h_lo + r.lo * (1.0 + p.hi);             /* expm1(r + dr) ~ expm1(r) + dr*e^r */
+    return (reduced){p, k_int};
+}
+
+/* x/beta as q + q_lo (exact to 2^-106 relative) and clamped below at `floor`. */
+typedef struct {
+    double q, q_lo;
+} ratio;
+
+static ELUKIT_INLINE ratio divide(double x, double beta, int has_beta, double floor) {
+    double negative = x < 0.0 ? x : 0.0;
+    double q = negative, q_lo = 0.0;
+    if (has_beta) {
+        q = negative / beta;
+        q_lo = fma(-q, beta, negative) / beta;
+    }
+    int clamped = q < floor;
+    return (ratio){clamped ? floor : q, clamped ? 0.0 : q_lo};
+}
+
+typedef struct {
+    double c_hi, c_lo;      /* scale*alpha */
+    double d_hi, d_lo;      /* scale*alpha/beta, for the tiny-ratio series of the value */
+    double m_hi, m_lo;      /* mantissa of the exponential's constant (d or s) */
+    int64_t m_exponent;     /* ... and its power of two */
+    double floor;           /* x/beta below which the exponential rounds to 0 */
+    double positive;        /* f'(x) or f''(x) for x > 0 */
+    double scale;           /* f(x) = scale*x for x > 0 */
+    double beta;
+    int has_beta;           /* beta != 1 */
+} constants;
+
+/* f(x) as an unnormalised double-double (the sign of zero is fixed by the caller). */
+static ELUKIT_INLINE dd value_dd(double x, const constants *k, int has_beta) {
+    ratio t = divide(x, k->beta, has_beta, VALUE_CLAMP);
+    reduced e = reduce_and_expm1(t.q, t.q_lo);
+    double two_k = power_of_two(e.k);                 /* k in [-87, 0] */
+    dd m = two_sum(-1.0, two_k);                      /* 2^k - 1, exact */
+    dd s = two_sum(m.hi, two_k * e.p.hi);
+    s.lo += m.lo + two_k * e.p.lo;
+    dd negative = product_dd_dd(k->c_hi, k->c_lo, s.hi, s.lo);
+    if (has_beta) {
+        dd tiny = product_dd(x, k->d_hi, k->d_lo);
+        tiny.lo += tiny.hi * (t.q * 0.5);
+        int use_tiny = t.q > -TINY_RATIO;
+        negative.hi = use_tiny ? tiny.hi : negative.hi;
+        negative.lo = use_tiny ? tiny.lo : negative.lo;
+    }
+    /* For |x/beta| < 2^-60 the x^2 term may underflow, leaving hi + lo exactly on a midpoint
+       that the true value (always above it: expm1(t) > t) is not on. A nudge far below the
+       kernel's error decides such ties the right way. */
+    negative.lo += t.q > -TINY_RATIO ? -negative.hi * 0x1p-70 : 0.0;
+    dd positive = product_dd(x, k->scale, 0.0);
+    int is_positive = x > 0.0;
+    return (dd){is_positive ? positive.hi : negative.hi, is_positive ? positive.lo : negative.lo};
+}
+
+/* f'(x) or f''(x), times `grad`: (hi + lo) * scale_a * scale_b. The scaling is exact unless the
+   result is subnormal, so float64 rounds hi + lo first and scales after. */
+typedef struct {
+    dd v;
+    double scale_a, scale_b; /* 2^first and 2^(exponent - first) */
+    int64_t exponent, first;
+} scaled_dd;
+
+static ELUKIT_INLINE scaled_dd exponential_dd(double x, double grad, const constants *k, int has_beta) {
+    ratio t = divide(x, k->beta, has_beta, k->floor);
+    reduced e = reduce_and_expm1(t.q, t.q_lo);
+    dd one_plus = fast_two_sum(1.0, e.p.hi);
+    one_plus.lo += e.p.lo;
+    dd scaled = product_dd_dd(k->m_hi, k->m_lo, one_plus.hi, one_plus.lo);
+    dd negative = product_dd(grad, scaled.hi, scaled.lo);
+    /* 2^(k + m_exponent) in two normal factors; bias by 2048 so the halving is a logical shift */
+    int64_t total = e.k + k->m_exponent;
+    int64_t first = (int64_t)(((uint64_t)(total + 2048)) >> 1) - 1024;
+    double factor_a = power_of_two(first), factor_b = power_of_two(total - first);
+    dd positive = product_dd(grad, k->positive, 0.0);
+    int is_positive = x > 0.0;
+    return (scaled_dd){{is_positive ? positive.hi : negative.hi, is_positive ? positive.lo : negative.lo},
+                       is_positive ? 1.0 : factor_a, is_positive ? 1.0 : factor_b,
+                       is_positive ? 0 : total, is_positive ? 0 : first};
+}
+
+/* (hi + lo) * 2^total rounded once. A subnormal result has fewer bits than hi, so rounding
+   hi alone can land on the wrong side when lo is included: the residual decides. */
+static ELUKIT_INLINE double round_scaled_double(scaled_dd s) {
+    double nearest = (s.v.hi + s.v.lo) * s.scale_a * s.scale_b;
+    double head = s.v.hi * s.scale_a * s.scale_b;
+    int64_t total = s.exponent;
+    int64_t clamped = total < -1022 ? total : -1022;
+    double residual = (s.v.hi - head * power_of_two(-(total - s.first)) * power_of_two(-s.first)) + s.v.lo;
+    double half_grid = power_of_two(-1075 - clamped);
+    double step = residual > half_grid ? 0x1p-1074 : (residual < -half_grid ? -0x1p-1074 : 0.0);
+    return fabs(head) < 0x1p-1022 ? head + step : nearest;
+}
+
+/* hi + lo as a double with a sticky last bit (round to odd): the cast to float (>= 2 bits
+   fewer) then rounds once. Non-finite low parts are ignored. */
+static ELUKIT_INLINE double round_to_odd(dd v) {
+    dd s = fast_two_sum(v.hi, v.lo);
+    uint64_t bits = to_bits(s.hi), low = to_bits(s.lo);
+    uint64_t magnitude = low & 0x7fffffffffffffffULL;
+    uint64_t inexact = magnitude - 1 < 0x7fefffffffffffffULL; /* finite and nonzero */
+    uint64_t opposite = (bits ^ low) >> 63;                    /* lo shrinks |hi| */
+    uint64_t nudge = inexact & ~bits & 1;                      /* only an even hi moves */
+    return from_bits(bits + nudge - 2 * (nudge & opposite));
+}
+
+
+static ELUKIT_INLINE double round_double(dd v) { return v.hi + v.lo; }
+
+enum { VALUE = 0, EXPONENTIAL = 1 };
+
+/* One loop per (beta != 1, output rounding, quantity), so that no test inside a loop body is left
+   for the vectoriser to hoist. The loops read and write double: float32 is converted in tiles
+   (the vectoriser gives up on a loop body that mixes the two widths). NaN passes through. */
+#define DEFINE_LOOPS(SUFFIX, HAS_BETA, ROUND_VALUE, ROUND_EXPONENTIAL)                                          \
+    ELUKIT_CLONES                                                                                                \
+    static void value_##SUFFIX(const double *restrict x, double *restrict out, Py_ssize_t n,                     \
+                               const constants *pk) {                                                            \
+        const constants k = *pk;                                                                                 \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                                     \
+            double xi = x[i];                                                                                    \
+            double result = copysign(ROUND_VALUE(value_dd(xi, &k, HAS_BETA)), xi);                               \
+            out[i] = xi != xi ? xi : result;                                                                     \
+        }                                                                                                        \
+    }                                                                                                            \
+    ELUKIT_CLONES                                                                                                \
+    static void gradient_##SUFFIX(const double *restrict x, const double *restrict grad, double *restrict out,   \
+                                  Py_ssize_t n, const constants *pk) {                                           \
+        const constants k = *pk;                                                                                 \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                                     \
+            double xi = x[i];                                                                                    \
+            double result = ROUND_EXPONENTIAL(exponential_dd(xi, grad ? grad[i] : 1.0, &k, HAS_BETA));           \
+            out[i] = xi != xi ? xi : result;                                                                     \
+        }                                                                                                        \
+    }
+
+DEFINE_LOOPS(nearest, 0, round_double, round_scaled_double)
+DEFINE_LOOPS(nearest_beta, 1, round_double, round_scaled_double)
+
+ELUKIT_CLONES
+static void widen(const float *restrict x, double *restrict out, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) out[i] = x[i];
+}
+
+ELUKIT_CLONES
+static void narrow(const double *restrict x, float *restrict out, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) out[i] = (float)x[i];
+}
+
+typedef struct {
+    int kind, is_double;
+    const char *x, *grad;
+    char *out;
+    Py_ssize_t n;
+    const constants *k;
+} task;
+
+/* float32: one double evaluation per element, no double-double. exp(r) on |r| <= ln2/2 by its
+   Taylor series to degree 11 (truncation < 2^-47 relative), so the double result is within
+   ~2^-46 relative and the float result faithful; correctly rounded except within that margin of
+   a midpoint. Where a product lands exactly on a float midpoint (tiny |x|, the positive branch),
+   its rounding error is kept and the result rounded to odd first. */
+static ELUKIT_INLINE double expm1_short(double r) {
+    double inner = 1.0 / 39916800.0;
+    inner = fma(inner, r, 1.0 / 3628800.0);
+    inner = fma(inner, r, 1.0 / 362880.0);
+    inner = fma(inner, r, 1.0 / 40320.0);
+    inner = fma(inner, r, 1.0 / 5040.0);
+    inner = fma(inner, r, 1.0 / 720.0);
+    inner = fma(inner, r, 1.0 / 120.0);
+    inner = fma(inner, r, 1.0 / 24.0);
+    inner = fma(inner, r, 1.0 / 6.0);
+    inner = fma(inner, r, 0.5);
+    return fma(r * r, inner, r);
+}
+
+#define FLOAT_VALUE_CLAMP (-30.0) /* expm1(-30) = -1 + 9e-14: rounds like -1 in float */
+#define FLOAT_TINY 0x1p-20
+
+static ELUKIT_INLINE double float_value(double x, const constants *k, int has_beta) {
+    double negative = x < 0.0 ? x : 0.0;
+    double q = has_beta ? negative / k->beta : negative;
+    q = q < FLOAT_VALUE_CLAMP ? FLOAT_VALUE_CLAMP : q;
+    double shifted = q * INV_LN2 + ROUND_SHIFT;
+    double kd = shifted - ROUND_SHIFT;
+    int64_t k_int = (int64_t)(to_bits(shifted) - to_bits(ROUND_SHIFT));
+    double r = fma(-kd, LN2_HI, q) - kd * LN2_LO;
+    double two_k = power_of_two(k_int);
+    double result = k->c_hi * ((two_k - 1.0) + two_k * expm1_short(r));
+    /* NaN propagates through the tiny branch, which takes x = +-0 and NaN. */
+    dd tiny = two_product(x, k->d_hi);
+    tiny.lo += x * k->d_lo + tiny.hi * (q * 0.5);
+    dd positive = product_dd(x, k->scale, 0.0);
+    int is_tiny = q > -FLOAT_TINY || q != q, is_positive = x > 0.0;
+    dd pick = {is_tiny ? tiny.hi : result, is_tiny ? tiny.lo : 0.0};
+    pick.hi = is_positive ? positive.hi : pick.hi;
+    pick.lo = is_positive ? positive.lo : pick.lo;
+    return copysign(round_to_odd(pick), x); /* f has the sign of x, zeros included */
+}
+
+static ELUKIT_INLINE double float_exponential(double x, double grad, const constants *k, int has_beta) {
+    double negative = x < 0.0 ? x : 0.0;
+    double q = has_beta ? negative / k->beta : negative;
+    q = q < k->floor ? k->floor : q;
+    double shifted = q * INV_LN2 + ROUND_SHIFT;
+    double kd = shifted - ROUND_SHIFT;
+    int64_t k_int = (int64_t)(to_bits(shifted) - to_bits(ROUND_SHIFT));
+    double r = fma(-kd, LN2_HI, q) - kd * LN2_LO;
+    int64_t total = k_int + k->m_exponent;
+    total = total < -1022 ? -1022 : total; /* below 2^-1022 a float result is 0 anyway */
+    double exponential = (grad * (k->m_hi * power_of_two(total))) * (1.0 + expm1_short(r));
+    double result = x > 0.0 ? grad * k->positive : exponential;
+    return x != x ? x : result;
+}
+
+/* These loops run on double tiles of float32 data (see run_task). */
+ELUKIT_CLONES
+static void float_value_loop(const double *restrict x, double *restrict out, Py_ssize_t n, const constants *pk) {
+    const constants k = *pk;
+    if (k.has_beta)
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = float_value(x[i], &k, 1);
+    else
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = float_value(x[i], &k, 0);
+}
+
+ELUKIT_CLONES
+static void float_exponential_loop(const double *restrict x, const double *restrict grad, double *restrict out,
+                                   Py_ssize_t n, const constants *pk) {
+    const constants k = *pk;
+    if (grad == NULL && k.has_beta)
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = float_exponential(x[i], 1.0, &k, 1);
+    else if (grad == NULL)
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = float_exponential(x[i], 1.0, &k, 0);
+    else if (k.has_beta)
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = float_exponential(x[i], grad[i], &k, 1);
+    else
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = float_exponential(x[i], grad[i], &k, 0);
+}
+
+#define TILE 512
+
+static void run_float64(const task *t) {
+    const double *x = (const double *)t->x, *grad = (const double *)t->grad;
+    double *out = (double *)t->out;
+    int beta = t->k->has_beta;
+    if (t->kind == VALUE)
+        beta ? value_nearest_beta(x, out, t->n, t->k) : value_nearest(x, out, t->n, t->k);
+    else
+        beta ? gradient_nearest_beta(x, grad, out, t->n, t->k) : gradient_nearest(x, grad, out, t->n, t->k);
+}
+
+static void run_task(const task *t) {
+    if (t->is_double) {
+        run_float64(t);
+        return;
+    }
+    double x[TILE], grad[TILE], out[TILE];
+    const float *x_float = (const float *)t->x, *grad_float = (const float *)t->grad;
+    float *out_float = (float *)t->out;
+    for (Py_ssize_t start = 0; start < t->n; start += TILE) {
+        Py_ssize_t count = t->n - start < TILE ? t->n - start : TILE;
+        widen(x_float + start, x, count);
+        if (grad_float) widen(grad_float + start, grad, count);
+        if (t->kind == VALUE)
+            float_value_loop(x, out, count, t->k);
+        else
+            float_exponential_loop(x, grad_float ? grad : NULL, out, count, t->k);
+        narrow(out, out_float + start, count);
+    }
+}
+
+static void *run_thread(void *argument) {
+    run_task((const task *)argument);
+    return NULL;
+}
+
+#define MAX_THREADS 64
+#define MIN_ELEMENTS_PER_THREAD 65536
+
+/* Split the elements into contiguous parts, one per thread (the caller's thread takes the first).
+   Each element's result does not depend on the split. */
+static void run_parallel(task whole, int threads) {
+    Py_ssize_t most = whole.n / MIN_ELEMENTS_PER_THREAD;
+    if (threads > most) threads = (int)(most > 1 ? most : 1);
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads <= 1) {
+        run_task(&whole);
+        return;
+    }
+    size_t item = whole.is_double ? sizeof(double) : sizeof(float);
+    task parts[MAX_THREADS];
+    pthread_t ids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    Py_ssize_t per = (whole.n + threads - 1) / threads;
+    per = (per + 15) / 16 * 16;
+    for (int i = 0; i < threads; i++) {
+        Py_ssize_t begin = (Py_ssize_t)i * per;
+        Py_ssize_t end = begin + per < whole.n ? begin + per : whole.n;
+        parts[i] = whole;
+        parts[i].n = end > begin ? end - begin : 0;
+        parts[i].x = whole.x + (size_t)begin * item;
+        parts[i].out = whole.out + (size_t)begin * item;
+        parts[i].grad = whole.grad ? whole.grad + (size_t)begin * item : NULL;
+    }
+    for (int i = 1; i < threads; i++)
+        started[i] = pthread_create(&ids[i], NULL, run_thread, &parts[i]) == 0;
+    run_task(&parts[0]);
+    for (int i = 1; i < threads; i++) {
+        if (started[i])
+            pthread_join(ids[i], NULL);
+        else
+            run_task(&parts[i]);
+    }
+}
+
+static int get_buffer(PyObject *object, Py_buffer *view, int writable, const char *name) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(object, view, flags) < 0) {
+        PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous%s buffer", name, writable ? " writable" : "");
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(evaluate_doc,
+             "evaluate(kind, x, out, grad, constants, threads)\n\n"
+             "kind 0: f(x); kind 1: grad * (the exponential quantity) (grad None: the quantity itself).\n"
+             "x, out (and grad) are C-contiguous float32 or float64 buffers of equal length and type;\n"
+             "out may be x. constants: (c_hi, c_lo, d_hi, d_lo, m_hi, m_lo, m_exponent, floor, positive,\n"
+             "scale, beta). The GIL is released while the kernel runs.");
+
+static PyObject *evaluate(PyObject *self, PyObject *args) {
+    int kind, threads;
+    PyObject *x_object, *out_object, *grad_object;
+    constants k;
+    long long m_exponent;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iOOO(ddddddLdddd)i", &kind, &x_object, &out_object, &grad_object, &k.c_hi,
+                          &k.c_lo, &k.d_hi, &k.d_lo, &k.m_hi, &k.m_lo, &m_exponent, &k.floor, &k.positive, &k.scale,
+                          &k.beta, &threads))
+        return NULL;
+    if (kind != VALUE && kind != EXPONENTIAL) {
+        PyErr_Format(PyExc_ValueError, "kind must be 0 (value) or 1 (exponential), got %d", kind);
+        return NULL;
+    }
+    k.m_exponent = (int64_t)m_exponent;
+    k.has_beta = k.beta != 1.0;
+    Py_buffer x, out, grad;
+    if (get_buffer(x_object, &x, 0, "x") < 0) return NULL;
+    if (get_buffer(out_object, &out, 1, "out") < 0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    int has_grad = grad_object != Py_None;
+    if (has_grad && get_buffer(grad_object, &grad, 0, "grad") < 0) {
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&out);
+        return NULL;
+    }
+    const char *format = x.format ? x.format : "B";
+    int is_double = strcmp(format, "d") == 0 && x.itemsize == 8;
+    int is_float = strcmp(format, "f") == 0 && x.itemsize == 4;
+    const char *problem = NULL;
+    if (!is_double && !is_float)
+        problem = "x must hold float32 or float64";
+    else if (out.len != x.len || out.itemsize != x.itemsize || strcmp(out.format ? out.format : "B", format) != 0)
+        problem = "out must match x in length and dtype";
+    else if (has_grad && (grad.len != x.len || grad.itemsize != x.itemsize ||
+                          strcmp(grad.format ? grad.format : "B", format) != 0))
+        problem = "grad must match x in length and dtype";
+    else if (has_grad && kind == VALUE)
+        problem = "grad applies to kind 1 only";
+    if (problem == NULL) {
+        task whole = {kind, is_double, (const char *)x.buf, has_grad ? (const char *)grad.buf : NULL,
+                      (char *)out.buf, x.len / x.itemsize, &k};
+        Py_BEGIN_ALLOW_THREADS
+        run_parallel(whole, threads);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&out);
+    if (has_grad) PyBuffer_Release(&grad);
+    if (problem != NULL) {
+        PyErr_SetString(PyExc_ValueError, problem);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"evaluate", evaluate, METH_VARARGS, evaluate_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "elukit._exponential_linear",
+    .m_doc = "Compiled float32/float64 kernels of the exponential-linear family (see elukit._native).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__exponential_linear(void) { return PyModule_Create(&module); }

