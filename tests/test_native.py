@@ -120,6 +120,15 @@ def test_gradient_is_grad_times_derivative_rounded_once(dtype):
 
 
 @needs_kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_gradient_value_serves_every_element(dtype):
+    spec = elukit.get("selu")
+    x = np.linspace(-50, 5, 3001, dtype=dtype)
+    assert np.array_equal(_run(spec, "derivative", x, np.array([2.5], dtype)),
+                          _run(spec, "derivative", x, np.full_like(x, 2.5)))
+
+
+@needs_kernels
 def test_results_do_not_depend_on_threads_or_length():
     spec = elukit.get("selu")
     x = np.random.default_rng(2).standard_normal(300_001) * 10
@@ -149,6 +158,8 @@ def test_bad_buffers_are_rejected_with_the_argument_named():
         _native.evaluate(form, "value", np.zeros(8, np.int64), np.zeros(8, np.int64))
     with pytest.raises(ValueError, match="grad must match x"):
         _native.evaluate(form, "derivative", x, np.zeros(8), np.zeros(3))
+    with pytest.raises(ValueError, match="grad must match x"):
+        _native.evaluate(form, "derivative", x, np.zeros(8), np.zeros(8, np.float32))
     with pytest.raises(ValueError, match="grad multiplies the derivatives only"):
         _native.evaluate(form, "value", x, np.zeros(8), np.zeros(8))
     with pytest.raises(TypeError, match="out must be a C-contiguous writable buffer"):

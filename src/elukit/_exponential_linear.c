@@ -157,6 +157,7 @@ typedef struct {
     double scale;           /* f(x) = scale*x for x > 0 */
     double beta;
     int has_beta;           /* beta != 1 */
+    double grad_scalar;     /* the gradient when one value serves every element (default 1) */
 } constants;
 
 /* f(x) as an unnormalised double-double (the sign of zero is fixed by the caller). */
@@ -258,9 +259,17 @@ enum { VALUE = 0, EXPONENTIAL = 1 };
     static void gradient_##SUFFIX(const double *restrict x, const double *restrict grad, double *restrict out,   \
                                   Py_ssize_t n, const constants *pk) {                                           \
         const constants k = *pk;                                                                                 \
+        if (grad == NULL) {                                                                                      \
+            for (Py_ssize_t i = 0; i < n; i++) {                                                                 \
+                double xi = x[i];                                                                                \
+                double result = ROUND_EXPONENTIAL(exponential_dd(xi, k.grad_scalar, &k, HAS_BETA));              \
+                out[i] = xi != xi ? xi : result;                                                                 \
+            }                                                                                                    \
+            return;                                                                                              \
+        }                                                                                                        \
         for (Py_ssize_t i = 0; i < n; i++) {                                                                     \
             double xi = x[i];                                                                                    \
-            double result = ROUND_EXPONENTIAL(exponential_dd(xi, grad ? grad[i] : 1.0, &k, HAS_BETA));           \
+            double result = ROUND_EXPONENTIAL(exponential_dd(xi, grad[i], &k, HAS_BETA));                        \
             out[i] = xi != xi ? xi : result;                                                                     \
         }                                                                                                        \
     }
@@ -359,9 +368,9 @@ static void float_exponential_loop(const double *restrict x, const double *restr
                                    Py_ssize_t n, const constants *pk) {
     const constants k = *pk;
     if (grad == NULL && k.has_beta)
-        for (Py_ssize_t i = 0; i < n; i++) out[i] = float_exponential(x[i], 1.0, &k, 1);
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = float_exponential(x[i], k.grad_scalar, &k, 1);
     else if (grad == NULL)
-        for (Py_ssize_t i = 0; i < n; i++) out[i] = float_exponential(x[i], 1.0, &k, 0);
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = float_exponential(x[i], k.grad_scalar, &k, 0);
     else if (k.has_beta)
         for (Py_ssize_t i = 0; i < n; i++) out[i] = float_exponential(x[i], grad[i], &k, 1);
     else
@@ -456,7 +465,8 @@ static int get_buffer(PyObject *object, Py_buffer *view, int writable, const cha
 PyDoc_STRVAR(evaluate_doc,
              "evaluate(kind, x, out, grad, constants, threads)\n\n"
              "kind 0: f(x); kind 1: grad * (the exponential quantity) (grad None: the quantity itself).\n"
-             "x, out (and grad) are C-contiguous float32 or float64 buffers of equal length and type;\n"
+             "x, out (and grad) are C-contiguous float32 or float64 buffers of equal length and type (grad\n"
+             "may also hold one value for every element);\n"
              "out may be x. constants: (c_hi, c_lo, d_hi, d_lo, m_hi, m_lo, m_exponent, floor, positive,\n"
              "scale, beta). The GIL is released while the kernel runs.");
 
@@ -496,11 +506,17 @@ static PyObject *evaluate(PyObject *self, PyObject *args) {
         problem = "x must hold float32 or float64";
     else if (out.len != x.len || out.itemsize != x.itemsize || strcmp(out.format ? out.format : "B", format) != 0)
         problem = "out must match x in length and dtype";
-    else if (has_grad && (grad.len != x.len || grad.itemsize != x.itemsize ||
+    else if (has_grad && ((grad.len != x.len && grad.len != grad.itemsize) || grad.itemsize != x.itemsize ||
                           strcmp(grad.format ? grad.format : "B", format) != 0))
-        problem = "grad must match x in length and dtype";
+        problem = "grad must match x in dtype and in length (or hold one value for all)";
     else if (has_grad && kind == VALUE)
         problem = "grad applies to kind 1 only";
+    k.grad_scalar = 1.0;
+    if (problem == NULL && has_grad && grad.len == grad.itemsize && x.len != x.itemsize) {
+        k.grad_scalar = is_double ? *(const double *)grad.buf : (double)*(const float *)grad.buf;
+        has_grad = 0;
+        PyBuffer_Release(&grad);
+    }
     if (problem == NULL) {
         task whole = {kind, is_double, (const char *)x.buf, has_grad ? (const char *)grad.buf : NULL,
                       (char *)out.buf, x.len / x.itemsize, &k};

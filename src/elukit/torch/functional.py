@@ -201,7 +201,11 @@ def _compiled_kernel(spec: Activation, quantity: str, x: torch.Tensor, exact: bo
         return None
     source = x.detach().contiguous()
     target = torch.empty_like(source) if out is None else out
-    gradient = None if grad is None else grad.detach().to(x.dtype).contiguous().numpy()
+    gradient = None
+    if grad is not None:
+        grad = grad.detach().to(x.dtype)
+        # sum().backward() hands in one value expanded to x's shape: pass it, not a materialised copy
+        gradient = (grad.reshape(-1)[:1] if all(stride == 0 for stride in grad.stride()) else grad.contiguous()).numpy()
     _native.evaluate(form, quantity, source.numpy(), target.detach().numpy(), gradient,
                      threads=torch.get_num_threads())
     return target
