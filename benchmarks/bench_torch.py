@@ -2,8 +2,10 @@
 
 Run: python benchmarks/bench_torch.py
 
-Forward and forward+backward, float32 and float64, 2^16 and 2^22 elements, 1 and 2 threads,
-unfused (default) and with `use_compiled_kernels(True)` (torch.compile, compiled before timing);
+Forward and forward+backward, float32 and float64, 2^16 and 2^22 elements, 1 and 2 threads: the
+default path (elukit's compiled C kernels where they were built), exact=True (the NumPy backend),
+and with `use_compiled_kernels(True)` (torch.compile; compiled before timing; for ELU the C
+kernels take precedence, so it matters where they are missing);
 every figure is a ratio to the native op measured in the same run. Then the peak extra memory of
 the in-place mode (bytes allocated beyond the input, from the tensors autograd keeps) against the
 native in-place op, whose backward collapses to zero for x <= -17.3 (float32).
@@ -16,6 +18,7 @@ import timeit
 import torch
 import torch.nn.functional as F
 
+from elukit import _native
 from elukit.torch import functional as E
 
 
@@ -32,6 +35,7 @@ def forward_backward(function, x):
 
 
 def main() -> None:
+    print(f"elukit compiled kernels: {'built' if _native.AVAILABLE else 'missing (the torch/NumPy kernels run)'}")
     print(f"{'threads':>7} {'dtype':>8} {'size':>8} {'fwd native ms':>14} {'fwd ratio':>10} {'fwd exact=True':>15} "
           f"{'f+b native ms':>14} {'f+b ratio':>10} {'fwd compiled':>13} {'f+b compiled':>13}")
     for threads in (1, 2):

@@ -240,3 +240,17 @@ def test_torch_kernels_carry_the_tie_fix_for_alpha_3(dtype):
         got = F._torch_kernel(spec, quantity, x).to(torch.float32).numpy()
         wanted = getattr(spec, quantity)(x.to(torch.float32).numpy().astype(numpy_dtype)).astype(np.float32)
         assert np.array_equal(got, wanted, equal_nan=True), quantity
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ["selu", "celu_alpha_3"])
+def test_backward_of_a_sum_equals_the_derivative_and_float64_is_faithful(name, dtype):
+    spec = elukit.get("celu", alpha=3.0) if name == "celu_alpha_3" else elukit.get(name)
+    x = (torch.linspace(-60, 5, 2**17 + 3, dtype=torch.float64) ** 3 / 100).to(dtype).requires_grad_()
+    F.activation(x, spec).sum().backward()  # the gradient arrives as one expanded value
+    derivative = F.evaluate(spec, "derivative", x.detach())
+    assert torch.equal(x.grad, derivative)
+    if dtype == torch.float64:
+        exact = F.evaluate(spec, "derivative", x.detach(), exact=True)  # extended precision
+        one_ulp = torch.clamp(torch.abs(exact) * 2.0**-52, min=2.0**-1074)  # an ulp bound, subnormals too
+        assert ((derivative - exact).abs() <= one_ulp).all()
