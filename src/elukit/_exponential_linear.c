@@ -295,11 +295,14 @@ typedef struct {
     const constants *k;
 } task;
 
-/* float32: one double evaluation per element, no double-double. exp(r) on |r| <= ln2/2 by its
-   Taylor series to degree 11 (truncation < 2^-47 relative), so the double result is within
-   ~2^-46 relative and the float result faithful; correctly rounded except within that margin of
-   a midpoint. Where a product lands exactly on a float midpoint (tiny |x|, the positive branch),
-   its rounding error is kept and the result rounded to odd first. */
+/* float32: a fast evaluation in double, then a rounding test (Ziv's strategy). The fast result
+   is within 2^-44 relative of the truth (Taylor degree 11 on |r| <= ln2/2 truncates below 2^-47;
+   reducing with one ln2 constant costs |k| 2^-54 <= 2^-46; a few roundings of 2^-53). Where it
+   lies within 2^-42 relative of a float midpoint, or outside float's normal range, rounding it
+   could go wrong, and the element is recomputed in double-double with the float64 machinery and
+   rounded to odd. float32 results are therefore correctly rounded except where the
+   double-double result itself is within 2^-56 of a midpoint; about one random input in 2^18
+   takes the slow path (and every result below 2^-126, e.g. f'(x) for x < -87). */
 static ELUKIT_INLINE double expm1_short(double r) {
     double inner = 1.0 / 39916800.0;
     inner = fma(inner, r, 1.0 / 3628800.0);
@@ -314,67 +317,102 @@ static ELUKIT_INLINE double expm1_short(double r) {
     return fma(r * r, inner, r);
 }
 
+#define LN2 0x1.62e42fefa39efp-1
 #define FLOAT_VALUE_CLAMP (-30.0) /* expm1(-30) = -1 + 9e-14: rounds like -1 in float */
-#define FLOAT_TINY 0x1p-20
 
-static ELUKIT_INLINE double float_value(double x, const constants *k, int has_beta) {
+/* 1 where rounding y to float is not safe: within 2^10 double ulps (2^-42 relative) of a float
+   midpoint, or a nonzero |y| below float's normal range (where float's grid is coarser). The
+   hardware's double -> float conversion itself rounds correctly, overflow and NaN included. */
+static ELUKIT_INLINE int64_t unsafe_for_float(double y) {
+    uint64_t near_midpoint = ((to_bits(y) + (1024 - 0x10000000ULL)) & 0x1fffffffULL) < 2048;
+    double magnitude = fabs(y);
+    return (int64_t)(near_midpoint | ((magnitude < 0x1p-126) & (magnitude != 0.0)));
+}
+
+static ELUKIT_INLINE double fast_value(double x, const constants *k, int has_beta) {
     double negative = x < 0.0 ? x : 0.0;
     double q = has_beta ? negative / k->beta : negative;
     q = q < FLOAT_VALUE_CLAMP ? FLOAT_VALUE_CLAMP : q;
-    double shifted = q * INV_LN2 + ROUND_SHIFT;
-    double kd = shifted - ROUND_SHIFT;
+    double shifted = fma(q, INV_LN2, ROUND_SHIFT);
     int64_t k_int = (int64_t)(to_bits(shifted) - to_bits(ROUND_SHIFT));
-    double r = fma(-kd, LN2_HI, q) - kd * LN2_LO;
+    double r = fma(-(shifted - ROUND_SHIFT), LN2, q);
     double two_k = power_of_two(k_int);
-    double result = k->c_hi * ((two_k - 1.0) + two_k * expm1_short(r));
-    /* NaN propagates through the tiny branch, which takes x = +-0 and NaN. */
-    dd tiny = two_product(x, k->d_hi);
-    tiny.lo += x * k->d_lo + tiny.hi * (q * 0.5);
-    dd positive = product_dd(x, k->scale, 0.0);
-    int is_tiny = q > -FLOAT_TINY || q != q, is_positive = x > 0.0;
-    dd pick = {is_tiny ? tiny.hi : result, is_tiny ? tiny.lo : 0.0};
-    pick.hi = is_positive ? positive.hi : pick.hi;
-    pick.lo = is_positive ? positive.lo : pick.lo;
-    return copysign(round_to_odd(pick), x); /* f has the sign of x, zeros included */
+    double result = k->c_hi * fma(two_k, expm1_short(r), two_k - 1.0);
+    result = copysign(x > 0.0 ? x * k->scale : result, x); /* f has the sign of x, zeros included */
+    return x != x ? x : result;
 }
 
-static ELUKIT_INLINE double float_exponential(double x, double grad, const constants *k, int has_beta) {
+static ELUKIT_INLINE double fast_exponential(double x, double grad, const constants *k, int has_beta) {
     double negative = x < 0.0 ? x : 0.0;
     double q = has_beta ? negative / k->beta : negative;
     q = q < k->floor ? k->floor : q;
-    double shifted = q * INV_LN2 + ROUND_SHIFT;
-    double kd = shifted - ROUND_SHIFT;
+    double shifted = fma(q, INV_LN2, ROUND_SHIFT);
     int64_t k_int = (int64_t)(to_bits(shifted) - to_bits(ROUND_SHIFT));
-    double r = fma(-kd, LN2_HI, q) - kd * LN2_LO;
+    double r = fma(-(shifted - ROUND_SHIFT), LN2, q);
     int64_t total = k_int + k->m_exponent;
-    total = total < -1022 ? -1022 : total; /* below 2^-1022 a float result is 0 anyway */
+    total = total < -1022 ? -1022 : total; /* such results are below float's range: slow path */
     double exponential = (grad * (k->m_hi * power_of_two(total))) * (1.0 + expm1_short(r));
     double result = x > 0.0 ? grad * k->positive : exponential;
     return x != x ? x : result;
 }
 
+static double slow_value(double x, const constants *k) {
+    double result = copysign(round_to_odd(value_dd(x, k, k->has_beta)), x);
+    return x != x ? x : result;
+}
+
+static double slow_exponential(double x, double grad, const constants *k) {
+    scaled_dd s = exponential_dd(x, grad, k, k->has_beta);
+    double factor = s.scale_a * s.scale_b; /* exact: the result is a float, far above 2^-1022 */
+    double result = round_to_odd((dd){s.v.hi * factor, s.v.lo * factor});
+    return x != x ? x : result;
+}
+
 /* These loops run on double tiles of float32 data (see run_task). */
 ELUKIT_CLONES
-static void float_value_loop(const double *restrict x, double *restrict out, Py_ssize_t n, const constants *pk) {
+static void fast_value_loop(const double *restrict x, double *restrict out, Py_ssize_t n, const constants *pk) {
     const constants k = *pk;
     if (k.has_beta)
-        for (Py_ssize_t i = 0; i < n; i++) out[i] = float_value(x[i], &k, 1);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_value(x[i], &k, 1);
+        }
     else
-        for (Py_ssize_t i = 0; i < n; i++) out[i] = float_value(x[i], &k, 0);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_value(x[i], &k, 0);
+        }
 }
 
 ELUKIT_CLONES
-static void float_exponential_loop(const double *restrict x, const double *restrict grad, double *restrict out,
-                                   Py_ssize_t n, const constants *pk) {
+static void fast_exponential_loop(const double *restrict x, const double *restrict grad, double *restrict out,
+                                  Py_ssize_t n, const constants *pk) {
     const constants k = *pk;
     if (grad == NULL && k.has_beta)
-        for (Py_ssize_t i = 0; i < n; i++) out[i] = float_exponential(x[i], k.grad_scalar, &k, 1);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_exponential(x[i], k.grad_scalar, &k, 1);
+        }
     else if (grad == NULL)
-        for (Py_ssize_t i = 0; i < n; i++) out[i] = float_exponential(x[i], k.grad_scalar, &k, 0);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_exponential(x[i], k.grad_scalar, &k, 0);
+        }
     else if (k.has_beta)
-        for (Py_ssize_t i = 0; i < n; i++) out[i] = float_exponential(x[i], grad[i], &k, 1);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_exponential(x[i], grad[i], &k, 1);
+        }
     else
-        for (Py_ssize_t i = 0; i < n; i++) out[i] = float_exponential(x[i], grad[i], &k, 0);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_exponential(x[i], grad[i], &k, 0);
+        }
+}
+
+/* out = (float)y; returns whether any element was unsafe to round that way. */
+ELUKIT_CLONES
+static int64_t narrow_checked(const double *restrict y, float *restrict out, Py_ssize_t n) {
+    int64_t unsafe = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        out[i] = (float)y[i];
+        unsafe |= unsafe_for_float(y[i]);
+    }
+    return unsafe;
 }
 
 #define TILE 512
@@ -401,11 +439,18 @@ static void run_task(const task *t) {
         Py_ssize_t count = t->n - start < TILE ? t->n - start : TILE;
         widen(x_float + start, x, count);
         if (grad_float) widen(grad_float + start, grad, count);
+        const double *g = grad_float ? grad : NULL;
         if (t->kind == VALUE)
-            float_value_loop(x, out, count, t->k);
+            fast_value_loop(x, out, count, t->k);
         else
-            float_exponential_loop(x, grad_float ? grad : NULL, out, count, t->k);
-        narrow(out, out_float + start, count);
+            fast_exponential_loop(x, g, out, count, t->k);
+        if (!narrow_checked(out, out_float + start, count)) continue;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            if (!unsafe_for_float(out[i])) continue;
+            double slow = t->kind == VALUE ? slow_value(x[i], t->k)
+                                           : slow_exponential(x[i], g ? g[i] : t->k->grad_scalar, t->k);
+            out_float[start + i] = (float)slow;
+        }
     }
 }
 
