@@ -153,6 +153,7 @@ typedef struct {
     double m_hi, m_lo;      /* mantissa of the exponential's constant (d or s) */
     int64_t m_exponent;     /* ... and its power of two */
     double floor;           /* x/beta below which the exponential rounds to 0 */
+    double float_floor;     /* ... the same for the fast float32 kernels, which need k + m_exponent >= -1022 */
     double positive;        /* f'(x) or f''(x) for x > 0 */
     double scale;           /* f(x) = scale*x for x > 0 */
     double beta;
@@ -282,11 +283,6 @@ static void widen(const float *restrict x, double *restrict out, Py_ssize_t n) {
     for (Py_ssize_t i = 0; i < n; i++) out[i] = x[i];
 }
 
-ELUKIT_CLONES
-static void narrow(const double *restrict x, float *restrict out, Py_ssize_t n) {
-    for (Py_ssize_t i = 0; i < n; i++) out[i] = (float)x[i];
-}
-
 typedef struct {
     int kind, is_double;
     const char *x, *grad;
@@ -329,8 +325,9 @@ static ELUKIT_INLINE int64_t unsafe_for_float(double y) {
     return (int64_t)(near_midpoint | ((magnitude < 0x1p-126) & (magnitude != 0.0)));
 }
 
+/* In both fast kernels NaN flows through q (x > 0 is false for NaN) into the result. */
 static ELUKIT_INLINE double fast_value(double x, const constants *k, int has_beta) {
-    double negative = x < 0.0 ? x : 0.0;
+    double negative = x > 0.0 ? 0.0 : x;
     double q = has_beta ? negative / k->beta : negative;
     q = q < FLOAT_VALUE_CLAMP ? FLOAT_VALUE_CLAMP : q;
     double shifted = fma(q, INV_LN2, ROUND_SHIFT);
@@ -338,22 +335,34 @@ static ELUKIT_INLINE double fast_value(double x, const constants *k, int has_bet
     double r = fma(-(shifted - ROUND_SHIFT), LN2, q);
     double two_k = power_of_two(k_int);
     double result = k->c_hi * fma(two_k, expm1_short(r), two_k - 1.0);
-    result = copysign(x > 0.0 ? x * k->scale : result, x); /* f has the sign of x, zeros included */
-    return x != x ? x : result;
+    return copysign(x > 0.0 ? x * k->scale : result, x); /* f has the sign of x, zeros included */
+}
+
+/* exp(r) on |r| <= ln2/2, Horner to degree 11 (truncation < 2^-47 relative). */
+static ELUKIT_INLINE double exp_short(double r) {
+    double sum = 1.0 / 39916800.0;
+    sum = fma(sum, r, 1.0 / 3628800.0);
+    sum = fma(sum, r, 1.0 / 362880.0);
+    sum = fma(sum, r, 1.0 / 40320.0);
+    sum = fma(sum, r, 1.0 / 5040.0);
+    sum = fma(sum, r, 1.0 / 720.0);
+    sum = fma(sum, r, 1.0 / 120.0);
+    sum = fma(sum, r, 1.0 / 24.0);
+    sum = fma(sum, r, 1.0 / 6.0);
+    sum = fma(sum, r, 0.5);
+    sum = fma(sum, r, 1.0);
+    return fma(sum, r, 1.0);
 }
 
 static ELUKIT_INLINE double fast_exponential(double x, double grad, const constants *k, int has_beta) {
-    double negative = x < 0.0 ? x : 0.0;
+    double negative = x > 0.0 ? 0.0 : x;
     double q = has_beta ? negative / k->beta : negative;
-    q = q < k->floor ? k->floor : q;
+    q = q < k->float_floor ? k->float_floor : q; /* keeps k + m_exponent >= -1022 */
     double shifted = fma(q, INV_LN2, ROUND_SHIFT);
     int64_t k_int = (int64_t)(to_bits(shifted) - to_bits(ROUND_SHIFT));
     double r = fma(-(shifted - ROUND_SHIFT), LN2, q);
-    int64_t total = k_int + k->m_exponent;
-    total = total < -1022 ? -1022 : total; /* such results are below float's range: slow path */
-    double exponential = (grad * (k->m_hi * power_of_two(total))) * (1.0 + expm1_short(r));
-    double result = x > 0.0 ? grad * k->positive : exponential;
-    return x != x ? x : result;
+    double exponential = (grad * (k->m_hi * power_of_two(k_int + k->m_exponent))) * exp_short(r);
+    return x > 0.0 ? grad * k->positive : exponential;
 }
 
 static double slow_value(double x, const constants *k) {
@@ -531,6 +540,9 @@ static PyObject *evaluate(PyObject *self, PyObject *args) {
     }
     k.m_exponent = (int64_t)m_exponent;
     k.has_beta = k.beta != 1.0;
+    /* results this small are below float's range: the rounding test sends them to the slow path */
+    double float_floor = (-1021.5 - (double)k.m_exponent) * LN2;
+    k.float_floor = float_floor > k.floor ? float_floor : k.floor;
     Py_buffer x, out, grad;
     if (get_buffer(x_object, &x, 0, "x") < 0) return NULL;
     if (get_buffer(out_object, &out, 1, "out") < 0) {

@@ -22,6 +22,7 @@ f'(x) instead of x: the same memory as out-of-place, no collapse, but no double 
 
 from __future__ import annotations
 
+import functools
 import os
 import types
 import warnings
@@ -282,12 +283,34 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
                **params: Any) -> torch.Tensor:
     """Apply any registered activation (a name or a spec) with exact autograd."""
     _check_tensor(x)
-    spec = get(spec, **params) if params or isinstance(spec, str) else spec
+    spec = _bound_spec(spec, params)
     if spec.torch is None:
         raise ValueError(f"activation {spec.name!r} has no torch kernels")
+    if not (x.requires_grad and torch.is_grad_enabled()) and not torch.compiler.is_compiling():
+        # nothing to differentiate: skip the autograd.Function (a few microseconds per call)
+        if not inplace:
+            return evaluate(spec, "value", x, exact)
+        if not x.is_contiguous() or _compiled_kernel(spec, "value", x, exact, out=x) is None:
+            x.copy_(evaluate(spec, "value", x, exact))
+        return x
     if inplace:
         return _InplaceValue.apply(x, spec, exact)
     return _Value.apply(x, spec, exact)
+
+
+@functools.lru_cache(maxsize=512)
+def _cached_spec(name: str, params: tuple) -> Activation:
+    return get(name, **dict(params))
+
+
+def _bound_spec(spec: str | Activation, params: dict[str, Any]) -> Activation:
+    """The spec for a name (validated once per name and parameter values) or a spec rebound."""
+    if isinstance(spec, str) and not torch.compiler.is_compiling():  # dynamo traces through caches
+        try:
+            return _cached_spec(spec, tuple(sorted(params.items())))
+        except TypeError:  # an unhashable parameter value: validated without the cache
+            return get(spec, **params)
+    return get(spec, **params) if params or isinstance(spec, str) else spec
 
 
 def elu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool = False) -> torch.Tensor:
