@@ -129,12 +129,28 @@ def test_one_gradient_value_serves_every_element(dtype):
 
 
 @needs_kernels
-def test_results_do_not_depend_on_threads_or_length():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_results_do_not_depend_on_threads_openmp_or_length(dtype):
+    import sys
+
     spec = elukit.get("selu")
-    x = np.random.default_rng(2).standard_normal(300_001) * 10
+    x = (np.random.default_rng(2).standard_normal(300_001) * 10).astype(dtype)
     whole = _run(spec, "value", x, threads=1)
-    assert np.array_equal(_run(spec, "value", x, threads=4), whole)
+    try:
+        for runtime in [None, *_native.loaded_openmp_runtimes()]:  # our own threads, then OpenMP teams
+            if not _native.share_openmp_runtime(runtime):
+                continue
+            assert np.array_equal(_run(spec, "value", x, threads=4), whole), runtime
+            assert np.array_equal(_run(spec, "derivative", x, threads=3), _run(spec, "derivative", x)), runtime
+    finally:
+        _native.share_openmp_runtime(None)
+        if "elukit.torch.functional" in sys.modules:
+            sys.modules["elukit.torch.functional"]._share_torch_openmp()
     assert np.array_equal(np.concatenate([_run(spec, "value", x[i:i + 7]) for i in range(0, 70, 7)]), whole[:70])
+
+
+def test_share_openmp_runtime_refuses_a_library_without_openmp():
+    assert not _native.share_openmp_runtime("/nonexistent/libgomp.so.1")
 
 
 @needs_kernels

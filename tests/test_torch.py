@@ -254,3 +254,18 @@ def test_backward_of_a_sum_equals_the_derivative_and_float64_is_faithful(name, d
         exact = F.evaluate(spec, "derivative", x.detach(), exact=True)  # extended precision
         one_ulp = torch.clamp(torch.abs(exact) * 2.0**-52, min=2.0**-1074)  # an ulp bound, subnormals too
         assert ((derivative - exact).abs() <= one_ulp).all()
+
+
+def test_two_torch_threads_give_the_same_bits_on_torchs_openmp_team():
+    from elukit import _native
+
+    x = torch.randn(2**18, dtype=torch.float32) * 10
+    spec = elukit.get("celu", alpha=3.0)
+    one = F.evaluate(spec, "value", x)
+    torch.set_num_threads(2)
+    try:
+        assert torch.equal(F.evaluate(spec, "value", x), one)
+    finally:
+        torch.set_num_threads(1)
+    if _native.AVAILABLE and "parallel backend: OpenMP" in torch.__config__.parallel_info():
+        assert _native.loaded_openmp_runtimes()

@@ -471,8 +471,36 @@ static void *run_thread(void *argument) {
 #define MAX_THREADS 64
 #define MIN_ELEMENTS_PER_THREAD 65536
 
-/* Split the elements into contiguous parts, one per thread (the caller's thread takes the first).
-   Each element's result does not depend on the split. */
+/* OpenMP entry points of the runtime PyTorch already runs (see set_openmp). Running our parts on
+   its team instead of threads of our own matters: after each parallel op PyTorch's OpenMP
+   workers spin for a while, and threads of ours would share the cores with them. */
+typedef void (*gomp_parallel_function)(void (*)(void *), void *, unsigned, unsigned);
+typedef int (*omp_int_function)(void);
+static gomp_parallel_function gomp_parallel = NULL;
+static omp_int_function omp_thread_num = NULL, omp_num_threads = NULL;
+
+/* The part of `whole` that worker `index` of `count` evaluates: contiguous, 16-element aligned. */
+static task task_part(const task *whole, int index, int count) {
+    size_t item = whole->is_double ? sizeof(double) : sizeof(float);
+    Py_ssize_t per = ((whole->n + count - 1) / count + 15) / 16 * 16;
+    Py_ssize_t begin = (Py_ssize_t)index * per;
+    Py_ssize_t end = begin + per < whole->n ? begin + per : whole->n;
+    task part = *whole;
+    if (begin > whole->n) begin = whole->n;
+    part.n = end > begin ? end - begin : 0;
+    part.x = whole->x + (size_t)begin * item;
+    part.out = whole->out + (size_t)begin * item;
+    part.grad = whole->grad ? whole->grad + (size_t)begin * item : NULL;
+    return part;
+}
+
+static void openmp_body(void *argument) {
+    task part = task_part((const task *)argument, omp_thread_num(), omp_num_threads());
+    run_task(&part);
+}
+
+/* Evaluate in parallel parts (each element's result does not depend on the split): on the
+   OpenMP team when one was registered, else on threads of our own. */
 static void run_parallel(task whole, int threads) {
     Py_ssize_t most = whole.n / MIN_ELEMENTS_PER_THREAD;
     if (threads > most) threads = (int)(most > 1 ? most : 1);
@@ -481,21 +509,14 @@ static void run_parallel(task whole, int threads) {
         run_task(&whole);
         return;
     }
-    size_t item = whole.is_double ? sizeof(double) : sizeof(float);
+    if (gomp_parallel != NULL) {
+        gomp_parallel(openmp_body, &whole, (unsigned)threads, 0);
+        return;
+    }
     task parts[MAX_THREADS];
     pthread_t ids[MAX_THREADS];
     int started[MAX_THREADS] = {0};
-    Py_ssize_t per = (whole.n + threads - 1) / threads;
-    per = (per + 15) / 16 * 16;
-    for (int i = 0; i < threads; i++) {
-        Py_ssize_t begin = (Py_ssize_t)i * per;
-        Py_ssize_t end = begin + per < whole.n ? begin + per : whole.n;
-        parts[i] = whole;
-        parts[i].n = end > begin ? end - begin : 0;
-        parts[i].x = whole.x + (size_t)begin * item;
-        parts[i].out = whole.out + (size_t)begin * item;
-        parts[i].grad = whole.grad ? whole.grad + (size_t)begin * item : NULL;
-    }
+    for (int i = 0; i < threads; i++) parts[i] = task_part(&whole, i, threads);
     for (int i = 1; i < threads; i++)
         started[i] = pthread_create(&ids[i], NULL, run_thread, &parts[i]) == 0;
     run_task(&parts[0]);
@@ -505,6 +526,25 @@ static void run_parallel(task whole, int threads) {
         else
             run_task(&parts[i]);
     }
+}
+
+PyDoc_STRVAR(set_openmp_doc,
+             "set_openmp(parallel, thread_num, num_threads)\n\n"
+             "Addresses of GOMP_parallel, omp_get_thread_num and omp_get_num_threads of an OpenMP\n"
+             "runtime loaded in this process (0, 0, 0: use threads of our own).");
+
+static PyObject *set_openmp(PyObject *self, PyObject *args) {
+    unsigned long long parallel, thread_num, num_threads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KKK", &parallel, &thread_num, &num_threads)) return NULL;
+    if ((parallel == 0) != (thread_num == 0) || (parallel == 0) != (num_threads == 0)) {
+        PyErr_SetString(PyExc_ValueError, "set_openmp needs all three addresses or none");
+        return NULL;
+    }
+    gomp_parallel = (gomp_parallel_function)(uintptr_t)parallel;
+    omp_thread_num = (omp_int_function)(uintptr_t)thread_num;
+    omp_num_threads = (omp_int_function)(uintptr_t)num_threads;
+    Py_RETURN_NONE;
 }
 
 static int get_buffer(PyObject *object, Py_buffer *view, int writable, const char *name) {
@@ -593,6 +633,7 @@ static PyObject *evaluate(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"evaluate", evaluate, METH_VARARGS, evaluate_doc},
+    {"set_openmp", set_openmp, METH_VARARGS, set_openmp_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -17,8 +17,10 @@ compiled, another dtype, parameters whose constants leave double range), so call
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
+import re
 from fractions import Fraction
 from typing import Any
 
@@ -89,9 +91,44 @@ def evaluate(form: tuple[float, float, float] | None, quantity: str, x: Any, out
     return True
 
 
+_OPENMP_SYMBOLS = ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")
+
+
+def loaded_openmp_runtimes() -> list[str]:
+    """Paths of the OpenMP runtimes (GNU, Intel or LLVM) loaded in this process (Linux only)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            paths = {line.split(maxsplit=5)[-1].strip() for line in maps if "/" in line}
+    except OSError:
+        return []
+    return sorted(p for p in paths if re.search(r"/lib(gomp|iomp5|omp)[-.\w]*\.so", p))
+
+
+def share_openmp_runtime(path: str | None) -> bool:
+    """Run the kernels' parallel parts on the OpenMP team of the runtime at `path` (one already
+    loaded, e.g. PyTorch's), or on threads of their own (None). Returns whether it took effect.
+
+    PyTorch's OpenMP workers spin for a while after each parallel op; threads of our own would
+    then share the cores with them (2 threads, float32 forward+backward at 2^22: 2.2x F.elu's
+    time instead of 1.2x).
+    """
+    if _compiled is None:
+        return False
+    if path is None:
+        _compiled.set_openmp(0, 0, 0)
+        return True
+    try:
+        library = ctypes.CDLL(path)
+        addresses = [ctypes.cast(getattr(library, name), ctypes.c_void_p).value for name in _OPENMP_SYMBOLS]
+    except (OSError, AttributeError):
+        return False
+    _compiled.set_openmp(*addresses)
+    return True
+
+
 def supports(array: np.ndarray) -> bool:
     """Whether `array`'s dtype has compiled kernels."""
     return AVAILABLE and array.dtype in (np.float32, np.float64)
 
 
-__all__ = ["AVAILABLE", "evaluate", "kernel_constants", "supports"]
+__all__ = ["AVAILABLE", "evaluate", "kernel_constants", "loaded_openmp_runtimes", "share_openmp_runtime", "supports"]

@@ -35,6 +35,18 @@ from elukit._registry import get
 from elukit._spec import Activation
 from elukit.torch._torch import torch
 
+def _share_torch_openmp() -> None:
+    """Let the compiled kernels run their threads on PyTorch's own OpenMP team."""
+    if _native.AVAILABLE and "parallel backend: OpenMP" in torch.__config__.parallel_info():
+        runtimes = _native.loaded_openmp_runtimes()
+        torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
+        preferred = [p for p in runtimes if p.startswith(torch_lib)] or runtimes[:1]
+        if preferred:
+            _native.share_openmp_runtime(preferred[0])
+
+
+_share_torch_openmp()
+
 _NARROW = (torch.float16, torch.bfloat16)
 _WORK = torch.float64
 """Every torch kernel runs in float64: once-rounded for 16/32-bit tensors, native for float64."""
