@@ -469,7 +469,8 @@ static void *run_thread(void *argument) {
 }
 
 #define MAX_THREADS 64
-#define MIN_ELEMENTS_PER_THREAD 65536
+#define MIN_ELEMENTS_PER_THREAD 65536        /* starting a thread costs ~20 us */
+#define MIN_ELEMENTS_PER_OPENMP_THREAD 8192  /* waking a team member costs ~2 us */
 
 /* OpenMP entry points of the runtime PyTorch already runs (see set_openmp). Running our parts on
    its team instead of threads of our own matters: after each parallel op PyTorch's OpenMP
@@ -502,7 +503,7 @@ static void openmp_body(void *argument) {
 /* Evaluate in parallel parts (each element's result does not depend on the split): on the
    OpenMP team when one was registered, else on threads of our own. */
 static void run_parallel(task whole, int threads) {
-    Py_ssize_t most = whole.n / MIN_ELEMENTS_PER_THREAD;
+    Py_ssize_t most = whole.n / (gomp_parallel ? MIN_ELEMENTS_PER_OPENMP_THREAD : MIN_ELEMENTS_PER_THREAD);
     if (threads > most) threads = (int)(most > 1 ? most : 1);
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     if (threads <= 1) {
