@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import elukit
-from elukit.accuracy import dtype_from_name, measure, sample_points
+import elukit._native
+from elukit.accuracy import dtype_from_name, exact_values, measure, sample_points, summarize
 
 pytest.importorskip("mpmath")
 
@@ -31,8 +32,11 @@ def _points(dtype_name, count):
     return sample_points(dtype_from_name(dtype_name), count)
 
 
-def _needs_extended(dtype_name):
-    if dtype_name == "float64" and not elukit.EXTENDED_PRECISION_AVAILABLE:
+def _needs_extended(dtype_name, spec=None):
+    """Skip where faithful float64 would need np.longdouble with a 64-bit significand: the ELU
+    family's compiled kernels do not."""
+    compiled = spec is not None and spec.exponential_linear is not None and elukit._native.AVAILABLE
+    if dtype_name == "float64" and not elukit.EXTENDED_PRECISION_AVAILABLE and not compiled:
         pytest.skip("faithful float64 needs np.longdouble with a 64-bit significand")
 
 
@@ -57,8 +61,22 @@ def test_family_float32_faithful_and_correctly_rounded(name, params, count, quan
 @pytest.mark.parametrize("name,params,count", [(n, p, 100_000) for n, p in FAMILY_MAIN]
                          + [(n, p, 20_000) for n, p in FAMILY_OTHER])
 def test_family_float64_faithful(name, params, count, quantity):
+    spec = elukit.get(name, **params)
+    _needs_extended("float64", spec)
+    summary = measure(spec, quantity, "float64", _points("float64", count))
+    assert summary.max_ulp < 1.0, _describe(summary)
+
+
+@pytest.mark.parametrize("quantity", ["value", "derivative", "second_derivative"])
+@pytest.mark.parametrize("name,params", FAMILY_MAIN)
+def test_family_extended_precision_kernels_stay_faithful_in_float64(name, params, quantity):
+    """The NumPy kernels behind `compiled=False` (and torch's exact=True)."""
     _needs_extended("float64")
-    summary = measure(elukit.get(name, **params), quantity, "float64", _points("float64", count))
+    spec = elukit.get(name, **params)
+    points = _points("float64", 5_000)
+    got = getattr(spec, quantity)(points, compiled=False)
+    summary = summarize(spec.label(), quantity, np.dtype(np.float64), points, got,
+                        exact_values(spec, quantity, points))
     assert summary.max_ulp < 1.0, _describe(summary)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from elukit import _numerics
+from elukit import _native, _numerics
 
 Kernel = Callable[..., np.ndarray]
 """A kernel takes an ndarray in the working dtype and the bound parameters as keywords."""
@@ -158,21 +158,42 @@ class Activation:
         return float(eval(expression, namespace))  # noqa: S307 - expressions come from specs
 
     # --- evaluation -----------------------------------------------------------------------
-    def _apply(self, kernel: Kernel, x: ArrayLike) -> Any:
+    def _apply(self, quantity: str, kernel: Kernel, x: ArrayLike, compiled: bool) -> Any:
         prepared = _numerics.prepare(x, extended=self.extended_float64)
+        if compiled:
+            result = self._compiled(quantity, prepared)
+            if result is not None:
+                return result
         return _numerics.evaluate(kernel, prepared, self.parameters)
 
-    def value(self, x: ArrayLike) -> Any:
-        """f(x), rounded once to x's float dtype (ints give float64)."""
-        return self._apply(self.value_kernel, x)
+    def _compiled(self, quantity: str, prepared: _numerics.Prepared) -> Any:
+        """`quantity` from the compiled kernels (`elukit._native`), or None where they do not apply."""
+        form = self.exponential_linear_form()
+        dtype = prepared.array.dtype
+        if form is None or not _native.AVAILABLE or dtype not in (np.float32, np.float64) or dtype != prepared.out_dtype:
+            return None
+        source = np.ascontiguousarray(prepared.array).reshape(-1)
+        out = np.empty_like(source)
+        if not _native.evaluate(form, quantity, source, out):
+            return None
+        out = out.reshape(prepared.array.shape)
+        return out[()] if prepared.scalar else out
 
-    def derivative(self, x: ArrayLike) -> Any:
+    def value(self, x: ArrayLike, *, compiled: bool = True) -> Any:
+        """f(x), rounded once to x's float dtype (ints give float64).
+
+        ``compiled=False`` skips elukit's compiled kernels (ELU family, float32/float64) for the
+        NumPy kernels, which evaluate float64 in extended precision (see `elukit._native`).
+        """
+        return self._apply("value", self.value_kernel, x, compiled)
+
+    def derivative(self, x: ArrayLike, *, compiled: bool = True) -> Any:
         """f'(x); at a kink the left (x <= 0) branch is taken."""
-        return self._apply(self.derivative_kernel, x)
+        return self._apply("derivative", self.derivative_kernel, x, compiled)
 
-    def second_derivative(self, x: ArrayLike) -> Any:
+    def second_derivative(self, x: ArrayLike, *, compiled: bool = True) -> Any:
         """f''(x); at a kink the left (x <= 0) branch is taken, as for f'."""
-        return self._apply(self.second_derivative_kernel, x)
+        return self._apply("second_derivative", self.second_derivative_kernel, x, compiled)
 
     def __call__(self, x: ArrayLike) -> Any:
         return self.value(x)

@@ -98,15 +98,16 @@ def _use_numpy_backend(x: torch.Tensor) -> bool:
     return x.dtype in (torch.float16, torch.float32) or (x.dtype == torch.bfloat16 and _ml_dtypes_bfloat16() is not None)
 
 
-def _numpy_backend(spec: Activation, quantity: str, x: torch.Tensor) -> torch.Tensor:
-    """The NumPy kernel on a CPU tensor (float64 tensors get NumPy's extended precision)."""
+def _numpy_backend(spec: Activation, quantity: str, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
+    """The NumPy kernel on a CPU tensor; with `exact`, float64 tensors get NumPy's extended
+    precision (the compiled kernels are skipped)."""
     if x.device.type != "cpu":
         raise ValueError(f"exact=True evaluates float64 with NumPy's extended precision and needs a CPU tensor, got {x.device}")
     source = x.detach().contiguous()
     if x.dtype == torch.bfloat16:
-        values = getattr(spec, quantity)(source.view(torch.int16).numpy().view(_ml_dtypes_bfloat16()))
+        values = getattr(spec, quantity)(source.view(torch.int16).numpy().view(_ml_dtypes_bfloat16()), compiled=not exact)
         return torch.from_numpy(np.ascontiguousarray(values).view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(np.ascontiguousarray(getattr(spec, quantity)(source.numpy())))
+    return torch.from_numpy(np.ascontiguousarray(getattr(spec, quantity)(source.numpy(), compiled=not exact)))
 
 
 def _narrow_kernel(spec: Activation, quantity: str, dtype: torch.dtype):
@@ -230,7 +231,7 @@ def evaluate(spec: Activation, quantity: str, x: torch.Tensor, exact: bool = Fal
     if compiled is not None:
         return compiled
     if exact and x.dtype == torch.float64:
-        return _numpy_backend(spec, quantity, x)
+        return _numpy_backend(spec, quantity, x, exact=True)
     if not exact or x.dtype != torch.float32:
         fused = _try_fused(spec, quantity, x)
         if fused is not None:
