@@ -146,3 +146,23 @@ def test_bfloat16_result_is_rounded_once_not_through_float32(bfloat16):
 
     just_above_midpoint = np.array([1 + 2.0**-8 + 2.0**-40])
     assert round_to_dtype(just_above_midpoint, np.dtype(bfloat16)).astype(np.float64)[0] == 1 + 2.0**-7
+
+
+def test_reference_resolves_ties_that_192_bits_cannot():
+    """ELU(alpha=3) at x = -(2^52 - 3) 2^-1050: 3x lies exactly on a float64 midpoint and only
+    the x^2 term (2^-1000 relative) decides the rounding; the reference recomputes with more
+    bits until it can see it."""
+    import mpmath
+
+    from elukit.reference import float_format, round_exact
+
+    spec = elukit.get("elu", alpha=3.0)
+    x = -np.ldexp(2.0**52 - 3, -1050)
+    (reference,) = exact_values(spec, "value", [x])
+    with mpmath.workprec(4000):
+        truth = 3 * mpmath.expm1(mpmath.mpf(x))
+    rounded = round_exact(reference, float_format(np.float64))
+    for neighbour in (np.nextafter(rounded, -np.inf), np.nextafter(rounded, np.inf)):
+        with mpmath.workprec(4000):
+            assert abs(mpmath.mpf(rounded) - truth) < abs(mpmath.mpf(float(neighbour)) - truth)
+    assert rounded != 3 * x  # ties-to-even of 3x goes away from zero, the truth lies toward it

@@ -22,8 +22,16 @@ import numpy as np
 from elukit._spec import Activation
 
 WORKING_BITS = 192
-"""mpmath precision of the references: 139 bits beyond float64, so that rounding decisions are
-exact except within 2^-139 ulp of a midpoint (which transcendental values at float inputs avoid)."""
+"""mpmath precision of the references: 139 bits beyond float64. Where that is not enough to
+decide a rounding -- the value lies within 2^-185 relative of a midpoint of float64, float32,
+float16 or bfloat16, as c*expm1(x) = c*x + c*x^2/2 does for tiny x -- `exact_values` recomputes
+with more bits (Ziv's strategy), up to `MAX_BITS`."""
+
+MAX_BITS = 4608
+"""Enough to see the x^2 term of expm1 next to x for any float64 x (it is 2^-1074 relative at worst)."""
+
+_PRECISIONS = (53, 24, 11, 8)
+"""Significand bits of float64, float32, float16 and bfloat16."""
 
 QUANTITIES = ("value", "derivative", "second_derivative")
 
@@ -77,8 +85,9 @@ def round_exact(value: Any, fmt: FloatFormat) -> float:
     Values beyond the largest finite number round to +-inf as IEEE 754 prescribes.
     """
     mp = _mpmath()
-    with mp.workprec(WORKING_BITS):
-        value = mp.mpf(value)
+    if not isinstance(value, mp.mpf):  # an mpf keeps all its bits (see exact_values)
+        with mp.workprec(WORKING_BITS):
+            value = mp.mpf(value)
     if mp.isnan(value):
         return math.nan
     if mp.isinf(value):
@@ -111,8 +120,12 @@ def round_exact(value: Any, fmt: FloatFormat) -> float:
 def ulp_error(got: float, exact: Any, fmt: FloatFormat) -> float:
     """|got - exact| in ulps of `fmt` at `exact`; 0 for matching infinities/NaN, inf on a miss."""
     mp = _mpmath()
-    with mp.workprec(WORKING_BITS):
-        return _ulp_error(mp, got, mp.mpf(exact), fmt)
+    exact = exact if isinstance(exact, mp.mpf) else mp.mpf(exact)
+    bits = WORKING_BITS
+    if exact._mpf_[1]:
+        bits = max(bits, exact._mpf_[1].bit_length() + 64)  # keep a recomputed reference's bits
+    with mp.workprec(bits):
+        return _ulp_error(mp, got, exact, fmt)
 
 
 def _ulp_error(mp: Any, got: float, exact: Any, fmt: FloatFormat) -> float:
@@ -138,8 +151,35 @@ def exact_values(activation: Activation, quantity: str, points: Iterable[float])
     mp = _mpmath()
     formula = getattr(activation.reference, quantity)
     params = activation.parameters
-    with mp.workprec(WORKING_BITS):
-        return [formula(mp, mp.mpf(float(x)), **params) for x in points]
+    values = []
+    for x in points:
+        bits = WORKING_BITS
+        while True:
+            with mp.workprec(bits):
+                value = formula(mp, mp.mpf(float(x)), **params)
+            if bits >= MAX_BITS or not _near_a_midpoint(value, bits):
+                break
+            bits *= 2
+        values.append(value)
+    return values
+
+
+def _near_a_midpoint(value: Any, bits: int) -> bool:
+    """Whether `value`, known to about `bits` bits, lies so close to a rounding midpoint of a
+    float format that its last few bits could decide the rounding (exact values are not)."""
+    if not hasattr(value, "_mpf_"):
+        return False
+    _, man, _, _ = value._mpf_
+    if man == 0:
+        return False
+    window = man << max(0, bits - man.bit_length())  # `bits` significant bits, trailing zeros restored
+    length = window.bit_length()
+    for precision in _PRECISIONS:
+        rest = length - precision
+        remainder = window & ((1 << rest) - 1)
+        if abs(remainder - (1 << (rest - 1))) <= 64:
+            return True
+    return False
 
 
 @dataclasses.dataclass(frozen=True)
