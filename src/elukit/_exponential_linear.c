@@ -253,34 +253,59 @@ enum { VALUE = 0, EXPONENTIAL = 1 };
 /* One loop per (beta != 1, output rounding, quantity), so that no test inside a loop body is left
    for the vectoriser to hoist. The loops read and write double: float32 is converted in tiles
    (the vectoriser gives up on a loop body that mixes the two widths). NaN passes through. */
-#define DEFINE_LOOPS(SUFFIX, HAS_BETA)                                          \
+/* Whether a value result may have lost its low part below the subnormal range (see value_scaled). */
+static ELUKIT_INLINE int64_t value_needs_scaling(double result) {
+    return (fabs(result) < 0x1p-950) & (result != 0.0);
+}
+
+/* Whether a derivative result (rounded to nearest in double, then scaled) may be off in the
+   subnormal range: nonzero below 2^-1022, or 0 where the truth need not be (x <= 0, grad != 0). */
+static ELUKIT_INLINE int64_t needs_subnormal_rounding(double result, double x, double grad) {
+    return (fabs(result) < 0x1p-1022) & ((result != 0.0) | ((x <= 0.0) & (grad != 0.0)));
+}
+
+/* One loop per (beta != 1, quantity), so that no test inside a loop body is left for the
+   vectoriser to hoist. Each rounds hi + lo to nearest and returns whether an element may need the
+   care of value_scaled / round_scaled_double, which the caller then applies to those elements
+   alone. NaN passes through. */
+#define DEFINE_LOOPS(SUFFIX, HAS_BETA)                                                                           \
     ELUKIT_CLONES                                                                                                \
-    static void value_##SUFFIX(const double *restrict x, double *restrict out, Py_ssize_t n,                     \
-                               const constants *pk) {                                                            \
+    static int64_t value_##SUFFIX(const double *restrict x, double *restrict out, Py_ssize_t n,                  \
+                                  const constants *pk) {                                                         \
         const constants k = *pk;                                                                                 \
+        int64_t subnormal = 0;                                                                                   \
         for (Py_ssize_t i = 0; i < n; i++) {                                                                     \
             double xi = x[i];                                                                                    \
-            double result = copysign(round_scaled_double(value_scaled(xi, &k, HAS_BETA)), xi);                   \
+            dd v = value_dd(xi, &k, HAS_BETA);                                                                   \
+            double result = copysign(v.hi + v.lo, xi);                                                           \
             out[i] = xi != xi ? xi : result;                                                                     \
+            subnormal |= value_needs_scaling(result);                                                            \
         }                                                                                                        \
+        return subnormal;                                                                                        \
     }                                                                                                            \
     ELUKIT_CLONES                                                                                                \
-    static void gradient_##SUFFIX(const double *restrict x, const double *restrict grad, double *restrict out,   \
-                                  Py_ssize_t n, const constants *pk) {                                           \
+    static int64_t gradient_##SUFFIX(const double *restrict x, const double *restrict grad, double *restrict out, \
+                                     Py_ssize_t n, const constants *pk) {                                        \
         const constants k = *pk;                                                                                 \
+        int64_t subnormal = 0;                                                                                   \
         if (grad == NULL) {                                                                                      \
             for (Py_ssize_t i = 0; i < n; i++) {                                                                 \
                 double xi = x[i];                                                                                \
-                double result = round_scaled_double(exponential_dd(xi, k.grad_scalar, &k, HAS_BETA));              \
+                scaled_dd s = exponential_dd(xi, k.grad_scalar, &k, HAS_BETA);                                   \
+                double result = (s.v.hi + s.v.lo) * s.scale_a * s.scale_b;                                       \
                 out[i] = xi != xi ? xi : result;                                                                 \
+                subnormal |= needs_subnormal_rounding(result, xi, k.grad_scalar);                               \
             }                                                                                                    \
-            return;                                                                                              \
+            return subnormal;                                                                                    \
         }                                                                                                        \
         for (Py_ssize_t i = 0; i < n; i++) {                                                                     \
             double xi = x[i];                                                                                    \
-            double result = round_scaled_double(exponential_dd(xi, grad[i], &k, HAS_BETA));                        \
+            scaled_dd s = exponential_dd(xi, grad[i], &k, HAS_BETA);                                             \
+            double result = (s.v.hi + s.v.lo) * s.scale_a * s.scale_b;                                           \
             out[i] = xi != xi ? xi : result;                                                                     \
+            subnormal |= needs_subnormal_rounding(result, xi, grad[i]);                                          \
         }                                                                                                        \
+        return subnormal;                                                                                        \
     }
 
 DEFINE_LOOPS(nearest, 0)
@@ -432,16 +457,35 @@ static int64_t narrow_checked(const double *restrict y, float *restrict out, Py_
     return unsafe;
 }
 
+
+/* float64 in tiles: each tile is computed into a local buffer, the rare elements whose result is
+   tiny are redone with scaling and exact subnormal rounding while x is still intact (out may be
+   x), and the tile is copied out. */
 #define TILE 512
 
 static void run_float64(const task *t) {
-    const double *x = (const double *)t->x, *grad = (const double *)t->grad;
-    double *out = (double *)t->out;
-    int beta = t->k->has_beta;
-    if (t->kind == VALUE)
-        beta ? value_nearest_beta(x, out, t->n, t->k) : value_nearest(x, out, t->n, t->k);
-    else
-        beta ? gradient_nearest_beta(x, grad, out, t->n, t->k) : gradient_nearest(x, grad, out, t->n, t->k);
+    const double *x_all = (const double *)t->x, *grad_all = (const double *)t->grad;
+    double *out_all = (double *)t->out;
+    double out[TILE];
+    int beta = t->k->has_beta, value = t->kind == VALUE;
+    for (Py_ssize_t start = 0; start < t->n; start += TILE) {
+        Py_ssize_t count = t->n - start < TILE ? t->n - start : TILE;
+        const double *x = x_all + start, *grad = grad_all ? grad_all + start : NULL;
+        int64_t subnormal;
+        if (value)
+            subnormal = beta ? value_nearest_beta(x, out, count, t->k) : value_nearest(x, out, count, t->k);
+        else
+            subnormal = beta ? gradient_nearest_beta(x, grad, out, count, t->k)
+                             : gradient_nearest(x, grad, out, count, t->k);
+        for (Py_ssize_t i = 0; subnormal && i < count; i++) {
+            double g = grad ? grad[i] : t->k->grad_scalar;
+            if (value ? !value_needs_scaling(out[i]) : !needs_subnormal_rounding(out[i], x[i], g))
+                continue;
+            out[i] = value ? copysign(round_scaled_double(value_scaled(x[i], t->k, beta)), x[i])
+                           : round_scaled_double(exponential_dd(x[i], g, t->k, beta));
+        }
+        memcpy(out_all + start, out, (size_t)count * sizeof(double));
+    }
 }
 
 static void run_task(const task *t) {
