@@ -9,7 +9,8 @@ the NumPy backend in extended precision (CPU only, no torch.compile), which is f
 ELU, SELU and CELU on CPU float32/float64 tensors run the compiled kernels of `elukit._native`
 when elukit was built with them (one vectorised pass, multithreaded with torch's thread count):
 float64 in double-double (faithful, <= 0.52 ulp measured), float32 in double (faithful;
-correctly rounded on every sampled input). ``exact=True`` keeps the NumPy backend.
+correctly rounded on every sampled input). ``exact=True`` skips them for the NumPy kernels
+(float64 in extended precision, float32 in float64 with round-to-odd).
 
 The result for an element never depends on the tensor's shape, stride or the element's position:
 every operation is elementwise with no SIMD-body/scalar-tail split of the formula.
@@ -237,7 +238,7 @@ def evaluate(spec: Activation, quantity: str, x: torch.Tensor, exact: bool = Fal
         if fused is not None:
             return fused
     if _use_numpy_backend(x):
-        return _numpy_backend(spec, quantity, x)
+        return _numpy_backend(spec, quantity, x, exact=exact)
     return _torch_kernel(spec, quantity, x)
 
 
