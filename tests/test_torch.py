@@ -269,3 +269,25 @@ def test_two_torch_threads_give_the_same_bits_on_torchs_openmp_team():
         torch.set_num_threads(1)
     if _native.AVAILABLE and "parallel backend: OpenMP" in torch.__config__.parallel_info():
         assert _native.loaded_openmp_runtimes()
+
+
+@pytest.mark.parametrize("layout", ["transposed", "channels_last", "strided"])
+def test_permuted_and_strided_tensors_keep_their_layout_and_values(layout):
+    base = torch.randn(4, 6, 5, 7) * 10
+    if layout == "transposed":
+        x = base.transpose(1, 3)
+    elif layout == "channels_last":
+        x = base.contiguous(memory_format=torch.channels_last)
+    else:
+        x = base[:, ::2]
+    spec = elukit.get("selu")
+    got = F.selu(x)
+    assert torch.equal(got, F.selu(x.contiguous()))
+    if layout != "strided":
+        assert got.stride() == x.stride()  # evaluated in place of a contiguous copy
+    leaf = x.detach().requires_grad_()
+    F.selu(leaf).backward(torch.ones_like(leaf))
+    assert torch.equal(leaf.grad, F.evaluate(spec, "derivative", x.contiguous()))
+    inplace = x.clone()
+    F.selu(inplace, inplace=True)
+    assert torch.equal(inplace, got)

@@ -207,23 +207,45 @@ def _try_fused(spec: Activation, quantity: str, x: torch.Tensor, *tensors: torch
 def _compiled_kernel(spec: Activation, quantity: str, x: torch.Tensor, exact: bool = False,
                      grad: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor | None:
     """`quantity` (times `grad` for the derivatives) from the compiled kernels, written into `out`
-    (contiguous, x's dtype) or a new tensor; None where they do not apply."""
+    (laid out like x, x's dtype) or a new tensor laid out like x; None where they do not apply."""
     if (not _native.AVAILABLE or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64)
             or exact or torch.compiler.is_compiling()):
         return None
     form = spec.exponential_linear_form()
     if form is None or _native.kernel_constants(form, "derivative") is None:
         return None
-    source = x.detach().contiguous()
-    target = torch.empty_like(source) if out is None else out
+    source = x.detach()
+    order = _memory_order(source)
+    if order is None:  # overlapping or with gaps: evaluate a compact copy
+        source = source.contiguous()
+        order = list(range(source.dim()))
+    target = torch.empty_like(source) if out is None else out  # empty_like keeps a dense layout
+    if not target.permute(order).is_contiguous():
+        return None
     gradient = None
     if grad is not None:
         grad = grad.detach().to(x.dtype)
         # sum().backward() hands in one value expanded to x's shape: pass it, not a materialised copy
-        gradient = (grad.reshape(-1)[:1] if all(stride == 0 for stride in grad.stride()) else grad.contiguous()).numpy()
-    _native.evaluate(form, quantity, source.numpy(), target.detach().numpy(), gradient,
-                     threads=torch.get_num_threads())
+        gradient = grad.reshape(-1)[:1] if all(stride == 0 for stride in grad.stride()) else _in_order(grad, order)
+        gradient = gradient.numpy()
+    _native.evaluate(form, quantity, _in_order(source, order).numpy(), _in_order(target.detach(), order).numpy(),
+                     gradient, threads=torch.get_num_threads())
     return target
+
+
+def _memory_order(t: torch.Tensor) -> list[int] | None:
+    """A permutation of t's dimensions under which it is contiguous (transposed, permuted or
+    channels-last tensors have one), or None. Elementwise kernels can then run over its memory
+    in place of a contiguous copy."""
+    if t.is_contiguous():
+        return list(range(t.dim()))
+    order = sorted(range(t.dim()), key=lambda dim: -t.stride(dim))
+    return order if t.permute(order).is_contiguous() else None
+
+
+def _in_order(t: torch.Tensor, order: list[int]) -> torch.Tensor:
+    """t's elements as a flat tensor in the memory order of `order` (a view where t is dense in it)."""
+    return t.permute(order).contiguous().reshape(-1)
 
 
 def evaluate(spec: Activation, quantity: str, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
@@ -280,7 +302,7 @@ class _InplaceValue(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, spec, exact):
         derivative = evaluate(spec, "derivative", x, exact)
-        if not x.is_contiguous() or _compiled_kernel(spec, "value", x, exact, out=x) is None:
+        if _compiled_kernel(spec, "value", x, exact, out=x) is None:
             x.copy_(evaluate(spec, "value", x, exact))
         ctx.mark_dirty(x)
         ctx.save_for_backward(derivative)
@@ -304,7 +326,7 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
         # nothing to differentiate: skip the autograd.Function (a few microseconds per call)
         if not inplace:
             return evaluate(spec, "value", x, exact)
-        if not x.is_contiguous() or _compiled_kernel(spec, "value", x, exact, out=x) is None:
+        if _compiled_kernel(spec, "value", x, exact, out=x) is None:
             x.copy_(evaluate(spec, "value", x, exact))
         return x
     if inplace:
