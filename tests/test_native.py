@@ -1,6 +1,7 @@
 """The compiled ELU-family kernels (elukit._native): accuracy in ULPs against mpmath, agreement
 with the correctly rounded NumPy backend, special values, gradients, threads and bad input."""
 
+import pathlib
 import shutil
 import sysconfig
 
@@ -181,3 +182,37 @@ def test_parameters_beyond_double_range_fall_back():
     assert _native.kernel_constants((1.0, 1e300, 1e-300), "derivative") is None
     assert not _native.evaluate((1.0, 1e300, 1e-300), "value", np.zeros(2), np.zeros(2))
     assert not _native.evaluate(None, "value", np.zeros(2), np.zeros(2))
+
+
+@needs_kernels
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+def test_baseline_x86_64_build_gives_the_same_bits(tmp_path):
+    """The installed module picks an AVX2 or AVX-512 clone at load time; a build without clones
+    (SSE2 and library fma on x86-64) must give the same results, since every operation is an
+    exactly specified IEEE operation."""
+    import importlib.util
+    import subprocess
+
+    source = pathlib.Path(elukit.__file__).with_name("_exponential_linear.c")
+    if not source.exists():
+        pytest.skip("the C source is not installed beside the package")
+    library = tmp_path / ("_exponential_linear" + sysconfig.get_config_var("EXT_SUFFIX"))
+    command = ["cc", "-O3", "-ffp-contract=off", "-fno-math-errno", "-std=c11", "-pthread", "-shared", "-fPIC",
+               "-DELUKIT_NO_CLONES", f"-I{sysconfig.get_paths()['include']}", str(source), "-o", str(library), "-lm"]
+    subprocess.run(command, check=True, capture_output=True)
+    spec_ = importlib.util.spec_from_file_location("elukit._exponential_linear", library)
+    baseline = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(baseline)
+    rng = np.random.default_rng(4)
+    for dtype in (np.float32, np.float64):
+        x = np.concatenate([rng.standard_normal(50_000) * 30, -np.abs(rng.standard_normal(1000)) * 800,
+                            rng.standard_normal(1000) * 1e-300]).astype(dtype)
+        for name, params in ROWS:
+            form = elukit.get(name, **params).exponential_linear_form()
+            for quantity in QUANTITIES:
+                constants = _native.kernel_constants(form, "derivative" if quantity == "value" else quantity)
+                kind = 0 if quantity == "value" else 1
+                ours, theirs = np.empty_like(x), np.empty_like(x)
+                _native._compiled.evaluate(kind, x, ours, None, constants, 1)
+                baseline.evaluate(kind, x, theirs, None, constants, 1)
+                assert np.array_equal(ours.view(np.uint8), theirs.view(np.uint8)), (name, params, quantity, dtype)

@@ -60,3 +60,38 @@ def test_numeric_derivative_agrees(x, name):
     assert abs(numeric - spec.derivative(x)) <= 1e-6 * max(1.0, abs(spec.derivative(x)))
     numeric2 = (spec.derivative(x + step) - spec.derivative(x - step)) / (2 * step)
     assert abs(numeric2 - spec.second_derivative(x)) <= 1e-5 * max(1.0, abs(spec.second_derivative(x)))
+
+
+any_float32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
+any_float64 = st.floats(allow_nan=False, allow_infinity=False)
+family_specs = st.one_of(
+    st.builds(lambda alpha: elukit.get("elu", alpha=alpha), alphas),
+    st.builds(lambda alpha: elukit.get("celu", alpha=alpha), alphas),
+    st.builds(lambda alpha, scale: elukit.get("selu", alpha=alpha, scale=scale), alphas, st.floats(0.5, 3.0)),
+)
+quantities = st.sampled_from(["value", "derivative", "second_derivative"])
+
+
+@given(st.lists(any_float32, min_size=1, max_size=40), family_specs, quantities)
+def test_compiled_float32_equals_the_numpy_kernels(values, spec, quantity):
+    """The compiled kernels against the NumPy kernels (float64 with round-to-odd) at any
+    parameters: the same bits, or (within 2^-42 of a midpoint, where double-double decides) 1 ulp."""
+    x = np.array(values, dtype=np.float32)
+    got = getattr(spec, quantity)(x)
+    wanted = getattr(spec, quantity)(x, compiled=False)
+    same = (got == wanted) | (np.isnan(got) & np.isnan(wanted))
+    with np.errstate(all="ignore"):
+        ulps = np.abs(got.astype(np.float64) - wanted) / np.spacing(np.abs(wanted)).astype(np.float64)
+    assert (same | (ulps <= 1)).all() and np.mean(same) >= 0.95
+
+
+@given(st.lists(any_float64, min_size=1, max_size=40), family_specs, quantities)
+def test_compiled_float64_within_an_ulp_of_extended_precision(values, spec, quantity):
+    assume(elukit.EXTENDED_PRECISION_AVAILABLE)
+    x = np.array(values, dtype=np.float64)
+    got = getattr(spec, quantity)(x)
+    wanted = getattr(spec, quantity)(x, compiled=False)
+    same = (got == wanted) | (np.isnan(got) & np.isnan(wanted))
+    with np.errstate(all="ignore"):  # inf - inf where both overflow (then `same` holds)
+        ulps = np.abs(got - wanted) / np.spacing(np.abs(wanted))
+    assert (same | (ulps <= 1)).all()
