@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 import elukit
+from elukit import _native
 from elukit.cli.app import main
 
 
@@ -32,6 +33,8 @@ def test_list_shows_every_registered_activation():
         assert name in result.output
         assert elukit.get(name).formula in result.output
     rows = json.loads(run("list", "--json").output)
+    compiled = {r["name"] for r in rows if r["compiled_kernels"]}
+    assert compiled == ({"elu", "selu", "celu"} if _native.AVAILABLE else set())
     assert [r["name"] for r in rows] == elukit.activations()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from elukit import _native
 from elukit._registry import activations, get
 from elukit.cli._common import echo_json
 
@@ -12,7 +13,8 @@ from elukit.cli._common import echo_json
     "list",
     epilog="Examples:\n\n  elukit list\n\n  elukit list --json",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (name, parameters, formula).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON (name, parameters, formula, whether compiled kernels serve it).")
 def list_command(as_json: bool) -> None:
     """List the activations, their parameters (with defaults) and formulas."""
     rows = []
@@ -23,6 +25,7 @@ def list_command(as_json: bool) -> None:
             "description": spec.description,
             "parameters": {p.name: p.default for p in spec.params},
             "formula": spec.formula,
+            "compiled_kernels": spec.exponential_linear is not None and _native.AVAILABLE,
         })
     if as_json:
         echo_json(rows)
@@ -33,3 +36,5 @@ def list_command(as_json: bool) -> None:
         click.echo(f"{row['name']:<{width}}  {row['description']}")
         click.echo(f"{'':<{width}}  parameters: {params}")
         click.echo(f"{'':<{width}}  {row['formula']}")
+        if row["compiled_kernels"]:
+            click.echo(f"{'':<{width}}  float32/float64: compiled kernels")
