@@ -71,6 +71,20 @@ def kernel_constants(form: tuple[float, float, float], quantity: str) -> tuple |
     return (c_hi, c_lo, d_hi, d_lo, m_hi, m_lo, exponent, floor, positive, linear_scale, divisor)
 
 
+KIND = {"value": 0, "derivative": 1, "second_derivative": 1}
+"""The kernel kind of each quantity (the derivatives share one exponential kernel)."""
+
+
+def constants_for(form: tuple[float, float, float], quantity: str) -> tuple | None:
+    """`kernel_constants` for a quantity (the value uses the derivative's constants)."""
+    return kernel_constants(tuple(form), "derivative" if quantity == "value" else quantity)
+
+
+def run(kind: int, x: Any, out: Any, grad: Any, constants: tuple, threads: int) -> None:
+    """The C entry point itself, for callers that validated everything (`evaluate` checks)."""
+    _compiled.evaluate(kind, x, out, grad, constants, threads)
+
+
 def evaluate(form: tuple[float, float, float] | None, quantity: str, x: Any, out: Any, grad: Any = None,
              threads: int = 1) -> bool:
     """Write `quantity` of `form` at `x` (times `grad` for the derivatives) into `out`.
@@ -84,10 +98,10 @@ def evaluate(form: tuple[float, float, float] | None, quantity: str, x: Any, out
         return False
     if quantity == "value" and grad is not None:
         raise ValueError("grad multiplies the derivatives only, not the value")
-    constants = kernel_constants(tuple(float(v) for v in form), "derivative" if quantity == "value" else quantity)
+    constants = constants_for(form, quantity)
     if constants is None:
         return False
-    _compiled.evaluate(0 if quantity == "value" else 1, x, out, grad, constants, int(threads))
+    _compiled.evaluate(KIND[quantity], x, out, grad, constants, int(threads))
     return True
 
 
@@ -131,4 +145,4 @@ def supports(array: np.ndarray) -> bool:
     return AVAILABLE and array.dtype in (np.float32, np.float64)
 
 
-__all__ = ["AVAILABLE", "evaluate", "kernel_constants", "loaded_openmp_runtimes", "share_openmp_runtime", "supports"]
+__all__ = ["AVAILABLE", "KIND", "constants_for", "evaluate", "run", "kernel_constants", "loaded_openmp_runtimes", "share_openmp_runtime", "supports"]

@@ -204,32 +204,64 @@ def _try_fused(spec: Activation, quantity: str, x: torch.Tensor, *tensors: torch
         return None
 
 
+_COMPILED_DTYPES = (torch.float32, torch.float64)
+_SPEC_CONSTANTS: dict[int, tuple[Activation, dict[str, tuple] | None]] = {}
+
+
+def _spec_constants(spec: Activation) -> dict[str, tuple] | None:
+    """The compiled kernels' constants per quantity for `spec` (None where they do not apply),
+    computed once per spec object: this sits on every forward and backward call."""
+    entry = _SPEC_CONSTANTS.get(id(spec))
+    if entry is None or entry[0] is not spec:
+        form = spec.exponential_linear_form()
+        constants = None
+        if form is not None:
+            constants = {quantity: _native.constants_for(form, quantity) for quantity in _native.KIND}
+            if any(value is None for value in constants.values()):
+                constants = None
+        if len(_SPEC_CONSTANTS) > 4096:
+            _SPEC_CONSTANTS.clear()
+        entry = _SPEC_CONSTANTS[id(spec)] = (spec, constants)  # the spec is kept, so its id stays its own
+    return entry[1]
+
+
 def _compiled_kernel(spec: Activation, quantity: str, x: torch.Tensor, exact: bool = False,
                      grad: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor | None:
     """`quantity` (times `grad` for the derivatives) from the compiled kernels, written into `out`
     (laid out like x, x's dtype) or a new tensor laid out like x; None where they do not apply."""
-    if (not _native.AVAILABLE or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64)
-            or exact or torch.compiler.is_compiling()):
+    if (exact or not _native.AVAILABLE or x.dtype not in _COMPILED_DTYPES or not x.is_cpu
+            or torch.compiler.is_compiling()):
         return None
-    form = spec.exponential_linear_form()
-    if form is None or _native.kernel_constants(form, "derivative") is None:
+    constants = _spec_constants(spec)
+    if constants is None:
         return None
     source = x.detach()
-    order = _memory_order(source)
-    if order is None:  # overlapping or with gaps: evaluate a compact copy
-        source = source.contiguous()
-        order = list(range(source.dim()))
-    target = torch.empty_like(source) if out is None else out  # empty_like keeps a dense layout
-    if not target.permute(order).is_contiguous():
-        return None
+    if source.is_contiguous() and (out is None or out.is_contiguous()):  # the common case, kept cheap
+        target = torch.empty_like(source) if out is None else out
+        flat_source, flat_target, order = source.view(-1), target.detach().view(-1), None
+    else:
+        order = _memory_order(source)
+        if order is None:  # overlapping or with gaps: evaluate a compact copy
+            source = source.contiguous()
+            order = list(range(source.dim()))
+        target = torch.empty_like(source) if out is None else out  # empty_like keeps a dense layout
+        if not target.permute(order).is_contiguous():
+            return None
+        flat_source, flat_target = _in_order(source, order), _in_order(target.detach(), order)
     gradient = None
     if grad is not None:
-        grad = grad.detach().to(x.dtype)
-        # sum().backward() hands in one value expanded to x's shape: pass it, not a materialised copy
-        gradient = grad.reshape(-1)[:1] if all(stride == 0 for stride in grad.stride()) else _in_order(grad, order)
-        gradient = gradient.numpy()
-    _native.evaluate(form, quantity, _in_order(source, order).numpy(), _in_order(target.detach(), order).numpy(),
-                     gradient, threads=torch.get_num_threads())
+        grad = grad.detach()
+        if grad.dtype != x.dtype:
+            grad = grad.to(x.dtype)
+        if not any(grad.stride()):
+            # sum().backward() hands in one value expanded to x's shape: pass it, not a copy
+            gradient = grad.as_strided((1,), (1,)).numpy()
+        elif order is None and grad.is_contiguous():
+            gradient = grad.view(-1).numpy()
+        else:
+            gradient = _in_order(grad, order if order is not None else list(range(grad.dim()))).numpy()
+    _native.run(_native.KIND[quantity], flat_source.numpy(), flat_target.numpy(), gradient, constants[quantity],
+                torch.get_num_threads())
     return target
 
 
