@@ -167,8 +167,8 @@ static ELUKIT_INLINE dd value_dd(double x, const constants *k, int has_beta) {
     ratio t = divide(x, k->beta, has_beta, VALUE_CLAMP);
     reduced e = reduce_and_expm1(t.q, t.q_lo);
     double two_k = power_of_two(e.k);                 /* k in [-87, 0] */
-    dd m = two_sum(-1.0, two_k);                      /* 2^k - 1, exact */
-    dd s = two_sum(m.hi, two_k * e.p.hi);
+    dd m = fast_two_sum(-1.0, two_k);                 /* 2^k - 1, exact */
+    dd s = fast_two_sum(m.hi, two_k * e.p.hi);        /* |m| >= 1/2 > |2^k p| unless k = 0, m = 0 */
     s.lo += m.lo + two_k * e.p.lo;
     dd negative = product_dd_dd(k->c_hi, k->c_lo, s.hi, s.lo);
     if (has_beta) {
