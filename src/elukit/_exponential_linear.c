@@ -9,12 +9,19 @@
    Python as double-doubles (hi + lo, exact), with d and s split into a mantissa and a power of
    two so that exp's scaling never overflows or underflows before the final rounding.
 
-   Each element is evaluated in double-double arithmetic from one Cody-Waite reduction
+   float64 elements are evaluated in double-double arithmetic from one Cody-Waite reduction
    x/beta = k*ln2 + r, |r| <= ln2/2, and the Taylor series of expm1(r) (degree 14, truncation
    below 2^-60 relative). The result carries an error below 2^-56 relative before its final
-   rounding, so float64 results are faithful (< 1 ulp; correctly rounded except within that
-   margin of a midpoint) and float32 results, rounded to odd in double first, are correctly
+   rounding, so it is faithful (< 1 ulp; correctly rounded except within that margin of a
+   midpoint). The rare tiny or subnormal results are redone with exact scaling (run_float64).
+
+   float32 elements are evaluated once in plain double (error < 2^-44) and rounded directly
+   unless a rounding test finds them within 2^-42 of a float midpoint; only those are redone in
+   double-double and rounded to odd first (fast_value, run_task). So float32 results are correctly
    rounded except within 2^-56 relative of a midpoint.
+
+   Parallel parts run on PyTorch's OpenMP team when Python registered it (set_openmp), else on
+   threads of our own.
 
    The loops are branch-free so the compiler vectorises them; target_clones builds AVX2+FMA and
    AVX-512 versions next to the baseline one and picks one at load time. -ffp-contract=off is
