@@ -216,3 +216,20 @@ def test_baseline_x86_64_build_gives_the_same_bits(tmp_path):
                 _native._compiled.evaluate(kind, x, ours, None, constants, 1)
                 baseline.evaluate(kind, x, theirs, None, constants, 1)
                 assert np.array_equal(ours.view(np.uint8), theirs.view(np.uint8)), (name, params, quantity, dtype)
+
+
+@needs_kernels
+def test_float32_rounds_correctly_where_the_numpy_kernels_do_not():
+    """SELU(-0.4646979) in float32 lies 2^-57 relative from a midpoint: float64 arithmetic (the
+    NumPy kernels) misrounds it; the compiled kernel's double-double slow path does not."""
+    import mpmath
+
+    spec = elukit.get("selu")
+    x = np.array([-0.4646979], dtype=np.float32)
+    got = spec.value(x)[0]
+    with mpmath.workprec(200):
+        exact = mpmath.mpf(elukit.SELU_SCALE) * mpmath.mpf(elukit.SELU_ALPHA) * mpmath.expm1(mpmath.mpf(float(x[0])))
+        errors = [abs(mpmath.mpf(float(c)) - exact) for c in (got, np.nextafter(got, np.float32(0)),
+                                                               np.nextafter(got, np.float32(-1)))]
+    assert errors[0] < min(errors[1:])
+    assert got == np.float32(-0.6534417)

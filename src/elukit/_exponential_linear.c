@@ -165,6 +165,7 @@ typedef struct {
     double positive;        /* f'(x) or f''(x) for x > 0 */
     double scale;           /* f(x) = scale*x for x > 0 */
     double beta;
+    double inverse_beta;    /* 1/beta rounded, for the fast float32 kernels */
     int has_beta;           /* beta != 1 */
     double grad_scalar;     /* the gradient when one value serves every element (default 1) */
 } constants;
@@ -333,8 +334,10 @@ typedef struct {
 } task;
 
 /* float32: a fast evaluation in double, then a rounding test (Ziv's strategy). The fast result
-   is within 2^-44 relative of the truth (Taylor degree 11 on |r| <= ln2/2 truncates below 2^-47;
-   reducing with one ln2 constant costs |k| 2^-54 <= 2^-46; a few roundings of 2^-53). Where it
+   is within 2^-44 relative of the truth wherever it is a normal float (Taylor degree 11 on
+   |r| <= ln2/2 truncates below 2^-47; reducing with one ln2 constant costs |k| 2^-54 <= 2^-46;
+   x/beta formed as x*(1/beta) costs |x/beta| 2^-52 <= 2^-45.3, as |x/beta| <= 104 there; a few
+   roundings of 2^-53). Where it
    lies within 2^-42 relative of a float midpoint, or outside float's normal range, rounding it
    could go wrong, and the element is recomputed in double-double with the float64 machinery and
    rounded to odd. float32 results are therefore correctly rounded except where the
@@ -369,7 +372,7 @@ static ELUKIT_INLINE int64_t unsafe_for_float(double y) {
 /* In both fast kernels NaN flows through q (x > 0 is false for NaN) into the result. */
 static ELUKIT_INLINE double fast_value(double x, const constants *k, int has_beta) {
     double negative = x > 0.0 ? 0.0 : x;
-    double q = has_beta ? negative / k->beta : negative;
+    double q = has_beta ? negative * k->inverse_beta : negative; /* see the error budget above */
     q = q < FLOAT_VALUE_CLAMP ? FLOAT_VALUE_CLAMP : q;
     double shifted = fma(q, INV_LN2, ROUND_SHIFT);
     int64_t k_int = (int64_t)(to_bits(shifted) - to_bits(ROUND_SHIFT));
@@ -397,7 +400,7 @@ static ELUKIT_INLINE double exp_short(double r) {
 
 static ELUKIT_INLINE double fast_exponential(double x, double grad, const constants *k, int has_beta) {
     double negative = x > 0.0 ? 0.0 : x;
-    double q = has_beta ? negative / k->beta : negative;
+    double q = has_beta ? negative * k->inverse_beta : negative; /* see the error budget above */
     q = q < k->float_floor ? k->float_floor : q; /* keeps k + m_exponent >= -1022 */
     double shifted = fma(q, INV_LN2, ROUND_SHIFT);
     int64_t k_int = (int64_t)(to_bits(shifted) - to_bits(ROUND_SHIFT));
@@ -641,6 +644,7 @@ static PyObject *evaluate(PyObject *self, PyObject *args) {
     }
     k.m_exponent = (int64_t)m_exponent;
     k.has_beta = k.beta != 1.0;
+    k.inverse_beta = 1.0 / k.beta;
     /* results this small are below float's range: the rounding test sends them to the slow path */
     double float_floor = (-1021.5 - (double)k.m_exponent) * LN2;
     k.float_floor = float_floor > k.floor ? float_floor : k.floor;
