@@ -233,3 +233,18 @@ def test_float32_rounds_correctly_where_the_numpy_kernels_do_not():
                                                                np.nextafter(got, np.float32(-1)))]
     assert errors[0] < min(errors[1:])
     assert got == np.float32(-0.6534417)
+
+
+@needs_kernels
+def test_address_entry_point_matches_the_buffer_one_and_checks_its_arguments():
+    spec = elukit.get("celu", alpha=3.0)
+    constants = _native.constants_for(spec.exponential_linear_form(), "derivative")
+    x = np.linspace(-40, 5, 1001)
+    grad = np.linspace(-2, 2, 1001)
+    out = np.empty_like(x)
+    _native.run_addresses(1, x.ctypes.data, out.ctypes.data, grad.ctypes.data, x.size, x.size, True, constants, 1)
+    assert np.array_equal(out, _run(spec, "derivative", x, grad))
+    with pytest.raises(ValueError, match="inconsistent"):
+        _native.run_addresses(0, x.ctypes.data, out.ctypes.data, grad.ctypes.data, x.size, x.size, True, constants, 1)
+    with pytest.raises(ValueError, match="inconsistent"):
+        _native.run_addresses(1, x.ctypes.data, out.ctypes.data, grad.ctypes.data, 7, x.size, True, constants, 1)

@@ -628,6 +628,17 @@ PyDoc_STRVAR(evaluate_doc,
              "out may be x. constants: (c_hi, c_lo, d_hi, d_lo, m_hi, m_lo, m_exponent, floor, positive,\n"
              "scale, beta). The GIL is released while the kernel runs.");
 
+/* The derived fields of `k` once the parsed ones are in. */
+static void complete_constants(constants *k, long long m_exponent) {
+    k->m_exponent = (int64_t)m_exponent;
+    k->has_beta = k->beta != 1.0;
+    k->inverse_beta = 1.0 / k->beta;
+    /* results this small are below float's range: the rounding test sends them to the slow path */
+    double float_floor = (-1021.5 - (double)k->m_exponent) * LN2;
+    k->float_floor = float_floor > k->floor ? float_floor : k->floor;
+    k->grad_scalar = 1.0;
+}
+
 static PyObject *evaluate(PyObject *self, PyObject *args) {
     int kind, threads;
     PyObject *x_object, *out_object, *grad_object;
@@ -642,12 +653,7 @@ static PyObject *evaluate(PyObject *self, PyObject *args) {
         PyErr_Format(PyExc_ValueError, "kind must be 0 (value) or 1 (exponential), got %d", kind);
         return NULL;
     }
-    k.m_exponent = (int64_t)m_exponent;
-    k.has_beta = k.beta != 1.0;
-    k.inverse_beta = 1.0 / k.beta;
-    /* results this small are below float's range: the rounding test sends them to the slow path */
-    double float_floor = (-1021.5 - (double)k.m_exponent) * LN2;
-    k.float_floor = float_floor > k.floor ? float_floor : k.floor;
+    complete_constants(&k, m_exponent);
     Py_buffer x, out, grad;
     if (get_buffer(x_object, &x, 0, "x") < 0) return NULL;
     if (get_buffer(out_object, &out, 1, "out") < 0) {
@@ -673,7 +679,6 @@ static PyObject *evaluate(PyObject *self, PyObject *args) {
         problem = "grad must match x in dtype and in length (or hold one value for all)";
     else if (has_grad && kind == VALUE)
         problem = "grad applies to kind 1 only";
-    k.grad_scalar = 1.0;
     if (problem == NULL && has_grad && grad.len == grad.itemsize && x.len != x.itemsize) {
         k.grad_scalar = is_double ? *(const double *)grad.buf : (double)*(const float *)grad.buf;
         has_grad = 0;
@@ -696,9 +701,45 @@ static PyObject *evaluate(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(evaluate_addresses_doc,
+             "evaluate_addresses(kind, x, out, grad, grad_count, count, is_double, constants, threads)\n\n"
+             "evaluate() on raw addresses, for callers that have checked them (elukit.torch: contiguous\n"
+             "CPU tensors of one dtype and `count` elements). grad is 0 for none; grad_count is 1 when one\n"
+             "gradient value serves every element. Skips the buffer protocol's per-call cost.");
+
+static PyObject *evaluate_addresses(PyObject *self, PyObject *args) {
+    int kind, threads, is_double;
+    unsigned long long x_address, out_address, grad_address;
+    Py_ssize_t grad_count, count;
+    constants k;
+    long long m_exponent;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iKKKnnp(ddddddLdddd)i", &kind, &x_address, &out_address, &grad_address, &grad_count,
+                          &count, &is_double, &k.c_hi, &k.c_lo, &k.d_hi, &k.d_lo, &k.m_hi, &k.m_lo, &m_exponent,
+                          &k.floor, &k.positive, &k.scale, &k.beta, &threads))
+        return NULL;
+    if ((kind != VALUE && kind != EXPONENTIAL) || count < 0 || x_address == 0 || out_address == 0 ||
+        (grad_address != 0 && (kind == VALUE || (grad_count != 1 && grad_count != count)))) {
+        PyErr_SetString(PyExc_ValueError, "evaluate_addresses: inconsistent arguments");
+        return NULL;
+    }
+    complete_constants(&k, m_exponent);
+    const char *grad = (const char *)(uintptr_t)grad_address;
+    if (grad != NULL && grad_count == 1 && count != 1) {
+        k.grad_scalar = is_double ? *(const double *)grad : (double)*(const float *)grad;
+        grad = NULL;
+    }
+    task whole = {kind, is_double, (const char *)(uintptr_t)x_address, grad, (char *)(uintptr_t)out_address, count, &k};
+    Py_BEGIN_ALLOW_THREADS
+    run_parallel(whole, threads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"evaluate", evaluate, METH_VARARGS, evaluate_doc},
     {"set_openmp", set_openmp, METH_VARARGS, set_openmp_doc},
+    {"evaluate_addresses", evaluate_addresses, METH_VARARGS, evaluate_addresses_doc},
     {NULL, NULL, 0, NULL},
 };
 

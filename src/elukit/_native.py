@@ -80,9 +80,11 @@ def constants_for(form: tuple[float, float, float], quantity: str) -> tuple | No
     return kernel_constants(tuple(form), "derivative" if quantity == "value" else quantity)
 
 
-def run(kind: int, x: Any, out: Any, grad: Any, constants: tuple, threads: int) -> None:
-    """The C entry point itself, for callers that validated everything (`evaluate` checks)."""
-    _compiled.evaluate(kind, x, out, grad, constants, threads)
+def run_addresses(kind: int, x: int, out: int, grad: int, grad_count: int, count: int, is_double: bool,
+                  constants: tuple, threads: int) -> None:
+    """The kernels on raw addresses of `count` contiguous elements (grad 0: none; grad_count 1:
+    one value for all). Only for callers that guarantee the memory (elukit.torch)."""
+    _compiled.evaluate_addresses(kind, x, out, grad, grad_count, count, is_double, constants, threads)
 
 
 def evaluate(form: tuple[float, float, float] | None, quantity: str, x: Any, out: Any, grad: Any = None,
@@ -145,4 +147,4 @@ def supports(array: np.ndarray) -> bool:
     return AVAILABLE and array.dtype in (np.float32, np.float64)
 
 
-__all__ = ["AVAILABLE", "KIND", "constants_for", "evaluate", "run", "kernel_constants", "loaded_openmp_runtimes", "share_openmp_runtime", "supports"]
+__all__ = ["AVAILABLE", "KIND", "constants_for", "evaluate", "run_addresses", "kernel_constants", "loaded_openmp_runtimes", "share_openmp_runtime", "supports"]

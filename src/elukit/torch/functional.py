@@ -239,7 +239,7 @@ def _compiled_kernel(spec: Activation, quantity: str, x: torch.Tensor, exact: bo
     source = x.detach()
     if source.is_contiguous() and (out is None or out.is_contiguous()):  # the common case, kept cheap
         target = torch.empty_like(source) if out is None else out
-        flat_source, flat_target, order = source.view(-1), target.detach().view(-1), None
+        flat_source, flat_target, order = source, target, None
     else:
         order = _memory_order(source)
         if order is None:  # overlapping or with gaps: evaluate a compact copy
@@ -249,20 +249,26 @@ def _compiled_kernel(spec: Activation, quantity: str, x: torch.Tensor, exact: bo
         if not target.permute(order).is_contiguous():
             return None
         flat_source, flat_target = _in_order(source, order), _in_order(target.detach(), order)
-    gradient = None
+    if source.numel() == 0:
+        return target
+    gradient, gradient_count = 0, 0
     if grad is not None:
         grad = grad.detach()
         if grad.dtype != x.dtype:
             grad = grad.to(x.dtype)
         if not any(grad.stride()):
             # sum().backward() hands in one value expanded to x's shape: pass it, not a copy
-            gradient = grad.as_strided((1,), (1,)).numpy()
-        elif order is None and grad.is_contiguous():
-            gradient = grad.view(-1).numpy()
+            gradient, gradient_count = grad.data_ptr(), 1
         else:
-            gradient = _in_order(grad, order if order is not None else list(range(grad.dim()))).numpy()
-    _native.run(_native.KIND[quantity], flat_source.numpy(), flat_target.numpy(), gradient, constants[quantity],
-                torch.get_num_threads())
+            if order is None and grad.is_contiguous():
+                flat_grad = grad
+            else:
+                flat_grad = _in_order(grad, order if order is not None else list(range(grad.dim())))
+            gradient, gradient_count = flat_grad.data_ptr(), flat_source.numel()
+    # Raw addresses: each tensor here is contiguous, of x's dtype and length, and alive for the call.
+    _native.run_addresses(_native.KIND[quantity], flat_source.data_ptr(), flat_target.data_ptr(), gradient,
+                          gradient_count, flat_source.numel(), x.dtype == torch.float64, constants[quantity],
+                          torch.get_num_threads())
     return target
 
 
