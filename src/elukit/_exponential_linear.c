@@ -343,19 +343,24 @@ typedef struct {
    rounded to odd. float32 results are therefore correctly rounded except where the
    double-double result itself is within 2^-56 of a midpoint; about one random input in 2^18
    takes the slow path (and every result below 2^-126, e.g. f'(x) for x < -87). */
-static ELUKIT_INLINE double expm1_short(double r) {
-    double inner = 1.0 / 39916800.0;
-    inner = fma(inner, r, 1.0 / 3628800.0);
-    inner = fma(inner, r, 1.0 / 362880.0);
-    inner = fma(inner, r, 1.0 / 40320.0);
-    inner = fma(inner, r, 1.0 / 5040.0);
-    inner = fma(inner, r, 1.0 / 720.0);
-    inner = fma(inner, r, 1.0 / 120.0);
-    inner = fma(inner, r, 1.0 / 24.0);
-    inner = fma(inner, r, 1.0 / 6.0);
-    inner = fma(inner, r, 0.5);
-    return fma(r * r, inner, r);
+/* 1/2 + r/3! + ... + r^9/11!: the Taylor tail both short series share (expm1 = r + r^2 * tail,
+   exp = 1 + r * (1 + r * tail); truncation < 2^-47 relative on |r| <= ln2/2). */
+static ELUKIT_INLINE double series_tail(double r) {
+    double tail = 1.0 / 39916800.0;
+    tail = fma(tail, r, 1.0 / 3628800.0);
+    tail = fma(tail, r, 1.0 / 362880.0);
+    tail = fma(tail, r, 1.0 / 40320.0);
+    tail = fma(tail, r, 1.0 / 5040.0);
+    tail = fma(tail, r, 1.0 / 720.0);
+    tail = fma(tail, r, 1.0 / 120.0);
+    tail = fma(tail, r, 1.0 / 24.0);
+    tail = fma(tail, r, 1.0 / 6.0);
+    return fma(tail, r, 0.5);
 }
+
+static ELUKIT_INLINE double expm1_short(double r) { return fma(r * r, series_tail(r), r); }
+
+static ELUKIT_INLINE double exp_short(double r) { return fma(fma(series_tail(r), r, 1.0), r, 1.0); }
 
 #define LN2 0x1.62e42fefa39efp-1
 #define FLOAT_VALUE_CLAMP (-30.0) /* expm1(-30) = -1 + 9e-14: rounds like -1 in float */
@@ -369,43 +374,32 @@ static ELUKIT_INLINE int64_t unsafe_for_float(double y) {
     return (int64_t)(near_midpoint | ((magnitude < 0x1p-126) & (magnitude != 0.0)));
 }
 
-/* In both fast kernels NaN flows through q (x > 0 is false for NaN) into the result. */
-static ELUKIT_INLINE double fast_value(double x, const constants *k, int has_beta) {
+/* min(x, 0)/beta clamped below at `floor`, reduced to k*ln2 + r in plain double (one ln2
+   constant, x*(1/beta): see the error budget above). NaN stays NaN through r. */
+typedef struct {
+    double r;
+    int64_t k;
+} fast_reduced;
+
+static ELUKIT_INLINE fast_reduced fast_reduce(double x, const constants *k, int has_beta, double floor) {
     double negative = x > 0.0 ? 0.0 : x;
-    double q = has_beta ? negative * k->inverse_beta : negative; /* see the error budget above */
-    q = q < FLOAT_VALUE_CLAMP ? FLOAT_VALUE_CLAMP : q;
+    double q = has_beta ? negative * k->inverse_beta : negative;
+    q = q < floor ? floor : q;
     double shifted = fma(q, INV_LN2, ROUND_SHIFT);
     int64_t k_int = (int64_t)(to_bits(shifted) - to_bits(ROUND_SHIFT));
-    double r = fma(-(shifted - ROUND_SHIFT), LN2, q);
-    double two_k = power_of_two(k_int);
-    double result = k->c_hi * fma(two_k, expm1_short(r), two_k - 1.0);
+    return (fast_reduced){fma(-(shifted - ROUND_SHIFT), LN2, q), k_int};
+}
+
+static ELUKIT_INLINE double fast_value(double x, const constants *k, int has_beta) {
+    fast_reduced e = fast_reduce(x, k, has_beta, FLOAT_VALUE_CLAMP);
+    double two_k = power_of_two(e.k);
+    double result = k->c_hi * fma(two_k, expm1_short(e.r), two_k - 1.0);
     return copysign(x > 0.0 ? x * k->scale : result, x); /* f has the sign of x, zeros included */
 }
 
-/* exp(r) on |r| <= ln2/2, Horner to degree 11 (truncation < 2^-47 relative). */
-static ELUKIT_INLINE double exp_short(double r) {
-    double sum = 1.0 / 39916800.0;
-    sum = fma(sum, r, 1.0 / 3628800.0);
-    sum = fma(sum, r, 1.0 / 362880.0);
-    sum = fma(sum, r, 1.0 / 40320.0);
-    sum = fma(sum, r, 1.0 / 5040.0);
-    sum = fma(sum, r, 1.0 / 720.0);
-    sum = fma(sum, r, 1.0 / 120.0);
-    sum = fma(sum, r, 1.0 / 24.0);
-    sum = fma(sum, r, 1.0 / 6.0);
-    sum = fma(sum, r, 0.5);
-    sum = fma(sum, r, 1.0);
-    return fma(sum, r, 1.0);
-}
-
 static ELUKIT_INLINE double fast_exponential(double x, double grad, const constants *k, int has_beta) {
-    double negative = x > 0.0 ? 0.0 : x;
-    double q = has_beta ? negative * k->inverse_beta : negative; /* see the error budget above */
-    q = q < k->float_floor ? k->float_floor : q; /* keeps k + m_exponent >= -1022 */
-    double shifted = fma(q, INV_LN2, ROUND_SHIFT);
-    int64_t k_int = (int64_t)(to_bits(shifted) - to_bits(ROUND_SHIFT));
-    double r = fma(-(shifted - ROUND_SHIFT), LN2, q);
-    double exponential = (grad * (k->m_hi * power_of_two(k_int + k->m_exponent))) * exp_short(r);
+    fast_reduced e = fast_reduce(x, k, has_beta, k->float_floor); /* keeps k + m_exponent >= -1022 */
+    double exponential = (grad * (k->m_hi * power_of_two(e.k + k->m_exponent))) * exp_short(e.r);
     return x > 0.0 ? grad * k->positive : exponential;
 }
 
@@ -639,6 +633,20 @@ static void complete_constants(constants *k, long long m_exponent) {
     k->grad_scalar = 1.0;
 }
 
+/* Run `kind` over `count` elements without the GIL. A gradient of one element serving more
+   elements is passed as the scalar k->grad_scalar. */
+static void launch(constants *k, int kind, int is_double, const void *x, const void *grad, Py_ssize_t grad_count,
+                   void *out, Py_ssize_t count, int threads) {
+    if (grad != NULL && grad_count == 1 && count != 1) {
+        k->grad_scalar = is_double ? *(const double *)grad : (double)*(const float *)grad;
+        grad = NULL;
+    }
+    task whole = {kind, is_double, (const char *)x, (const char *)grad, (char *)out, count, k};
+    Py_BEGIN_ALLOW_THREADS
+    run_parallel(whole, threads);
+    Py_END_ALLOW_THREADS
+}
+
 static PyObject *evaluate(PyObject *self, PyObject *args) {
     int kind, threads;
     PyObject *x_object, *out_object, *grad_object;
@@ -679,18 +687,9 @@ static PyObject *evaluate(PyObject *self, PyObject *args) {
         problem = "grad must match x in dtype and in length (or hold one value for all)";
     else if (has_grad && kind == VALUE)
         problem = "grad applies to kind 1 only";
-    if (problem == NULL && has_grad && grad.len == grad.itemsize && x.len != x.itemsize) {
-        k.grad_scalar = is_double ? *(const double *)grad.buf : (double)*(const float *)grad.buf;
-        has_grad = 0;
-        PyBuffer_Release(&grad);
-    }
-    if (problem == NULL) {
-        task whole = {kind, is_double, (const char *)x.buf, has_grad ? (const char *)grad.buf : NULL,
-                      (char *)out.buf, x.len / x.itemsize, &k};
-        Py_BEGIN_ALLOW_THREADS
-        run_parallel(whole, threads);
-        Py_END_ALLOW_THREADS
-    }
+    if (problem == NULL)
+        launch(&k, kind, is_double, x.buf, has_grad ? grad.buf : NULL, has_grad ? grad.len / x.itemsize : 0,
+               out.buf, x.len / x.itemsize, threads);
     PyBuffer_Release(&x);
     PyBuffer_Release(&out);
     if (has_grad) PyBuffer_Release(&grad);
@@ -724,15 +723,8 @@ static PyObject *evaluate_addresses(PyObject *self, PyObject *args) {
         return NULL;
     }
     complete_constants(&k, m_exponent);
-    const char *grad = (const char *)(uintptr_t)grad_address;
-    if (grad != NULL && grad_count == 1 && count != 1) {
-        k.grad_scalar = is_double ? *(const double *)grad : (double)*(const float *)grad;
-        grad = NULL;
-    }
-    task whole = {kind, is_double, (const char *)(uintptr_t)x_address, grad, (char *)(uintptr_t)out_address, count, &k};
-    Py_BEGIN_ALLOW_THREADS
-    run_parallel(whole, threads);
-    Py_END_ALLOW_THREADS
+    launch(&k, kind, is_double, (const void *)(uintptr_t)x_address, (const void *)(uintptr_t)grad_address, grad_count,
+           (void *)(uintptr_t)out_address, count, threads);
     Py_RETURN_NONE;
 }
 

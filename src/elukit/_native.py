@@ -24,8 +24,6 @@ import re
 from fractions import Fraction
 from typing import Any
 
-import numpy as np
-
 try:
     from elukit import _exponential_linear as _compiled
 except ImportError:  # built without a C compiler
@@ -142,9 +140,4 @@ def share_openmp_runtime(path: str | None) -> bool:
     return True
 
 
-def supports(array: np.ndarray) -> bool:
-    """Whether `array`'s dtype has compiled kernels."""
-    return AVAILABLE and array.dtype in (np.float32, np.float64)
-
-
-__all__ = ["AVAILABLE", "KIND", "constants_for", "evaluate", "run_addresses", "kernel_constants", "loaded_openmp_runtimes", "share_openmp_runtime", "supports"]
+__all__ = ["AVAILABLE", "KIND", "constants_for", "evaluate", "kernel_constants", "loaded_openmp_runtimes", "run_addresses", "share_openmp_runtime"]

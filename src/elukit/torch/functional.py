@@ -36,6 +36,7 @@ from elukit._registry import get
 from elukit._spec import Activation
 from elukit.torch._torch import torch
 
+
 def _share_torch_openmp() -> None:
     """Let the compiled kernels run their threads on PyTorch's own OpenMP team."""
     if _native.AVAILABLE and "parallel backend: OpenMP" in torch.__config__.parallel_info():
@@ -303,12 +304,24 @@ def evaluate(spec: Activation, quantity: str, x: torch.Tensor, exact: bool = Fal
     return _torch_kernel(spec, quantity, x)
 
 
+def _save_and_evaluate(ctx, quantity: str, x: torch.Tensor, spec: Activation, exact: bool) -> torch.Tensor:
+    """Forward of the two autograd functions: keep x (never the output) for backward."""
+    ctx.save_for_backward(x)
+    ctx.spec, ctx.exact = spec, exact
+    return evaluate(spec, quantity, x, exact)
+
+
+def _write_value_into(spec: Activation, x: torch.Tensor, exact: bool) -> torch.Tensor:
+    """x <- f(x), in place when the compiled kernels can write x's memory directly."""
+    if _compiled_kernel(spec, "value", x, exact, out=x) is None:
+        x.copy_(evaluate(spec, "value", x, exact))
+    return x
+
+
 class _Derivative(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, spec, exact):
-        ctx.save_for_backward(x)
-        ctx.spec, ctx.exact = spec, exact
-        return evaluate(spec, "derivative", x, exact)
+        return _save_and_evaluate(ctx, "derivative", x, spec, exact)
 
     @staticmethod
     def backward(ctx, grad):
@@ -319,21 +332,18 @@ class _Derivative(torch.autograd.Function):
 class _Value(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, spec, exact):
-        ctx.save_for_backward(x)
-        ctx.spec, ctx.exact = spec, exact
-        return evaluate(spec, "value", x, exact)
+        return _save_and_evaluate(ctx, "value", x, spec, exact)
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         if not torch.is_grad_enabled() and grad.dtype == x.dtype and grad.shape == x.shape:
-            compiled = _compiled_kernel(ctx.spec, "derivative", x, ctx.exact, grad=grad)
-            if compiled is not None:
-                return compiled, None, None
-        if not ctx.exact and not torch.is_grad_enabled() and grad.dtype == x.dtype and grad.shape == x.shape:
-            fused = _try_fused(ctx.spec, "gradient", x, grad)
-            if fused is not None:
-                return fused, None, None
+            # first-order backward: grad * f'(x) in one pass (double backward needs the graph below)
+            gradient = _compiled_kernel(ctx.spec, "derivative", x, ctx.exact, grad=grad)
+            if gradient is None and not ctx.exact:
+                gradient = _try_fused(ctx.spec, "gradient", x, grad)
+            if gradient is not None:
+                return gradient, None, None
         return grad * _Derivative.apply(x, ctx.spec, ctx.exact), None, None
 
 
@@ -341,8 +351,7 @@ class _InplaceValue(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, spec, exact):
         derivative = evaluate(spec, "derivative", x, exact)
-        if _compiled_kernel(spec, "value", x, exact, out=x) is None:
-            x.copy_(evaluate(spec, "value", x, exact))
+        _write_value_into(spec, x, exact)
         ctx.mark_dirty(x)
         ctx.save_for_backward(derivative)
         return x
@@ -363,11 +372,7 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
         raise ValueError(f"activation {spec.name!r} has no torch kernels")
     if not (x.requires_grad and torch.is_grad_enabled()) and not torch.compiler.is_compiling():
         # nothing to differentiate: skip the autograd.Function (a few microseconds per call)
-        if not inplace:
-            return evaluate(spec, "value", x, exact)
-        if _compiled_kernel(spec, "value", x, exact, out=x) is None:
-            x.copy_(evaluate(spec, "value", x, exact))
-        return x
+        return _write_value_into(spec, x, exact) if inplace else evaluate(spec, "value", x, exact)
     if inplace:
         return _InplaceValue.apply(x, spec, exact)
     return _Value.apply(x, spec, exact)
