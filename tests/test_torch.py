@@ -110,6 +110,17 @@ def test_exact_float64_path_is_faithful_for_celu_alpha_3():
             assert abs(value - exact) < mpmath.mpf(np.spacing(value))
 
 
+@pytest.mark.parametrize("name", ["elu", "selu", "celu_alpha_3"])
+def test_float64_default_is_within_an_ulp_of_exact_true_which_rounds_like_numpy(name):
+    spec = elukit.get("celu", alpha=3.0) if name == "celu_alpha_3" else elukit.get(name)
+    x = torch.cat([torch.randn(50_000, dtype=torch.float64) * 5, -torch.logspace(-320, 3, 2000, dtype=torch.float64)])
+    for quantity in ("value", "derivative", "second_derivative"):
+        fast, exact = F.evaluate(spec, quantity, x), F.evaluate(spec, quantity, x, exact=True)
+        assert np.array_equal(exact.numpy(), getattr(spec, quantity)(x.numpy())), quantity  # the NumPy API rounds correctly
+        one_ulp = torch.clamp(torch.abs(exact) * 2.0**-52, min=2.0**-1074)
+        assert ((fast - exact).abs() <= one_ulp).all(), quantity
+
+
 def test_inplace_writes_into_the_input_and_refuses_double_backward():
     x = torch.tensor([-1.0, 2.0])
     out = F.elu(x, inplace=True)
@@ -251,7 +262,7 @@ def test_backward_of_a_sum_equals_the_derivative_and_float64_is_faithful(name, d
     derivative = F.evaluate(spec, "derivative", x.detach())
     assert torch.equal(x.grad, derivative)
     if dtype == torch.float64:
-        exact = F.evaluate(spec, "derivative", x.detach(), exact=True)  # extended precision
+        exact = F.evaluate(spec, "derivative", x.detach(), exact=True)  # correctly rounding kernels
         one_ulp = torch.clamp(torch.abs(exact) * 2.0**-52, min=2.0**-1074)  # an ulp bound, subnormals too
         assert ((derivative - exact).abs() <= one_ulp).all()
 
