@@ -157,6 +157,22 @@ def test_gradient_is_grad_times_derivative_rounded_once(dtype, fast):
 
 
 @needs_kernels
+@MODES
+def test_large_gradients_times_a_vanishing_derivative(fast):
+    """grad * f'(x) for grads far above 1: flushed to 0 where it underflows, and right where it
+    does not (the kernels once clamped x/beta where f' alone underflows and returned garbage)."""
+    import mpmath
+
+    spec = elukit.get("elu")
+    x = np.array([-2.7e197, -1e4, -1500.0, -760.0, -745.5])
+    grad = np.array([4e28, 1e300, 1e300, 2.0**100, 8.0])
+    got = _run(spec, "derivative", x, grad, fast=fast)
+    with mpmath.workprec(200):
+        wanted = [float(mpmath.mpf(float(g)) * mpmath.exp(mpmath.mpf(float(xi)))) for xi, g in zip(x, grad)]
+    assert got.tolist() == wanted
+
+
+@needs_kernels
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @MODES
 def test_one_gradient_value_serves_every_element(dtype, fast):
