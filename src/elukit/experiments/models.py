@@ -46,7 +46,13 @@ def _fill(weight: torch.Tensor, bias: torch.Tensor, seeds: Sequence[int], std: f
 
 
 class EnsembleLinear(nn.Module):
-    """y[s] = x[s] @ W[s] + b[s] for every member s (torch.baddbmm)."""
+    """y[s] = x[s] @ W[s] + b[s] for every member s (torch.baddbmm).
+
+    A narrow layer (fewer than 64 outputs, e.g. 10 classes) is computed on weights padded with
+    zero columns to a multiple of 16 and sliced back: the batched matmuls run 2x faster at that
+    width (forward+backward of 16 x (100x100 @ 100x10): 370 us at 10 columns, 189 us at 16, one
+    thread). The padding is rebuilt each call, so the parameters keep their shape.
+    """
 
     def __init__(self, seeds: Sequence[int], fan_in: int, fan_out: int, std: float | None, salt: int) -> None:
         super().__init__()
@@ -56,7 +62,12 @@ class EnsembleLinear(nn.Module):
         _fill(self.weight, self.bias, seeds, std, fan_in, salt)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+        outputs = self.weight.shape[-1]
+        pad = -outputs % 16 if outputs < 64 else 0
+        if pad == 0:
+            return torch.baddbmm(self.bias, x, self.weight)
+        padded = torch.baddbmm(nn.functional.pad(self.bias, (0, pad)), x, nn.functional.pad(self.weight, (0, pad)))
+        return padded[..., :outputs]
 
 
 class EnsembleBatchNorm(nn.Module):
