@@ -101,6 +101,23 @@ def test_tiny_inputs_break_ties_the_right_way():
 
 
 @needs_kernels
+@MODES
+def test_tiny_inputs_near_a_midpoint_are_not_pushed_across_it(fast):
+    """SELU(x) for x ~ -2^-197: c*x lies within 2^-70 relative of a midpoint (found by search),
+    and the true value differs from c*x by 2^-198 relative, so it rounds as c*x does. A tie-breaking
+    nudge of 2^-70 used to push 10 of these 33 searched inputs across the midpoint."""
+    from fractions import Fraction
+
+    spec = elukit.get("selu")
+    c = Fraction(elukit.SELU_SCALE) * Fraction(elukit.SELU_ALPHA)
+    mantissas = [8838676033756613, 6469115148866102, 4901030743437809, 8628896572163659, 6832285868739030,
+                 8463670740376071, 7705452316890097, 6571638752715939, 6240945907396710, 6981666095154044,
+                 7236349407345167, 4972390363379344]
+    x = -np.ldexp(np.array(mantissas, dtype=np.float64), -250)
+    assert _run(spec, "value", x, fast=fast).tolist() == [float(c * Fraction(float(xi))) for xi in x]
+
+
+@needs_kernels
 @pytest.mark.parametrize("name, params", ROWS)
 def test_float32_equals_the_correctly_rounded_numpy_backend(name, params):
     spec = elukit.get(name, **params)
