@@ -95,3 +95,20 @@ def test_compiled_float64_within_an_ulp_of_extended_precision(values, spec, quan
     with np.errstate(all="ignore"):  # inf - inf where both overflow (then `same` holds)
         ulps = np.abs(got - wanted) / np.spacing(np.abs(wanted))
     assert (same | (ulps <= 1)).all()
+
+
+@given(st.lists(any_float64, min_size=1, max_size=40), family_specs, quantities)
+def test_fast_float64_within_an_ulp_of_the_double_double_kernels(values, spec, quantity):
+    """elukit.torch's default float64 kernels (fast, faithful) against the correctly rounding
+    ones at any parameters."""
+    from elukit import _native
+
+    assume(_native.AVAILABLE and spec.exponential_linear_form() is not None)
+    x = np.array(values, dtype=np.float64)
+    wanted = getattr(spec, quantity)(x)
+    got = np.empty_like(x)
+    assume(_native.evaluate(spec.exponential_linear_form(), quantity, x, got, fast=True))
+    same = (got == wanted) | (np.isnan(got) & np.isnan(wanted))
+    with np.errstate(all="ignore"):
+        ulps = np.abs(got - wanted) / np.spacing(np.abs(wanted))
+    assert (same | (ulps <= 1)).all()
