@@ -110,6 +110,16 @@ def test_study_is_deterministic_and_stored_and_independent_of_threads(tmp_path):
     assert {"train_loss", "test_accuracy", "mean_activation", "dead_fraction", "gradient_sparsity", "gradient_norm"} <= names
 
 
+def test_default_threads_use_a_second_core_for_the_mlp_only():
+    import os
+
+    from elukit.experiments.train import default_threads
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert default_threads("mlp") == (2 if cores >= 2 else 1)
+    assert default_threads("cnn") == 1
+
+
 def test_resume_after_interrupt_neither_loses_nor_duplicates(tmp_path):
     clean_store, clean_study = run_study(StudyConfig(**TINY), tmp_path / "clean")
     calls = []

@@ -71,8 +71,9 @@ class _ProgressBar:
               show_default=True, help="Output folder: results.db and report/.")
 @click.option("--resume", is_flag=True, help="Continue the latest study in OUT/results.db (same arguments).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch threads [2 where 2 cores are available, else 1]: the batched ensemble's matmuls "
-                   "use a second core (default run 18 s instead of 21 s on 2 cores); results do not depend on it.")
+              help="torch threads [MLP: 2 where 2 cores are available, else 1; CNN: 1]. The MLP's batched "
+                   "matmuls use a second core with the same results (default run 18 s instead of 21 s on 2 "
+                   "cores); the CNN's grouped convolutions change their last bits with the thread count.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--compile", "compile_kernels", is_flag=True,
               help="Fuse the activation kernels with torch.compile (bit-identical; needs a C++ compiler; "
@@ -100,7 +101,7 @@ def compare_command(dataset, data_file, activations, seeds, epochs, model, width
     started = time.monotonic()
     try:
         store, study_id = run_study(config, out, resume=resume, progress=_ProgressBar(quiet),
-                                    threads=threads if threads is not None else default_threads())
+                                    threads=threads if threads is not None else default_threads(config.model))
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: finished epochs are in {out / 'results.db'}; "
                    f"run the same command with --resume to continue", err=True)

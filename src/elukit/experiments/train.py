@@ -234,11 +234,15 @@ def train_configuration(store: Store, study_id: int, config: StudyConfig, activa
     store.finish_configuration(configuration_id)
 
 
-def default_threads() -> int:
-    """torch threads for a study: 2 where the process may use 2 cores or more, else 1.
+def default_threads(model: str = "mlp") -> int:
+    """torch threads for a study: for the MLP, 2 where the process may use 2 cores or more, else 1.
 
-    The batched ensembles' matmuls split over members, so a second thread gives the same bits
-    (tested) in less time; more than 2 were not measured."""
+    The MLP ensemble's batched matmuls split over members, so a second thread gives the same bits
+    (tested) in less time; more than 2 were not measured. The CNN stays on 1: its grouped
+    convolutions split their sums differently with 2 threads, which changes the last bits of its
+    results (measured), and a study should not depend on the machine's core count."""
+    if model != "mlp":
+        return 1
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
