@@ -121,6 +121,21 @@ def test_float64_default_is_within_an_ulp_of_exact_true_which_rounds_like_numpy(
         assert ((fast - exact).abs() <= one_ulp).all(), quantity
 
 
+@pytest.mark.parametrize("name, params, dtype", [("relu", {}, torch.float32), ("relu", {}, torch.float64),
+                                                  ("leaky_relu", {"slope": 0.1}, torch.float64)])
+def test_piecewise_linear_kernels_run_in_the_input_dtype_with_the_numpy_bits(name, params, dtype, monkeypatch):
+    spec = elukit.get(name, **params)
+    integer = {torch.float32: np.uint32, torch.float64: np.uint64}[dtype]
+    bits = np.random.default_rng(5).integers(0, np.iinfo(integer).max, size=50_000, dtype=np.uint64).astype(integer)
+    x = np.concatenate([bits.view(str(dtype)[6:]), np.array([0.0, -0.0, np.inf, -np.inf, np.nan], str(dtype)[6:])])
+    wanted = {q: getattr(spec, q)(x) for q in ("value", "derivative", "second_derivative")}
+    monkeypatch.setattr(F, "_numpy_backend", None)  # never reached: the torch kernels run directly
+    for quantity, expected in wanted.items():
+        got = F.evaluate(spec, quantity, torch.from_numpy(x)).numpy()
+        same = (got.view(integer) == expected.view(integer)) | (np.isnan(got) & np.isnan(expected))
+        assert same.all(), (quantity, x[~same][:3])
+
+
 def test_inplace_writes_into_the_input_and_refuses_double_backward():
     x = torch.tensor([-1.0, 2.0])
     out = F.elu(x, inplace=True)

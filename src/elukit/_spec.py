@@ -67,12 +67,20 @@ class TorchKernels:
 
     ``tie_fix(torch, quantity, x, result, **params)``, if given, is applied to float64 results
     that will be rounded again to a narrower dtype (the NumPy kernels' round-to-odd step).
+
+    ``exact_dtypes``: the dtypes (e.g. ``("float32", "float64")``) in which the kernels, run
+    directly on a tensor of that dtype with no working dtype and no rounding step, give the
+    spec's exact result (the NumPy kernels' bits). `elukit.torch` then runs them that way, on any
+    device. Piecewise-linear functions qualify (a comparison and at most one multiplication), but
+    a multiplication by a parameter only in float64: torch multiplies float32 by the parameter
+    rounded to float32, where the spec rounds the exact product once.
     """
 
     value: Callable[..., Any]
     derivative: Callable[..., Any]
     second_derivative: Callable[..., Any]
     tie_fix: Callable[..., Any] | None = None
+    exact_dtypes: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

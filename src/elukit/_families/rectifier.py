@@ -62,6 +62,7 @@ RELU = Activation(
         value=lambda t, x: t.clamp(x, min=0.0) + 0.0,
         derivative=lambda t, x: t.where(x.isnan(), x, (x > 0).to(x.dtype)),
         second_derivative=lambda t, x: t.where(x.isnan(), x, t.zeros_like(x)),
+        exact_dtypes=("float32", "float64"),
     ),
     zero_gradient_set="x <= 0",
     bounded_below="0.0",
@@ -104,6 +105,7 @@ LEAKY_RELU = Activation(
         value=lambda t, x, slope: t.where(x > 0, x, slope * x),
         derivative=lambda t, x, slope: t.where(x.isnan(), x, t.where(x > 0, t.ones_like(x), t.full_like(x, slope))),
         second_derivative=lambda t, x, slope: t.where(x.isnan(), x, t.zeros_like(x)),
+        exact_dtypes=("float64",),  # float32 would multiply by float32(slope)
     ),
     references=("Maas, Hannun, Ng 2013",),
 )

@@ -295,6 +295,8 @@ def evaluate(spec: Activation, quantity: str, x: torch.Tensor, exact: bool = Fal
     compiled = _compiled_kernel(spec, quantity, x, exact)
     if compiled is not None:
         return compiled
+    if str(x.dtype).removeprefix("torch.") in spec.torch.exact_dtypes:
+        return getattr(spec.torch, quantity)(torch, x, **spec.parameters)
     if exact and x.dtype == torch.float64:
         return _numpy_backend(spec, quantity, x, exact=True)
     if not exact or x.dtype != torch.float32:
