@@ -256,6 +256,10 @@ def test_bad_buffers_are_rejected_with_the_argument_named():
         _native.evaluate(form, "value", x, np.zeros(8), np.zeros(8))
     with pytest.raises(TypeError, match="out must be a C-contiguous writable buffer"):
         _native.evaluate(form, "value", x, np.zeros(16)[::2])
+    constants = _native.constants_for(form, "value")
+    for kind in (-1, 4):  # kinds are a quantity (0, 1) plus FAST (2)
+        with pytest.raises(ValueError, match="kind must be 0 \\(value\\) or 1"):
+            _native._compiled.evaluate(kind, x, np.zeros(8), None, constants, 1)
 
 
 def test_parameters_beyond_double_range_fall_back():
