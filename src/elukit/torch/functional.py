@@ -369,7 +369,11 @@ class _InplaceValue(torch.autograd.Function):
 
 def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, exact: bool = False,
                **params: Any) -> torch.Tensor:
-    """Apply any registered activation (a name or a spec) with exact autograd."""
+    """Apply any registered activation (a name or a spec) with exact autograd.
+
+    ``exact=True`` rounds float64 results correctly (ELU/SELU/CELU: the double-double kernels,
+    ~1.6x the default's time at 2^16 elements); by default they are faithful (<= 0.52 ulp).
+    float16/bfloat16/float32 results are correctly rounded either way."""
     _check_tensor(x)
     spec = _bound_spec(spec, params)
     if spec.torch is None:
