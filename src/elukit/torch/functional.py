@@ -373,7 +373,7 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
 
     ``exact=True`` rounds float64 results correctly (ELU/SELU/CELU: the double-double kernels,
     ~1.6x the default's time at 2^16 elements); by default they are faithful (<= 0.52 ulp).
-    float16/bfloat16/float32 results are correctly rounded either way."""
+    float16, bfloat16 and float32 results are the same either way."""
     _check_tensor(x)
     spec = _bound_spec(spec, params)
     if spec.torch is None:
