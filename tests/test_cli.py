@@ -34,7 +34,7 @@ def test_list_shows_every_registered_activation():
         assert elukit.get(name).formula in result.output
     rows = json.loads(run("list", "--json").output)
     compiled = {r["name"] for r in rows if r["compiled_kernels"]}
-    assert compiled == ({"elu", "selu", "celu"} if _native.AVAILABLE else set())
+    assert compiled == ({"elu", "selu", "celu", "relu", "leaky_relu"} if _native.AVAILABLE else set())
     assert [r["name"] for r in rows] == elukit.activations()
 
 

@@ -31,7 +31,7 @@ needs_kernels = pytest.mark.skipif(not _native.AVAILABLE, reason="built without 
 
 def _run(spec, quantity, x, grad=None, threads=1, fast=False):
     out = np.empty_like(x)
-    assert _native.evaluate(spec.exponential_linear_form(), quantity, x, out, grad, threads=threads, fast=fast)
+    assert _native.evaluate_spec(spec, quantity, x, out, grad, threads=threads, fast=fast)
     return out
 
 
@@ -173,6 +173,53 @@ def test_gradient_is_grad_times_derivative_rounded_once(dtype, fast):
     assert ulps.max() <= 1.0
 
 
+def _float32_rounding(exact):
+    """The float32 nearest to a Fraction (ties to even)."""
+    from fractions import Fraction
+
+    guess = np.float32(float(exact))
+    candidates = [np.nextafter(guess, np.float32(-np.inf)), guess, np.nextafter(guess, np.float32(np.inf))]
+    return min(candidates, key=lambda c: (abs(Fraction(float(c)) - exact), int(c.view(np.uint32)) & 1))
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name, params", [("relu", {}), ("leaky_relu", {}), ("leaky_relu", {"slope": 0.1}),
+                                          ("leaky_relu", {"slope": 0.3333}), ("leaky_relu", {"slope": 2.5})])
+def test_piecewise_linear_kernels_round_each_product_once(name, params, dtype):
+    """The NumPy kernels' bits, except float32 Leaky ReLU values, where the NumPy kernels round
+    slope*x to float64 and then to float32 (twice): there the compiled value must be the exact
+    product rounded once."""
+    from fractions import Fraction
+
+    spec = elukit.get(name, **params)
+    integer = np.uint32 if dtype == np.float32 else np.uint64
+    bits = np.random.default_rng(8).integers(0, np.iinfo(integer).max, size=100_000, dtype=np.uint64)
+    x = np.concatenate([bits.astype(integer).view(dtype), np.array([0.0, -0.0, np.inf, -np.inf, np.nan], dtype)])
+    for quantity in QUANTITIES:
+        got, wanted = getattr(spec, quantity)(x), getattr(spec, quantity)(x, compiled=False)
+        assert np.array_equal(_run(spec, quantity, x, threads=3).view(integer), got.view(integer))
+        same = (got.view(integer) == wanted.view(integer)) | (np.isnan(got) & np.isnan(wanted))
+        if dtype == np.float32 and name == "leaky_relu" and quantity == "value":
+            slope = Fraction(spec.parameters["slope"])
+            assert all(got[i] == _float32_rounding(Fraction(float(x[i])) * slope) for i in np.nonzero(~same)[0])
+        else:
+            assert same.all(), (quantity, x[~same][:3], got[~same][:3], wanted[~same][:3])
+
+
+@needs_kernels
+def test_piecewise_linear_gradient_is_grad_times_slope_rounded_once():
+    from fractions import Fraction
+
+    spec = elukit.get("leaky_relu", slope=0.3333)
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal(3000).astype(np.float32)
+    grad = (rng.standard_normal(3000) * 10.0 ** rng.integers(-30, 30, 3000)).astype(np.float32)
+    got = _run(spec, "derivative", x, grad)
+    slopes = [Fraction(1) if xi > 0 else Fraction(0.3333) for xi in x]
+    assert all(g == _float32_rounding(Fraction(float(gi)) * s) for g, gi, s in zip(got, grad, slopes))
+
+
 @needs_kernels
 @MODES
 def test_large_gradients_times_a_vanishing_derivative(fast):
@@ -257,7 +304,7 @@ def test_bad_buffers_are_rejected_with_the_argument_named():
     with pytest.raises(TypeError, match="out must be a C-contiguous writable buffer"):
         _native.evaluate(form, "value", x, np.zeros(16)[::2])
     constants = _native.constants_for(form, "value")
-    for kind in (-1, 4):  # kinds are a quantity (0, 1) plus FAST (2)
+    for kind in (-1, 8):  # kinds are a quantity (0, 1) plus FAST (2) plus LINEAR (4)
         with pytest.raises(ValueError, match="kind must be 0 \\(value\\) or 1"):
             _native._compiled.evaluate(kind, x, np.zeros(8), None, constants, 1)
 

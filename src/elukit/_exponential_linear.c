@@ -266,7 +266,10 @@ static ELUKIT_INLINE scaled_dd value_scaled(double x, const constants *k, int ha
     return (scaled_dd){v, tiny ? 0x1p-100 : 1.0, tiny ? 0x1p-100 : 1.0, tiny ? -200 : 0, tiny ? -100 : 0};
 }
 
-enum { VALUE = 0, EXPONENTIAL = 1, FAST = 2 }; /* FAST: float64 faithful kernels (float32 ignores it) */
+enum { VALUE = 0, EXPONENTIAL = 1, FAST = 2, LINEAR = 4 };
+/* FAST: float64 faithful kernels (float32 ignores it). LINEAR: the piecewise-linear family
+   f(x) = a x (x > 0), b x (x <= 0), a > 0 <= b, instead (run_linear; FAST is ignored), with a = scale and
+   b = c_hi for the value, and f' = positive (x > 0), m_hi (x <= 0) for the derivatives. */
 
 /* One loop per (beta != 1, output rounding, quantity), so that no test inside a loop body is left
    for the vectoriser to hoist. The loops read and write double: float32 is converted in tiles
@@ -652,7 +655,62 @@ static void run_float64(const task *t) {
     }
 }
 
+/* The piecewise-linear family: one product per element. float64 rounds it once; float32 forms
+   it in double as an exact double-double (x has 24 bits) and rounds to odd first, so the cast to
+   float rounds once too. NaN passes through; so do signed zeros and infinities where b > 0, and
+   b = 0 (ReLU) gives +0 on the whole negative branch. */
+static ELUKIT_INLINE double linear_product(double x, double factor, int is_double) {
+    dd p = two_product(x, factor);
+    p.lo = fabs(p.hi) <= 0x1.fffffffffffffp+1023 ? p.lo : 0.0; /* an infinite x leaves lo NaN */
+    return is_double || p.lo == 0.0 ? p.hi : round_to_odd(p); /* exact products keep their signed zero */
+}
+
+ELUKIT_CLONES
+static void linear_loop(const double *restrict x, const double *restrict grad, double *restrict out, Py_ssize_t n,
+                        const constants *pk, int value, int is_double) {
+    const constants k = *pk;
+    double positive = value ? k.scale : k.positive, negative = value ? k.c_hi : k.m_hi;
+    if (value)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            double product = linear_product(x[i], x[i] > 0.0 ? positive : negative, is_double);
+            /* b = 0 (ReLU): the negative branch is the constant +0, for -0 and -inf too */
+            out[i] = x[i] <= 0.0 && negative == 0.0 ? 0.0 : product;
+        }
+    else if (grad == NULL)
+        for (Py_ssize_t i = 0; i < n; i++)
+            out[i] = x[i] != x[i] ? x[i] : linear_product(k.grad_scalar, x[i] > 0.0 ? positive : negative, is_double);
+    else
+        for (Py_ssize_t i = 0; i < n; i++)
+            out[i] = x[i] != x[i] ? x[i] : linear_product(grad[i], x[i] > 0.0 ? positive : negative, is_double);
+}
+
+ELUKIT_CLONES
+static void narrow(const double *restrict y, float *restrict out, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) out[i] = (float)y[i];
+}
+
+static void run_linear(const task *t) {
+    int value = (t->kind & EXPONENTIAL) == VALUE;
+    if (t->is_double) {
+        linear_loop((const double *)t->x, (const double *)t->grad, (double *)t->out, t->n, t->k, value, 1);
+        return;
+    }
+    double x[TILE], grad[TILE], out[TILE];
+    const float *x_float = (const float *)t->x, *grad_float = (const float *)t->grad;
+    for (Py_ssize_t start = 0; start < t->n; start += TILE) {
+        Py_ssize_t count = t->n - start < TILE ? t->n - start : TILE;
+        widen(x_float + start, x, count);
+        if (grad_float) widen(grad_float + start, grad, count);
+        linear_loop(x, grad_float ? grad : NULL, out, count, t->k, value, 0);
+        narrow(out, (float *)t->out + start, count);
+    }
+}
+
 static void run_task(const task *t) {
+    if (t->kind & LINEAR) {
+        run_linear(t);
+        return;
+    }
     if (t->is_double) {
         run_float64(t);
         return;
@@ -776,7 +834,8 @@ static int get_buffer(PyObject *object, Py_buffer *view, int writable, const cha
 PyDoc_STRVAR(evaluate_doc,
              "evaluate(kind, x, out, grad, constants, threads)\n\n"
              "kind 0: f(x); kind 1: grad * (the exponential quantity) (grad None: the quantity itself);\n"
-             "add 2 (FAST) for float64's fast faithful kernels instead of the correctly rounding ones.\n"
+             "add 2 (FAST) for float64's fast faithful kernels instead of the correctly rounding ones;\n"
+             "add 4 (LINEAR) for the piecewise-linear family a*x | b*x instead of the exponential one.\n"
              "x, out (and grad) are C-contiguous float32 or float64 buffers of equal length and type (grad\n"
              "may also hold one value for every element);\n"
              "out may be x. constants: (c_hi, c_lo, d_hi, d_lo, m_hi, m_lo, m_exponent, floor, positive,\n"
@@ -817,8 +876,10 @@ static PyObject *evaluate(PyObject *self, PyObject *args) {
                           &k.c_lo, &k.d_hi, &k.d_lo, &k.m_hi, &k.m_lo, &m_exponent, &k.floor, &k.positive, &k.scale,
                           &k.beta, &threads))
         return NULL;
-    if (kind < 0 || kind > (EXPONENTIAL | FAST)) {
-        PyErr_Format(PyExc_ValueError, "kind must be 0 (value) or 1 (exponential), plus 2 for fast float64, got %d", kind);
+    if (kind < 0 || kind > (EXPONENTIAL | FAST | LINEAR)) {
+        PyErr_Format(PyExc_ValueError,
+                     "kind must be 0 (value) or 1 (exponential), plus 2 for fast float64 and 4 for the linear family, "
+                     "got %d", kind);
         return NULL;
     }
     complete_constants(&k, m_exponent);
@@ -877,7 +938,7 @@ static PyObject *evaluate_addresses(PyObject *self, PyObject *args) {
                           &count, &is_double, &k.c_hi, &k.c_lo, &k.d_hi, &k.d_lo, &k.m_hi, &k.m_lo, &m_exponent,
                           &k.floor, &k.positive, &k.scale, &k.beta, &threads))
         return NULL;
-    if (kind < 0 || kind > (EXPONENTIAL | FAST) || count < 0 || x_address == 0 || out_address == 0 ||
+    if (kind < 0 || kind > (EXPONENTIAL | FAST | LINEAR) || count < 0 || x_address == 0 || out_address == 0 ||
         (grad_address != 0 && ((kind & EXPONENTIAL) == VALUE || (grad_count != 1 && grad_count != count)))) {
         PyErr_SetString(PyExc_ValueError, "evaluate_addresses: inconsistent arguments");
         return NULL;

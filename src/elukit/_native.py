@@ -74,6 +74,49 @@ def kernel_constants(form: tuple[float, float, float], quantity: str) -> tuple |
 KIND = {"value": 0, "derivative": 1, "second_derivative": 1}
 """The kernel kind of each quantity (the derivatives share one exponential kernel)."""
 
+LINEAR = 4
+"""Added to a kind: the piecewise-linear family f(x) = a x (x > 0), b x (x <= 0), a > 0, b >= 0
+(b = 0, ReLU, gives +0 on the whole negative branch)."""
+
+
+def linear_constants(form: tuple[float, float], quantity: str) -> tuple | None:
+    """The constant tuple of `_exponential_linear.evaluate` for the linear family with
+    `form` = (a, b), or None where the kernels do not apply (a not finite and positive, b not
+    finite and non-negative)."""
+    positive, negative = form
+    if not (math.isfinite(positive) and positive > 0 and math.isfinite(negative) and negative >= 0):
+        return None
+    derivative = quantity != "second_derivative"
+    d_positive, d_negative = (positive, negative) if derivative else (0.0, 0.0)
+    return (negative, 0.0, 0.0, 0.0, d_negative, 0.0, 0, 0.0, d_positive, positive, 1.0)
+
+
+def kernels_for(spec: Any) -> dict[str, tuple[int, tuple]] | None:
+    """(kind, constants) per quantity for a spec the compiled kernels serve (the ELU family
+    through `exponential_linear`, piecewise-linear ones through `linear_branches`), or None."""
+    exponential, linear = spec.exponential_linear_form(), spec.linear_branches_form()
+    if exponential is not None:
+        plan = {q: (KIND[q], constants_for(exponential, q)) for q in _QUANTITIES}
+    elif linear is not None:
+        plan = {q: (KIND[q] | LINEAR, linear_constants(tuple(linear), q)) for q in _QUANTITIES}
+    else:
+        return None
+    return plan if all(constants is not None for _, constants in plan.values()) else None
+
+
+def evaluate_spec(spec: Any, quantity: str, x: Any, out: Any, grad: Any = None, threads: int = 1,
+                  fast: bool = False) -> bool:
+    """`evaluate` for any spec the compiled kernels serve (see `kernels_for`); False elsewhere."""
+    plan = kernels_for(spec) if _compiled is not None else None
+    if plan is None or quantity not in plan:
+        return False
+    if quantity == "value" and grad is not None:
+        raise ValueError("grad multiplies the derivatives only, not the value")
+    kind, constants = plan[quantity]
+    _compiled.evaluate(kind | (FAST if fast else 0), x, out, grad, constants, int(threads))
+    return True
+
+
 FAST = 2
 """Added to a kind: float64 from the fast faithful kernels (< 0.52 ulp, in about 60% of the time)
 instead of the double-double ones (correctly rounded but within 2^-56 of a midpoint). float32 has

@@ -107,6 +107,9 @@ class Activation:
         exponential_linear: for the ELU family, ``(**params) -> (scale, alpha, divisor)`` with
             f(x) = scale*x (x > 0), scale*alpha*expm1(x/divisor) (x <= 0); it selects the
             compiled float32/float64 kernels of `elukit._native`. None for other families.
+        linear_branches: for piecewise-linear functions, ``(**params) -> (a, b)`` with a > 0, b >= 0
+            and f(x) = a*x (x > 0), b*x (x <= 0) (b = 0: +0 for every x <= 0, as ReLU); it selects
+            the compiled kernels as well.
         zero_gradient_set: where f' is exactly zero, in words (``"x <= 0"``) or ``""``.
         bounded_below: the infimum of f as an expression of the parameters, or ``None``.
         references: literature.
@@ -126,6 +129,7 @@ class Activation:
     torch: TorchKernels | None = None
     extended_float64: bool = False
     exponential_linear: Callable[..., tuple[float, float, float]] | None = None
+    linear_branches: Callable[..., tuple[float, float]] | None = None
     zero_gradient_set: str = ""
     bounded_below: str | None = None
     references: tuple[str, ...] = ()
@@ -159,6 +163,12 @@ class Activation:
             return None
         return self.exponential_linear(**self.parameters)
 
+    def linear_branches_form(self) -> tuple[float, float] | None:
+        """(a, b) of a piecewise-linear member at the bound parameters, or None."""
+        if self.linear_branches is None:
+            return None
+        return self.linear_branches(**self.parameters)
+
     def evaluate_expression(self, expression: str) -> float:
         """Evaluate a special-value expression such as ``"-alpha"`` or ``"scale*alpha"``."""
         namespace = {"inf": math.inf, "nan": math.nan, "__builtins__": {}}
@@ -176,13 +186,12 @@ class Activation:
 
     def _compiled(self, quantity: str, prepared: _numerics.Prepared) -> Any:
         """`quantity` from the compiled kernels (`elukit._native`), or None where they do not apply."""
-        form = self.exponential_linear_form()
         dtype = prepared.array.dtype
-        if form is None or not _native.AVAILABLE or dtype not in (np.float32, np.float64) or dtype != prepared.out_dtype:
+        if not _native.AVAILABLE or dtype not in (np.float32, np.float64) or dtype != prepared.out_dtype:
             return None
         source = np.ascontiguousarray(prepared.array).reshape(-1)
         out = np.empty_like(source)
-        if not _native.evaluate(form, quantity, source, out):
+        if not _native.evaluate_spec(self, quantity, source, out):
             return None
         out = out.reshape(prepared.array.shape)
         return out[()] if prepared.scalar else out

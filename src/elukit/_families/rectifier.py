@@ -64,6 +64,7 @@ RELU = Activation(
         second_derivative=lambda t, x: t.where(x.isnan(), x, t.zeros_like(x)),
         exact_dtypes=("float32", "float64"),
     ),
+    linear_branches=lambda: (1.0, 0.0),
     zero_gradient_set="x <= 0",
     bounded_below="0.0",
     references=("Nair and Hinton 2010",),
@@ -107,5 +108,6 @@ LEAKY_RELU = Activation(
         second_derivative=lambda t, x, slope: t.where(x.isnan(), x, t.zeros_like(x)),
         exact_dtypes=("float64",),  # float32 would multiply by float32(slope)
     ),
+    linear_branches=lambda slope: (1.0, slope),
     references=("Maas, Hannun, Ng 2013",),
 )

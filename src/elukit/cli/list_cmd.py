@@ -25,7 +25,7 @@ def list_command(as_json: bool) -> None:
             "description": spec.description,
             "parameters": {p.name: p.default for p in spec.params},
             "formula": spec.formula,
-            "compiled_kernels": spec.exponential_linear is not None and _native.AVAILABLE,
+            "compiled_kernels": _native.AVAILABLE and _native.kernels_for(spec) is not None,
         })
     if as_json:
         echo_json(rows)

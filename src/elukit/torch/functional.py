@@ -209,20 +209,15 @@ def _try_fused(spec: Activation, quantity: str, x: torch.Tensor, *tensors: torch
 
 
 _COMPILED_DTYPES = (torch.float32, torch.float64)
-_SPEC_CONSTANTS: dict[int, tuple[Activation, dict[str, tuple] | None]] = {}
+_SPEC_CONSTANTS: dict[int, tuple[Activation, dict[str, tuple[int, tuple]] | None]] = {}
 
 
-def _spec_constants(spec: Activation) -> dict[str, tuple] | None:
-    """The compiled kernels' constants per quantity for `spec` (None where they do not apply),
-    computed once per spec object: this sits on every forward and backward call."""
+def _spec_constants(spec: Activation) -> dict[str, tuple[int, tuple]] | None:
+    """The compiled kernels' (kind, constants) per quantity for `spec` (None where they do not
+    apply), computed once per spec object: this sits on every forward and backward call."""
     entry = _SPEC_CONSTANTS.get(id(spec))
     if entry is None or entry[0] is not spec:
-        form = spec.exponential_linear_form()
-        constants = None
-        if form is not None:
-            constants = {quantity: _native.constants_for(form, quantity) for quantity in _native.KIND}
-            if any(value is None for value in constants.values()):
-                constants = None
+        constants = _native.kernels_for(spec)
         if len(_SPEC_CONSTANTS) > 4096:
             _SPEC_CONSTANTS.clear()
         entry = _SPEC_CONSTANTS[id(spec)] = (spec, constants)  # the spec is kept, so its id stays its own
@@ -268,9 +263,9 @@ def _compiled_kernel(spec: Activation, quantity: str, x: torch.Tensor, exact: bo
                 flat_grad = _in_order(grad, order if order is not None else list(range(grad.dim())))
             gradient, gradient_count = flat_grad.data_ptr(), flat_source.numel()
     # Raw addresses: each tensor here is contiguous, of x's dtype and length, and alive for the call.
-    kind = _native.KIND[quantity] | (0 if exact else _native.FAST)
-    _native.run_addresses(kind, flat_source.data_ptr(), flat_target.data_ptr(), gradient,
-                          gradient_count, flat_source.numel(), x.dtype == torch.float64, constants[quantity],
+    kind, quantity_constants = constants[quantity]
+    _native.run_addresses(kind | (0 if exact else _native.FAST), flat_source.data_ptr(), flat_target.data_ptr(),
+                          gradient, gradient_count, flat_source.numel(), x.dtype == torch.float64, quantity_constants,
                           torch.get_num_threads())
     return target
 
