@@ -268,7 +268,7 @@ static ELUKIT_INLINE scaled_dd value_scaled(double x, const constants *k, int ha
 
 enum { VALUE = 0, EXPONENTIAL = 1, FAST = 2, LINEAR = 4 };
 /* FAST: float64 faithful kernels (float32 ignores it). LINEAR: the piecewise-linear family
-   f(x) = a x (x > 0), b x (x <= 0), a > 0 <= b, instead (run_linear; FAST is ignored), with a = scale and
+   f(x) = a x (x > 0), b x (x <= 0) with a > 0, b >= 0, instead (run_linear; FAST is ignored), with a = scale and
    b = c_hi for the value, and f' = positive (x > 0), m_hi (x <= 0) for the derivatives. */
 
 /* One loop per (beta != 1, output rounding, quantity), so that no test inside a loop body is left

@@ -209,19 +209,6 @@ def _try_fused(spec: Activation, quantity: str, x: torch.Tensor, *tensors: torch
 
 
 _COMPILED_DTYPES = (torch.float32, torch.float64)
-_SPEC_CONSTANTS: dict[int, tuple[Activation, dict[str, tuple[int, tuple]] | None]] = {}
-
-
-def _spec_constants(spec: Activation) -> dict[str, tuple[int, tuple]] | None:
-    """The compiled kernels' (kind, constants) per quantity for `spec` (None where they do not
-    apply), computed once per spec object: this sits on every forward and backward call."""
-    entry = _SPEC_CONSTANTS.get(id(spec))
-    if entry is None or entry[0] is not spec:
-        constants = _native.kernels_for(spec)
-        if len(_SPEC_CONSTANTS) > 4096:
-            _SPEC_CONSTANTS.clear()
-        entry = _SPEC_CONSTANTS[id(spec)] = (spec, constants)  # the spec is kept, so its id stays its own
-    return entry[1]
 
 
 def _compiled_kernel(spec: Activation, quantity: str, x: torch.Tensor, exact: bool = False,
@@ -230,8 +217,8 @@ def _compiled_kernel(spec: Activation, quantity: str, x: torch.Tensor, exact: bo
     (laid out like x, x's dtype) or a new tensor laid out like x; None where they do not apply."""
     if not _native.AVAILABLE or x.dtype not in _COMPILED_DTYPES or not x.is_cpu or torch.compiler.is_compiling():
         return None
-    constants = _spec_constants(spec)
-    if constants is None:
+    kernels = _native.kernels_for(spec)  # cached per spec
+    if kernels is None:
         return None
     source = x.detach()
     if source.is_contiguous() and (out is None or out.is_contiguous()):  # the common case, kept cheap
@@ -263,9 +250,9 @@ def _compiled_kernel(spec: Activation, quantity: str, x: torch.Tensor, exact: bo
                 flat_grad = _in_order(grad, order if order is not None else list(range(grad.dim())))
             gradient, gradient_count = flat_grad.data_ptr(), flat_source.numel()
     # Raw addresses: each tensor here is contiguous, of x's dtype and length, and alive for the call.
-    kind, quantity_constants = constants[quantity]
+    kind, constants = kernels[quantity]
     _native.run_addresses(kind | (0 if exact else _native.FAST), flat_source.data_ptr(), flat_target.data_ptr(),
-                          gradient, gradient_count, flat_source.numel(), x.dtype == torch.float64, quantity_constants,
+                          gradient, gradient_count, flat_source.numel(), x.dtype == torch.float64, constants,
                           torch.get_num_threads())
     return target
 
