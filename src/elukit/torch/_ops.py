@@ -121,26 +121,20 @@ def direct_call_allowed(*tensors: torch.Tensor) -> bool:
 # --- real kernels ---------------------------------------------------------------------------------
 
 def _activation_kernel(x, name, params, order=0, exact=False):
-    from elukit.torch.functional import evaluate_order
-
     check_input(x)
-    return evaluate_order(spec_for(name, tuple(params)), order, x, exact)
+    return _functional.evaluate_order(spec_for(name, tuple(params)), order, x, exact)
 
 
 def _backward_kernel(grad, x, name, params, order=0, exact=False):
-    from elukit.torch.functional import gradient_times_derivative
-
     check_input(x)
     check_input(grad, "grad")
-    return gradient_times_derivative(spec_for(name, tuple(params)), order + 1, x, grad, exact)
+    return _functional.gradient_times_derivative(spec_for(name, tuple(params)), order + 1, x, grad, exact)
 
 
 def _inplace_kernel(x, name, params, exact=False):
-    from elukit.torch.functional import write_value_into
-
     check_input(x)
     check_no_internal_overlap(x)
-    write_value_into(spec_for(name, tuple(params)), x, exact)
+    _functional.write_value_into(spec_for(name, tuple(params)), x, exact)
 
 
 _LIBRARY.impl("activation", _activation_kernel, "CompositeExplicitAutograd")
@@ -249,7 +243,9 @@ class ActivationFunction(_Function):
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         if direct_call_allowed(grad, x):  # a first-order eager backward: the same kernel, without the dispatcher
-            return _backward_kernel(grad, x, *ctx.arguments), None, None, None, None, None
+            name, params, order, exact = ctx.arguments
+            gradient = _functional.gradient_times_derivative(spec_for(name, tuple(params)), order + 1, x, grad, exact)
+            return gradient, None, None, None, None, None
         return ACTIVATION_BACKWARD(grad, x, *ctx.arguments), None, None, None, None, None
 
     @staticmethod
@@ -391,6 +387,8 @@ _LIBRARY.impl("activation", _activation_autograd, "Autograd", with_keyset=True)
 _LIBRARY.impl("activation_backward", _backward_autograd, "Autograd", with_keyset=True)
 _LIBRARY.impl("activation_", _inplace_autograd, "Autograd", with_keyset=True)
 
+
+from elukit.torch import functional as _functional  # noqa: E402 - the kernels live there; it imports this module
 
 __all__ = ["ACTIVATION", "ACTIVATION_BACKWARD", "ACTIVATION_INPLACE", "ActivationFunction", "BackwardFunction",
            "InplaceFunction", "SecondOrderGuard", "anchor_of", "check_inplace_allowed", "check_input", "check_no_internal_overlap", "direct_call_allowed",

@@ -414,14 +414,23 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
     return _ops.ACTIVATION(x, name, values, 0, exact)
 
 
+_REGISTERED: dict[int, tuple[Activation, list[float]]] = {}
+
+
 def _registered_values(spec: Activation) -> list[float]:
-    """The parameter values that name `spec` to the operators, after checking that the registry
-    holds the same family under its name (the operators look it up there)."""
+    """The parameter values that name `spec` to the operators, after checking (once per spec
+    object) that the registry holds the same family under its name: the operators look it up there."""
+    entry = _REGISTERED.get(id(spec))
+    if entry is not None and entry[0] is spec:
+        return entry[1]
     values = list(spec.parameters.values())
     registered = _ops.spec_for(spec.name, tuple(values))
     if registered is not spec and registered != spec:
         raise ValueError(f"activation {spec.name!r} is not the one registered under that name: register it with "
                          "elukit.register(spec) (under a new name) to use it with elukit.torch")
+    if len(_REGISTERED) > 4096:
+        _REGISTERED.clear()
+    _REGISTERED[id(spec)] = (spec, values)  # the spec is kept, so its id stays its own
     return values
 
 
