@@ -17,10 +17,12 @@ ulp, 99.98% correctly rounded, about 1.6x the time).
 The result for an element never depends on the tensor's shape, stride or the element's position:
 every operation is elementwise with no SIMD-body/scalar-tail split of the formula.
 
-Gradients: ``backward`` multiplies by f'(x) computed from the saved *input* (never from the
-output, which collapses to 0 once f(x) rounds to -alpha), and is itself differentiable (f''),
-with the same left-branch convention at 0 as f'. ``inplace=True`` writes f(x) into x and saves
-f'(x) instead of x: the same memory as out-of-place, no collapse, but no double backward.
+Gradients: the functions run as the dispatcher operators of `elukit.torch._ops`, whose backward
+multiplies by f'(x) computed from the saved *input* (never from the output, which collapses to 0
+once f(x) rounds to -alpha) and is itself an operator, one derivative order up, so every order,
+forward-mode AD and torch.func compose (docs/torch.md), with the same left-branch convention at 0.
+``inplace=True`` writes f(x) into x and saves f'(x) instead of x: the same memory as out-of-place,
+no collapse; differentiating it twice raises.
 """
 
 from __future__ import annotations
