@@ -438,3 +438,15 @@ def test_opinfo_samples(backend, name, dtype):
                                             check_forward_ad=op.supports_forward_ad)
             assert torch.autograd.gradgradcheck(lambda t: function(t, *sample.args, **sample.kwargs),
                                                 (sample.input,), check_fwd_over_rev=op.supports_fwgrad_bwgrad)
+
+
+def test_pelu_and_alpha_dropout_script_trace_compile_and_export():
+    from elukit.torch import PELU, AlphaDropout
+
+    x = torch.randn(4, 3, 5)
+    for module in (PELU(3, alpha=torch.tensor([0.5, 1.0, 2.0])), AlphaDropout(0.1).eval()):
+        assert torch.equal(torch.jit.script(module)(x), module(x))
+        assert torch.equal(torch.jit.trace(module, x)(x), module(x))
+        torch._dynamo.reset()
+        assert torch.equal(torch.compile(module, fullgraph=True, backend="aot_eager")(x), module(x))
+        assert torch.equal(torch.export.export(module, (x,)).module()(x), module(x))

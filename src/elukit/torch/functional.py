@@ -472,12 +472,13 @@ def pelu(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, channel_dim: int = 1
     `a` and `b` are positive per-channel tensors (shape (C,)) broadcast along `channel_dim`;
     gradients flow to x, a and b through PyTorch's own ops (computed in x's dtype).
     """
-    _check_tensor(x)
-    shape = [1] * x.dim()
+    if not torch.jit.is_scripting():
+        _check_tensor(x)
     if x.dim() > 1:
+        shape = [1] * x.dim()
         shape[channel_dim] = -1
-    a = a.reshape(shape) if x.dim() > 1 else a
-    b = b.reshape(shape) if x.dim() > 1 else b
+        a = a.reshape(shape)
+        b = b.reshape(shape)
     negative = a * torch.expm1(torch.clamp(x, max=0.0) / b)
     return torch.where(x > 0, (a / b) * x, negative)
 

@@ -157,10 +157,15 @@ class PELU(nn.Module):
         return self.log_b.exp()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting() and not torch.jit.is_tracing():  # shapes are tensors while tracing
+            self._check_channels(x)
+        return functional.pelu(x, self.log_a.exp(), self.log_b.exp(), self.channel_dim)
+
+    @torch.jit.unused
+    def _check_channels(self, x: torch.Tensor) -> None:
         if self.num_parameters > 1 and (x.dim() < 2 or x.shape[self.channel_dim] != self.num_parameters):
             raise ValueError(f"PELU has {self.num_parameters} channels but input shape {tuple(x.shape)} has "
                              f"{x.shape[self.channel_dim] if x.dim() > 1 else 'no'} along dim {self.channel_dim}")
-        return functional.pelu(x, self.a, self.b, self.channel_dim)
 
     def extra_repr(self) -> str:
         return f"num_parameters={self.num_parameters}, channel_dim={self.channel_dim}"
