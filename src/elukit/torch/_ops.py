@@ -105,12 +105,13 @@ def unobserved(*tensors: torch.Tensor) -> bool:
     """Whether calling a kernel directly, instead of through its operator, is invisible: plain
     CPU/CUDA tensors, and no tracer, functorch transform, dispatch mode (FakeTensorMode, make_fx) or
     compiler that would see the operator differently. The result is the same either way."""
-    return (all(type(t) is torch.Tensor and t.device.type in ("cpu", "cuda") and not _functorch_wrapped(t)
-                for t in tensors)
-            and torch._C._get_tracing_state() is None
-            and not torch._C._are_functorch_transforms_active()
-            and torch._C._len_torch_dispatch_stack() == 0
-            and not torch.compiler.is_compiling())
+    if (torch._C._get_tracing_state() is not None or torch._C._are_functorch_transforms_active()
+            or torch._C._len_torch_dispatch_stack() or torch.compiler.is_compiling()):
+        return False
+    for t in tensors:
+        if type(t) is not torch.Tensor or not (t.is_cpu or t.is_cuda) or _functorch_wrapped(t):
+            return False
+    return True
 
 
 def direct_call_allowed(*tensors: torch.Tensor) -> bool:
