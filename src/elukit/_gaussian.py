@@ -112,10 +112,13 @@ def _log_exp_truncated(h: np.ndarray, bound: np.ndarray) -> np.ndarray:
     """
     x = h - bound
     tail = x > 0
+    result = np.empty_like(x)
     with np.errstate(all="ignore"):
-        upper = 0.5 * h * h + special.log_ndtr(np.where(tail, 0.0, -x))
-        lower = bound * (h - 0.5 * bound) + np.log(0.5 * special.erfcx(np.where(tail, x, 0.0) * _SQRT_HALF))
-    return np.where(tail, lower, upper)
+        upper = ~tail
+        result[upper] = 0.5 * h[upper] ** 2 + special.log_ndtr(-x[upper])
+        b = bound[tail]
+        result[tail] = b * (h[tail] - 0.5 * b) + np.log(0.5 * special.erfcx(x[tail] * _SQRT_HALF))
+    return result
 
 
 def _tails(mean: np.ndarray, std: np.ndarray, rate: np.ndarray, bound: np.ndarray | float = 0.0) -> _Tails:
@@ -130,7 +133,7 @@ def _tails(mean: np.ndarray, std: np.ndarray, rate: np.ndarray, bound: np.ndarra
     bound = np.broadcast_to(np.asarray(bound, dtype=np.float64), mean.shape)
     scaled = (bound - mean) / std
     h = rate * std
-    log_mass = _log_exp_truncated(np.zeros_like(h), scaled)
+    log_mass = special.log_ndtr(scaled)  # K(0, B): no h^2 to cancel
     log_single = rate * mean + _log_exp_truncated(h, scaled)
     log_double = 2 * rate * mean + _log_exp_truncated(2 * h, scaled)
     mass = np.exp(log_mass)
@@ -254,16 +257,21 @@ def exponential_linear_moments(mean, std, linear_scale, exponential_scale, rate)
     value_second = linear_scale**2 * second + exponential_scale**2 * tails.expm1_squared
     # the variance, centred at f(mean) on the branch holding the mean
     near_negative = mean <= 0
-    centred = _tails(np.zeros_like(mean), std, rate, bound=-mean)
+    centred_first, centred_second = tails.expm1.copy(), tails.expm1_squared.copy()
+    if np.any(near_negative):
+        near = _tails(np.zeros(np.count_nonzero(near_negative)), std[near_negative], rate[near_negative],
+                      bound=-mean[near_negative])
+        shift = np.exp(rate[near_negative] * mean[near_negative])
+        centred_first[near_negative] = shift * near.expm1
+        centred_second[near_negative] = shift * shift * near.expm1_squared
     with np.errstate(all="ignore"):
-        shift = np.exp(np.where(near_negative, rate * mean, 0.0))
         centre = np.where(near_negative, exponential_scale * np.expm1(np.minimum(rate * mean, 0.0)),
                           linear_scale * mean)
         linear_first, linear_second = _linear_centred(mean, std)
         negative = _Branch(
             tails.mass,
-            exponential_scale * np.where(near_negative, shift * centred.expm1, tails.expm1),
-            exponential_scale**2 * np.where(near_negative, shift * shift * centred.expm1_squared, tails.expm1_squared),
+            exponential_scale * centred_first,
+            exponential_scale**2 * centred_second,
             np.where(near_negative, 0.0, -centre),
         )
         positive = _Branch(
