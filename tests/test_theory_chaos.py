@@ -69,6 +69,36 @@ def test_covariance_map_matches_mpmath(name, params, form, c, q):
     assert abs(got - wanted) <= 1e-10 * abs(wanted), (got, wanted)
 
 
+def _mp_derivative_mean(form, mean, std):
+    lam, beta, k, slope = form
+    a = mean / std
+    exp_tail = mpmath.exp(k * mean + k**2 * std**2 / 2) * mpmath.ncdf(-a - k * std)
+    return lam * mpmath.ncdf(a) + beta * k * exp_tail + slope * mpmath.ncdf(-a)
+
+
+def _mp_derivative(form, z):
+    lam, beta, k, slope = form
+    return lam if z > 0 else beta * k * mpmath.exp(k * z) + slope
+
+
+@pytest.mark.parametrize("name,params,form,c,q", [
+    ("elu", {}, (1, 1, 1, 0), 0.5, 1.0), ("elu", {"alpha": 5.0}, (1, 5, 1, 0), 1 - 1e-9, 100.0),
+    ("celu", {"alpha": 0.1}, (1, 0.1, 10, 0), -0.99, 1e-4), ("leaky_relu", {"slope": 0.1}, (1, 0, 1, 0.1), 0.999, 1.0)])
+def test_derivative_covariance_map_matches_mpmath(name, params, form, c, q):
+    """E[f'(u) f'(v)]: chi_c of the depth scale xi_c."""
+    got = float(theory.covariance_map(name, c, q, quantity="derivative", **params))
+    with mpmath.workdps(20):
+        mp_form = tuple(mpmath.mpf(v) for v in form)
+        mc, s = mpmath.mpf(c), mpmath.sqrt(mpmath.mpf(q))
+        r = mpmath.sqrt((1 - mc) * (1 + mc))
+        width = min(r / abs(mc), 1, 1 / (mp_form[2] * s))
+        breaks = [width * 2**j for j in range(80) if width * 2**j < 8] + [8]
+        points = [-mpmath.inf, *(-b for b in reversed(breaks)), 0, *breaks, mpmath.inf]
+        wanted = float(mpmath.quad(lambda x: _mp_derivative(mp_form, s * x) * _mp_derivative_mean(mp_form, s * mc * x, s * r)
+                                   * mpmath.npdf(x), points))
+    assert abs(got - wanted) <= 1e-10 * abs(wanted), (got, wanted)
+
+
 def test_relu_covariance_near_anticorrelation_keeps_relative_precision():
     """At c = -1 + 1e-9, sin x - x cos x cancels completely in floating point (x = 4.5e-5)."""
     c = -1 + 1e-9
@@ -148,6 +178,18 @@ def test_relu_edge_of_chaos_is_one_point():
     assert "single point" in eoc.reason and "sigma_w^2 = 2" in eoc.reason
     leaky = theory.edge_of_chaos("leaky_relu", 0.0, slope=0.1)
     assert abs(float(leaky.weight_variance) - 2 / 1.01) < 1e-12
+
+
+def test_relu_on_its_edge_of_chaos_is_critical_at_every_q():
+    scales = theory.depth_scales("relu", 2.0, 0.0)
+    assert math.isnan(scales.q_star) and scales.phase == "critical" and scales.xi_c == scales.xi_q == math.inf
+
+
+def test_callables_are_refused_where_f_prime_is_needed():
+    with pytest.raises(TypeError, match="edge_of_chaos needs a registry name"):
+        theory.edge_of_chaos(np.tanh, 0.1)
+    with pytest.raises(TypeError, match="depth_scales needs a registry name"):
+        theory.depth_scales(np.tanh, 1.5, 0.1)
 
 
 def test_tanh_edge_of_chaos_starts_at_one():

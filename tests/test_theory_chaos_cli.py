@@ -29,6 +29,11 @@ def test_chaos_prints_the_edge_of_chaos_point_and_depth_scales():
     assert "critical" in result.output and "chi_1 = 1" in result.output
 
 
+def test_chaos_help_has_examples():
+    result = run("chaos", "--help")
+    assert result.exit_code == 0 and "elukit chaos elu tanh relu -o phase.png" in result.output
+
+
 def test_chaos_json_is_what_the_library_returns():
     result = run("chaos", "tanh", "relu", "--bias-variance", "0.05", "--weight-variance", "2.5", "--json")
     assert result.exit_code == 0, result.output

@@ -118,7 +118,17 @@ class DepthScales(NamedTuple):
 
 
 def _depth(slope: float) -> float:
-    return -1.0 / math.log(slope) if 0 < slope < 1 else (math.inf if slope >= 1 else 0.0)
+    """-1/log(slope); inf within 1e-9 of 1 (the stencil's V'(q*) is accurate to ~1e-12, so a
+    marginal slope of exactly 1 would otherwise read as a depth of 1e12 layers)."""
+    if abs(slope - 1) <= _CRITICAL_TOLERANCE or slope > 1:
+        return math.inf
+    return -1.0 / math.log(slope) if slope > 0 else 0.0
+
+
+def _registered(activation: Any, what: str) -> None:
+    if not isinstance(activation, (str, Activation)):
+        raise TypeError(f"{what} needs a registry name or an Activation (it uses f' and f''), "
+                        f"got {type(activation).__name__}")
 
 
 def depth_scales(activation: str | Activation, weight_variance: float, bias_variance: float = 0.0,
@@ -128,13 +138,16 @@ def depth_scales(activation: str | Activation, weight_variance: float, bias_vari
     c* is the largest fixed point of the correlation map in [0, 1): c = 1 is one, and where it is
     unstable (chi_1 > 1) the map lies below the diagonal just under 1 and at or above it at 0
     (:math:`c'(0) \propto \sigma_w^2 (E f)^2 + \sigma_b^2 \ge 0`), so Brent's method brackets it.
-    Raises ValueError when q* is 0, inf or not unique (no depth scales there).
+    Where every q is a fixed point (ReLU at sigma_w^2 = 2, sigma_b^2 = 0) the quantities are the
+    same at every q and q_star is nan. Raises ValueError when q* is infinite.
     """
+    _registered(activation, "depth_scales")
     q = variance_fixed_point(activation, weight_variance, bias_variance, **params)
-    if math.isnan(q) or math.isinf(q):
+    if math.isinf(q):
         raise ValueError(f"no finite variance fixed point at weight_variance={weight_variance}, "
-                         f"bias_variance={bias_variance} ({'every q is one' if math.isnan(q) else 'q grows without bound'})")
-    at = max(q, _TINY_Q)
+                         f"bias_variance={bias_variance}: q grows without bound")
+    # every q is a fixed point (ReLU on its EOC): the quantities do not depend on q; report q* = nan
+    at = 1.0 if math.isnan(q) else max(q, _TINY_Q)
     stats = moments(activation, 0.0, math.sqrt(at), **params)
     chi_1 = float(weight_variance * stats.derivative_second_moment)
     slope = _variance_slope(activation, at, weight_variance, params)
@@ -195,6 +208,7 @@ def edge_of_chaos(activation: str | Activation, bias_variance: ArrayLike = 0.0, 
         params: activation parameters.
     Returns: `EdgeOfChaos` with arrays of `bias_variance`'s shape.
     """
+    _registered(activation, "edge_of_chaos")
     targets = np.asarray(bias_variance, dtype=np.float64)
     if not np.all(np.isfinite(targets) & (targets >= 0)):
         raise ValueError(f"bias_variance must be finite and >= 0, got {bias_variance!r}")

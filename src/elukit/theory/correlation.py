@@ -20,7 +20,7 @@ How (derivations in docs/theory.md):
   :math:`u = \sqrt{q_1}x`, :math:`v | x \sim N(\sqrt{q_2}cx, q_2(1-c^2))`, so
   :math:`E[f(u)f(v)] = E_x[f(\sqrt{q_1}x)\, m(x)]` where :math:`m(x) = E[f(v)|x]` is the
   single-variable Gaussian mean of `elukit.theory.moments` (closed form for the ELU family, to
-  1e-12 relative; Gauss-Hermite otherwise). The outer integral is composite Gauss-Legendre on
+  1e-12 relative; panel quadrature otherwise). The outer integral is composite Gauss-Legendre on
   panels split at the kink x = 0 and graded geometrically down to the width
   :math:`\sqrt{1-c^2}/|c|` over which m(x) bends (it tends to f's kink as c -> 1), then unit
   panels to |x| = 13.
@@ -37,7 +37,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from elukit._spec import Activation
-from elukit.theory.moments import _check_real, _resolve, gauss_hermite_moments, moments
+from elukit.theory.moments import _check_real, _resolve, moments, panel_moments
 
 _PANEL_NODES = 20
 """Gauss-Legendre nodes per panel. Measured against mpmath (tests/test_theory_chaos.py): the
@@ -109,7 +109,7 @@ def _conditional_mean(spec: Activation | None, function: Callable | None, deriva
     if spec is not None:
         stats = moments(spec, mean, std)
     else:
-        stats = gauss_hermite_moments(function, derivative_fn, mean, std)
+        stats = panel_moments(function, derivative_fn, mean, std)
     return stats.derivative_mean if derivative else stats.mean
 
 
@@ -125,7 +125,7 @@ def _reduced_covariance(spec, function, derivative_fn, derivative, c, s1, s2) ->
         width = np.minimum(np.where(c == 0, 1.0, r / np.abs(c)), np.minimum(scale / s1, scale / s2))
         width = np.minimum(width, 1.0)
     levels = np.where(width > 0, np.ceil(-np.log2(np.maximum(width, 2.0**-_MAX_LEVELS))), _MAX_LEVELS).astype(int)
-    # a Gauss-Hermite inner rule holds 800 nodes per outer node: bound the memory per chunk
+    # a quadrature inner rule holds ~1000 nodes per outer node: bound the memory per chunk
     chunk = 4 if (spec is None or spec.gaussian is None) else 4096
     for level in np.unique(levels):
         half_nodes, half_weights = _panel_rule(int(level))
