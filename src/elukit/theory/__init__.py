@@ -17,12 +17,12 @@ from elukit.theory.maps import (
     self_normalizing_constants,
     selu_constants,
 )
-from elukit.theory.moments import gauss_hermite_moments, moments
+from elukit.theory.moments import gauss_hermite_moments, moments, panel_moments
 from elukit.theory.propagation import Propagation, propagate
 
 __all__ = [
     "DepthScales", "EdgeOfChaos", "FixedPoint", "GainReport", "Moments", "Propagation", "alpha_dropout_constants", "analyze_gain", "correlation_map", "covariance_map",
     "depth_scales", "edge_of_chaos",
     "fixed_point", "gain", "gauss_hermite_moments", "gradient_gain", "map_jacobian", "mean_variance_map",
-    "moments", "propagate", "self_normalizing_constants", "selu_constants", "variance_fixed_point",
+    "moments", "panel_moments", "propagate", "self_normalizing_constants", "selu_constants", "variance_fixed_point",
 ]
