@@ -62,8 +62,9 @@ class _ProgressBar:
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default=None, help="Optimizer [adam].")
 @click.option("--lr", type=float, default=None, help="Learning rate [0.001].")
 @click.option("--batch-size", type=int, default=None, help="Minibatch size [100].")
-@click.option("--init", type=click.Choice(["gain", "torch", "he"]), default=None,
-              help="gain: elukit.theory's derived gain per activation; torch: PyTorch's default; he: sqrt(2) [gain].")
+@click.option("--init", type=click.Choice(["gain", "torch", "he", "eoc"]), default=None,
+              help="gain: elukit.theory's derived gain per activation; torch: PyTorch's default; he: sqrt(2); "
+                   "eoc: the edge of chaos at bias variance 0 (elukit.theory.edge_of_chaos) [gain].")
 @click.option("--batch-norm/--no-batch-norm", default=None, help="Batch normalisation before each activation [off].")
 @click.option("--preset", type=click.Choice(["default", "clevert2016"]), default="default", show_default=True,
               help="A named configuration; explicit flags override it.")
