@@ -72,8 +72,8 @@ class _ProgressBar:
 @click.option("--resume", is_flag=True, help="Continue the latest study in OUT/results.db (same arguments).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch threads [MLP: 2 where 2 cores are available, else 1; CNN: 1]. The MLP's batched "
-                   "matmuls use a second core with the same results (default run 18 s instead of 21 s on 2 "
-                   "cores); the CNN's grouped convolutions change their last bits with the thread count.")
+                   "matmuls use a second core with the same results; the CNN's grouped convolutions change "
+                   "their last bits with the thread count.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--compile", "compile_kernels", is_flag=True,
               help="Fuse the activation kernels with torch.compile (bit-identical; needs a C++ compiler; "
@@ -82,11 +82,17 @@ def compare_command(dataset, data_file, activations, seeds, epochs, model, width
                     init, batch_norm, preset, out, resume, threads, quiet, compile_kernels) -> None:
     """Train the same network with each activation on real data, several seeds, with diagnostics,
     store every epoch in OUT/results.db and write a report to OUT/report/."""
+    from elukit.cli._common import require
+    from elukit.experiments.data import required_modules
+
+    if dataset is not None and data_file is not None:
+        raise ValueError("give either --dataset or --data, not both")
+    if activations is not None and not activations.strip(" ,"):
+        raise ValueError(f"--activations {activations!r} names no activation; give e.g. --activations relu,elu")
+    require("compare", ["torch", "matplotlib", *required_modules(dataset or "mnist1d", data_file)], "experiments")
     from elukit.experiments.report import build_report
     from elukit.experiments.train import PRESETS, StudyConfig, default_threads, run_study
 
-    if dataset and data_file:
-        raise ValueError("give either --dataset or --data, not both")
     settings = dict(PRESETS[preset])
     given = {"dataset": dataset, "data_file": str(Path(data_file).resolve()) if data_file else None,
              "activations": tuple(a.strip() for a in activations.split(",") if a.strip()) if activations else None,
@@ -101,7 +107,8 @@ def compare_command(dataset, data_file, activations, seeds, epochs, model, width
     started = time.monotonic()
     try:
         store, study_id = run_study(config, out, resume=resume, progress=_ProgressBar(quiet),
-                                    threads=threads if threads is not None else default_threads(config.model))
+                                    threads=threads if threads is not None else default_threads(config.model),
+                                    log=lambda line: click.echo(line, err=True))
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: finished epochs are in {out / 'results.db'}; "
                    f"run the same command with --resume to continue", err=True)
@@ -125,6 +132,9 @@ def compare_command(dataset, data_file, activations, seeds, epochs, model, width
               help="Training loss for 'epochs to target' (default: the highest final mean loss).")
 def report_command(database: Path, output: Path, study: int | None, target_loss: float | None) -> None:
     """Write the HTML and Markdown report of a study from a results database."""
+    from elukit.cli._common import require
+
+    require("report", ["matplotlib"], "experiments")
     from elukit.experiments.report import build_report
 
     paths = build_report(database, output, study, target_loss)

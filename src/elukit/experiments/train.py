@@ -10,6 +10,7 @@ deterministic per seed and an interrupted study resumes from its last stored epo
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import io
@@ -23,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from elukit._registry import parse
-from elukit.experiments.data import Dataset, load_dataset, load_npz
+from elukit._files import check_writable_directory
+from elukit.experiments.data import DATASETS, Dataset, load_dataset, load_npz
 from elukit.experiments.models import INITS, build_model
 from elukit.experiments.store import NETWORK, Store
 from elukit.torch._torch import torch
@@ -38,7 +40,7 @@ NETWORK_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 class StudyConfig:
     """Everything that determines a study's results (hashed into the store)."""
 
-    dataset: str = DATASET_DEFAULT
+    dataset: str | None = DATASET_DEFAULT
     data_file: str | None = None
     data_sha256: str | None = None
     activations: tuple[str, ...] = ("relu", "leaky_relu", "elu", "selu")
@@ -54,6 +56,8 @@ class StudyConfig:
     batch_norm: bool = False
 
     def validated(self) -> StudyConfig:
+        """This config, checked (ValueError naming the option) and with `dataset` None when
+        `data_file` gives the data (the store records what was trained on, not the default)."""
         checks = [
             (self.seeds >= 1, f"--seeds must be >= 1, got {self.seeds}"),
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
@@ -74,6 +78,10 @@ class StudyConfig:
             raise ValueError(f"--activations lists an activation twice: {', '.join(self.activations)}")
         if self.model == "cnn" and self.batch_norm:
             raise ValueError("--batch-norm is implemented for --model mlp only")
+        if self.data_file:
+            return self if self.dataset is None else dataclasses.replace(self, dataset=None)
+        if self.dataset not in DATASETS:
+            raise ValueError(f"--dataset: unknown dataset {self.dataset!r}; known datasets: {', '.join(DATASETS)}")
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -103,7 +111,7 @@ def file_sha256(path: str) -> str:
 def load_study_data(config: StudyConfig, cache_dir: str | None = None) -> Dataset:
     if config.data_file:
         return load_npz(config.data_file)
-    return load_dataset(config.dataset, cache_dir)
+    return load_dataset(config.dataset or DATASET_DEFAULT, cache_dir)
 
 
 @dataclasses.dataclass
@@ -176,13 +184,45 @@ def make_optimizer(name: str, parameters: Any, lr: float) -> torch.optim.Optimiz
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
 
 
+def warm_up(model: torch.nn.Module, members: int, optimizer_name: str, lr: float, data: dict[str, torch.Tensor],
+            batch_size: int, steps: int = 3) -> None:
+    """A few training steps and an evaluation on a throwaway copy of `model`, so that one-time
+    costs (first kernel calls, allocator growth, thread-pool start, lazy imports) are not charged
+    to the configuration's training time. The model and its optimizer are untouched, and no
+    random state is drawn: the stored results are the same bits with or without it (tested).
+    """
+    twin = copy.deepcopy(model)
+    optimizer = make_optimizer(optimizer_name, twin.parameters(), lr)
+    monitor = Monitor(twin, ensemble_dim=0, unit_dim=twin.unit_dim)
+    try:
+        batch = data["x_train"][:batch_size]
+        xb = batch.unsqueeze(0).expand(members, *batch.shape)
+        yb = data["y_train"][:batch_size].unsqueeze(0).expand(members, -1)
+        with monitor.recording():
+            for _ in range(steps):
+                logits = twin(xb)
+                loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(1).sum()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        monitor.collect()
+        _evaluate(twin, data["x_test"][:batch_size], data["y_test"][:batch_size], members)
+    finally:
+        monitor.close()
+
+
 def train_configuration(store: Store, study_id: int, config: StudyConfig, activation: str, dataset: Dataset,
-                        index: int = 0, total: int = 1, progress: Callable[[Progress], None] | None = None) -> None:
-    """Train (or resume) one activation's ensemble of seeds and store every epoch."""
+                        index: int = 0, total: int = 1, progress: Callable[[Progress], None] | None = None,
+                        log: Callable[[str], None] | None = None) -> None:
+    """Train (or resume) one activation's ensemble of seeds and store every epoch.
+
+    The stored training time is the time of the epochs alone, measured after `warm_up`."""
     spec = parse(activation)
     seeds = list(range(config.seeds))
     configuration_id, run_ids = store.configuration(study_id, spec.label(), {**config.as_dict(), "activation": activation}, seeds)
     if store.configuration_finished(configuration_id):
+        if log is not None:
+            log(f"{spec.label()}: finished earlier ({config.epochs} epochs), skipped")
         return
     runs = [run_ids[s] for s in seeds]
     members = len(seeds)
@@ -198,6 +238,9 @@ def train_configuration(store: Store, study_id: int, config: StudyConfig, activa
         epoch, seconds, state = checkpoint
         _restore(state, model, optimizer)
         first = epoch + 1
+        if log is not None:
+            log(f"{spec.label()}: resuming after epoch {epoch} of {config.epochs}")
+    warm_up(model, members, config.optimizer, config.lr, data, config.batch_size)
     monitor = Monitor(model, ensemble_dim=0, unit_dim=model.unit_dim)
     samples = len(dataset.x_train)
     try:
@@ -252,29 +295,44 @@ def default_threads(model: str = "mlp") -> int:
 
 def run_study(config: StudyConfig, out: str | Path = "elukit-results", resume: bool = False,
               progress: Callable[[Progress], None] | None = None, threads: int = 1,
-              cache_dir: str | None = None) -> tuple[Store, int]:
-    """Train every activation of `config` (or continue the latest study with `resume`)."""
+              cache_dir: str | None = None, log: Callable[[str], None] | None = None) -> tuple[Store, int]:
+    """Train every activation of `config` (or continue the latest study with `resume`).
+
+    Everything that can be checked is checked before the store is touched: the config, the
+    output folder, the data (loaded and validated) and, with `resume`, that OUT/results.db exists.
+    So a bad input leaves no empty study behind. `log` receives one line per resumed or skipped
+    configuration."""
     config = config.validated()
     if config.data_file and not Path(config.data_file).is_file():
         raise ValueError(f"--data {config.data_file!r}: no such file")
     if config.data_file and not config.data_sha256:
         config = dataclasses.replace(config, data_sha256=file_sha256(config.data_file))
-    torch.set_num_threads(threads)
-    store = Store(Path(out) / "results.db")
-    if resume:
-        latest = store.latest_study()
-        if latest is None:
-            raise ValueError(f"--resume: {store.path} holds no study to resume")
-        study_id, stored = latest
-        wanted = config.as_dict()
-        differences = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
-        if differences:
-            details = "; ".join(f"{k}: stored {stored.get(k)!r}, given {wanted.get(k)!r}" for k in differences)
-            raise ValueError(f"--resume refused: the arguments differ from study {study_id} in {store.path} ({details})")
-    else:
-        study_id = store.create_study(config.as_dict())
+    path = Path(out) / "results.db"
+    if resume and not path.is_file():
+        raise ValueError(f"--resume: no results database at {str(path)!r}; run without --resume to start a study")
+    check_writable_directory(out, "--out")
     dataset = load_study_data(config, cache_dir)
+    torch.set_num_threads(threads)
+    store = Store(path)
+    try:
+        if resume:
+            latest = store.latest_study()
+            if latest is None:
+                raise ValueError(f"--resume: {store.path} holds no study to resume")
+            study_id, stored = latest
+            wanted = config.as_dict()
+            differences = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+            if differences:
+                details = "; ".join(f"{k}: stored {stored.get(k)!r}, given {wanted.get(k)!r}" for k in differences)
+                raise ValueError(f"--resume refused: the arguments differ from study {study_id} in {store.path} ({details})")
+            if log is not None:
+                log(f"resuming study {study_id} in {store.path}")
+        else:
+            study_id = store.create_study(config.as_dict())
+    except BaseException:
+        store.close()
+        raise
     for index, activation in enumerate(config.activations):
-        train_configuration(store, study_id, config, activation, dataset, index, len(config.activations), progress)
+        train_configuration(store, study_id, config, activation, dataset, index, len(config.activations), progress, log)
     store.finish_study(study_id)
     return store, study_id
