@@ -190,7 +190,7 @@ def load_npz(path: str | os.PathLike[str]) -> Dataset:
                          f"numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
     key = None
     try:
-        with np.load(path, allow_pickle=False) as stored:
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as stored:
             missing = {"x_train", "y_train", "x_test", "y_test"} - set(stored.files)
             if missing:
                 raise ValueError(f"{where} lacks arrays {sorted(missing)}; it needs x_train, y_train, x_test, y_test")
