@@ -392,3 +392,12 @@ def test_report_figures_use_percent_and_a_readable_axis_when_all_zero(tmp_path, 
 
 def test_compare_help_and_report_carry_no_stale_timing_figure(tmp_path):
     assert "18 s" not in cli("compare", "--help").output
+
+
+def test_unwritable_dataset_cache_is_one_line_naming_the_variable(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("mnist1d")
+    monkeypatch.setenv("ELUKIT_CACHE", str(_unwritable(tmp_path)))
+    one_line_error(cli("compare", "--epochs", "1", "--seeds", "1", "--quiet", "--out", tmp_path / "out"), "ELUKIT_CACHE")
+    assert not (tmp_path / "out").exists()

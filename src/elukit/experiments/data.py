@@ -66,7 +66,11 @@ def _mnist1d(cache_dir: Path) -> tuple[np.ndarray, ...]:
         raise ImportError("the mnist1d dataset needs the mnist1d package: pip install 'elukit[experiments]'") from error
     generated = make_dataset(get_dataset_args())
     arrays = generated["x"], generated["y"], generated["x_test"], generated["y_test"]
-    _atomic_savez(path, x_train=arrays[0], y_train=arrays[1], x_test=arrays[2], y_test=arrays[3])
+    try:
+        _atomic_savez(path, x_train=arrays[0], y_train=arrays[1], x_test=arrays[2], y_test=arrays[3])
+    except OSError as error:
+        raise ValueError(f"cannot write the MNIST-1D cache {str(path)!r} ({error.strerror}); set ELUKIT_CACHE "
+                         f"to a writable folder") from None
     return arrays
 
 
