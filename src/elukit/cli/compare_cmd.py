@@ -71,9 +71,10 @@ class _ProgressBar:
               show_default=True, help="Output folder: results.db and report/.")
 @click.option("--resume", is_flag=True, help="Continue the latest study in OUT/results.db (same arguments).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch threads [MLP: 2 where 2 cores are available, else 1; CNN: 1]. The MLP's batched "
-                   "matmuls use a second core with the same results; the CNN's grouped convolutions change "
-                   "their last bits with the thread count.")
+              help="torch threads [MLP: 2 where 2 cores are available and one is idle, else 1; CNN: 1]. The "
+                   "MLP's batched matmuls use a second core with the same results (on a busy machine a second "
+                   "thread is far slower); the CNN's grouped convolutions change their last bits with the "
+                   "thread count.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--compile", "compile_kernels", is_flag=True,
               help="Fuse the activation kernels with torch.compile (bit-identical; needs a C++ compiler; "

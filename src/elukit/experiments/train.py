@@ -277,20 +277,29 @@ def train_configuration(store: Store, study_id: int, config: StudyConfig, activa
     store.finish_configuration(configuration_id)
 
 
-def default_threads(model: str = "mlp") -> int:
-    """torch threads for a study: for the MLP, 2 where the process may use 2 cores or more, else 1.
+def default_threads(model: str = "mlp", load: float | None = None) -> int:
+    """torch threads for a study: for the MLP, 2 where the process may use 2 cores or more and
+    another core is idle (1-minute load average <= cores - 1.5), else 1.
 
     The MLP ensemble's batched matmuls split over members, so a second thread gives the same bits
-    (tested) in less time; more than 2 were not measured. The CNN stays on 1: its grouped
+    (tested) in less time on an idle machine; more than 2 were not measured. On a busy one a
+    second thread is far slower: its OpenMP workers wait at every matmul for a thread the
+    scheduler has parked (measured on the 2-core machine at load 9: 3 MNIST-1D epochs of ReLU took
+    75.7 s of training with 2 threads and 2.3 s with 1). The CNN stays on 1: its grouped
     convolutions split their sums differently with 2 threads, which changes the last bits of its
-    results (measured), and a study should not depend on the machine's core count."""
+    results (measured), and a study should not depend on the machine's core count or load."""
     if model != "mlp":
         return 1
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return 2 if cores >= 2 else 1
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # not available on this platform: assume busy
+            load = float(cores)
+    return 2 if cores >= 2 and load <= cores - 1.5 else 1
 
 
 def run_study(config: StudyConfig, out: str | Path = "elukit-results", resume: bool = False,
