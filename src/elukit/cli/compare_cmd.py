@@ -111,8 +111,11 @@ def compare_command(dataset, data_file, activations, seeds, epochs, model, width
                                     threads=threads if threads is not None else default_threads(config.model),
                                     log=lambda line: click.echo(line, err=True))
     except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: finished epochs are in {out / 'results.db'}; "
-                   f"run the same command with --resume to continue", err=True)
+        if (out / "results.db").is_file():
+            click.echo(f"\ninterrupted: finished epochs are in {out / 'results.db'}; "
+                       f"run the same command with --resume to continue", err=True)
+        else:
+            click.echo("\ninterrupted before any epoch was stored", err=True)
         sys.exit(130)
     store.close()
     paths = build_report(out / "results.db", out / "report", study_id)
