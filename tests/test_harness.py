@@ -248,6 +248,14 @@ def test_accuracy_program_skips_bfloat16_without_ml_dtypes_and_says_so(monkeypat
     assert measured == [["float16", "float32", "float64"]]
 
 
+def test_accuracy_program_rejects_a_bad_worker_count_in_one_line(capsys):
+    import elukit.accuracy as accuracy
+
+    with pytest.raises(SystemExit) as exit_info:
+        accuracy.main(["--workers", "-1"])
+    assert exit_info.value.code == 2 and "--workers must be >= 1" in capsys.readouterr().err
+
+
 def test_accuracy_program_without_mpmath_is_one_line(monkeypatch, capsys):
     import elukit.accuracy as accuracy
 

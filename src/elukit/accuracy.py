@@ -318,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.points <= 0:
         parser.error(f"--points must be > 0, got {args.points}")
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
     given = argv if argv is not None else sys.argv[1:]
     dtypes, notes, problem = _environment_problems(args.dtype, any(a.startswith("--dtype") for a in given))
     if problem:
