@@ -73,7 +73,7 @@ def test_report_on_a_file_that_is_not_a_results_database(tmp_path, content):
             db.execute("CREATE TABLE other (x)")
     before = digest(path)
     result = cli("report", path, "-o", tmp_path / "r")
-    one_line_error(result, "file.db", "not an elukit results database")
+    one_line_error(result, "file.db", "elukit results database")
     assert digest(path) == before  # left untouched: no WAL switch, no tables added
     assert not (tmp_path / "r").exists()
 

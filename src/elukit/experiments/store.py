@@ -97,7 +97,7 @@ class Store:
                     db.execute(statement)
         except sqlite3.DatabaseError as error:
             self.connection.close()
-            raise ValueError(f"{str(self.path)!r} is not an elukit results database (SQLite says: {error})") from None
+            raise ValueError(f"{str(self.path)!r} cannot be read as an elukit results database (SQLite says: {error})") from None
         except BaseException:
             self.connection.close()
             raise
