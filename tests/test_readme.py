@@ -9,7 +9,8 @@
   each command in its own copy of that folder, since each is an example, not a step of a script.
   `pip` lines (the quick start's installs) are not run; CI runs the test command itself.
 
-New README sections need nothing here: their blocks are found and run the same way.
+New README sections need nothing here: their blocks are found and run the same way. A new verb
+that trains or runs long (a claims ledger, say) needs a SHRINK entry to stay within seconds.
 """
 
 from __future__ import annotations
@@ -168,3 +169,11 @@ def test_shrink_replaces_given_values_and_adds_missing_ones():
         "--model", "cnn", "--epochs", "1", "--seeds", "1", "--threads", "1", "--quiet"]
     assert commands("elukit list   # a comment\npip install x && elukit compare\nelukit a && elukit b") == [
         ["elukit", "list"], ["elukit", "a"], ["elukit", "b"]]
+
+
+def test_only_a_missing_optional_package_skips_a_python_block():
+    absent = ModuleNotFoundError("No module named 'surely_not_installed_pkg'", name="surely_not_installed_pkg")
+    assert "surely_not_installed_pkg" in _missing_optional(absent)
+    assert _missing_optional(ImportError("elukit.jax needs JAX: pip install 'elukit[jax]'")) is not None
+    assert _missing_optional(ImportError("cannot import name 'nope' from 'elukit'", name="elukit")) is None
+    assert _missing_optional(ModuleNotFoundError("No module named 'elukit.nope'", name="elukit.nope")) is None
