@@ -28,11 +28,15 @@ def test_every_verb_has_help_with_an_example():
 
 
 def test_list_shows_every_registered_activation():
+    from elukit.cli.list_cmd import plain_formula
+
     result = run("list")
     for name in elukit.activations():
         assert name in result.output
-        assert elukit.get(name).formula in result.output
+        assert plain_formula(elukit.get(name).formula) in result.output
+        assert "\\" not in plain_formula(elukit.get(name).formula)  # no raw LaTeX on the terminal
     rows = json.loads(run("list", "--json").output)
+    assert [r["formula"] for r in rows] == [elukit.get(n).formula for n in elukit.activations()]
     compiled = {r["name"] for r in rows if r["compiled_kernels"]}
     assert compiled == ({"elu", "selu", "celu", "relu", "leaky_relu"} if _native.AVAILABLE else set())
     assert [r["name"] for r in rows] == elukit.activations()
@@ -56,7 +60,7 @@ def test_eval_json_float32_and_second_derivative():
 @pytest.mark.parametrize("args,message", [
     (("eval", "nope", "--", "1"), "unknown activation"),
     (("eval", "elu", "--alpha", "-1", "--", "1"), "alpha"),
-    (("eval", "relu", "--alpha", "2", "--", "1"), "--alpha does not apply"),
+    (("eval", "relu", "--alpha", "2", "--", "1"), "--alpha does not apply here: relu has no parameters"),
     (("plot", "elu", "-o", "figure.gif"), "must end in"),
 ])
 def test_library_errors_become_one_line_and_exit_2(args, message, tmp_path, monkeypatch):
@@ -115,7 +119,7 @@ def test_propagate_writes_a_plot(tmp_path):
 def test_audit_compares_implementations():
     pytest.importorskip("mpmath")
     pytest.importorskip("torch")
-    rows = json.loads(run("audit", "--points", "300", "--dtype", "float32", "--json").output)
+    rows = json.loads(run("audit", "--points", "300", "--dtype", "float32", "--json").stdout)
     implementations = {r["implementation"] for r in rows}
     assert {"elukit (NumPy)", "elukit.torch", "elukit.torch (exact=True)", "torch (native)", "torch (native, in-place)",
             "textbook NumPy"} <= implementations

@@ -116,8 +116,9 @@ def test_default_threads_use_a_second_core_for_the_mlp_only():
     from elukit.experiments.train import default_threads
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    assert default_threads("mlp") == (2 if cores >= 2 else 1)
-    assert default_threads("cnn") == 1
+    assert default_threads("mlp", load=0.0) == (2 if cores >= 2 else 1)
+    assert default_threads("mlp", load=float(cores)) == 1  # no idle core: a second thread would wait on a parked one
+    assert default_threads("cnn", load=0.0) == 1
 
 
 def test_resume_after_interrupt_neither_loses_nor_duplicates(tmp_path):

@@ -259,6 +259,40 @@ def audit(rows: Sequence[tuple[str, dict[str, float]]] = AUDIT_ROWS, dtypes: Seq
     return results
 
 
+def audit_skipped() -> dict[str, str]:
+    """{implementation: why its rows are missing from `audit`} for the optional packages this
+    environment lacks, so that a missing row is said, not silently left out."""
+    skipped = {}
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        skipped["elukit.torch, torch (native)"] = "PyTorch is not installed (pip install 'elukit[torch]')"
+    try:
+        import jax  # noqa: F401
+    except ImportError:
+        skipped["jax.nn"] = "JAX is not installed (pip install jax)"
+    return skipped
+
+
+def _environment_problems(dtypes: Sequence[str], dtypes_given: bool) -> tuple[list[str], list[str], str | None]:
+    """(dtypes to run, notes on what is skipped, an error line or None), before any work starts."""
+    try:
+        import mpmath  # noqa: F401
+    except ImportError:
+        return [], [], "the accuracy tables need mpmath: pip install 'elukit[accuracy]'"
+    kept, notes = [], []
+    for name in dtypes:
+        try:
+            dtype_from_name(name)
+        except ImportError as error:
+            if dtypes_given:
+                return [], [], str(error)
+            notes.append(f"skipped the {name} rows: {error}")
+            continue
+        kept.append(name)
+    return kept, notes, None
+
+
 def format_audit(results: Sequence[dict[str, Any]]) -> str:
     lines = ["| activation | dtype | quantity | implementation | max ulp | 99.9% ulp | correctly rounded |",
              "|---|---|---|---|---:|---:|---:|"]
@@ -284,6 +318,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.points <= 0:
         parser.error(f"--points must be > 0, got {args.points}")
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    given = argv if argv is not None else sys.argv[1:]
+    dtypes, notes, problem = _environment_problems(args.dtype, any(a.startswith("--dtype") for a in given))
+    if problem:
+        print(f"python -m elukit.accuracy: error: {problem}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"python -m elukit.accuracy: {note}", file=sys.stderr)
+    args.dtype = dtypes
     rows = DEFAULT_ROWS
     if args.activation:
         from elukit._registry import parse

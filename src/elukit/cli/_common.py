@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -43,15 +44,40 @@ def build_activations(names: Sequence[str], given: dict[str, float | None]) -> l
     options = {k: v for k, v in given.items() if v is not None}
     for key in options:
         if not any(any(p.name == key for p in spec.params) for spec in chosen):
-            raise ValueError(
-                f"--{key} does not apply to {', '.join(s.name for s in chosen)}; "
-                f"none of them has a parameter {key!r}"
-            )
+            takes = "; ".join(
+                f"{s.name} takes {', '.join('--' + p.name for p in s.params)}" if s.params else f"{s.name} has no parameters"
+                for s in dict((s.name, s) for s in chosen).values())
+            raise ValueError(f"--{key.replace('_', '-')} does not apply here: {takes}")
     result = []
     for spec in chosen:
         mine = {k: v for k, v in options.items() if any(p.name == k for p in spec.params)}
         result.append(spec.bind(**mine) if mine else spec)
     return result
+
+
+PACKAGE_NAMES = {"sklearn": "scikit-learn", "ml_dtypes": "ml_dtypes", "mpmath": "mpmath", "torch": "torch",
+                 "matplotlib": "matplotlib", "mnist1d": "mnist1d"}
+"""pip's name of each module a verb may need (where it differs from the import name)."""
+
+
+def missing_modules(modules: Sequence[str]) -> list[str]:
+    """The modules of `modules` that cannot be imported (imported for real: a broken install counts)."""
+    missing = []
+    for module in dict.fromkeys(modules):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    return missing
+
+
+def require(verb: str, modules: Sequence[str], extra: str) -> None:
+    """Raise one ImportError listing every module `verb` needs and lacks, naming the extra that
+    installs all of them, before the verb does any work (not after a 30-epoch study)."""
+    missing = missing_modules(modules)
+    if missing:
+        names = ", ".join(PACKAGE_NAMES.get(m, m) for m in missing)
+        raise ImportError(f"elukit {verb} needs {names}, not installed: pip install 'elukit[{extra}]'")
 
 
 def echo_json(payload: Any) -> None:

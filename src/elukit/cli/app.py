@@ -21,12 +21,35 @@ from elukit.cli.stats_cmd import stats_command
 class _Group(click.Group):
     """Turns the library's ValueError/TypeError/ImportError into one line and exit code 2."""
 
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        ctx.meta["elukit.arguments"] = list(args)  # for the hint below: the verb's own tokens
+        return super().resolve_command(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.NoSuchOption as error:
+            tokens = ctx.meta.get("elukit.arguments", [])
+            numbers = [t for t in tokens if t.startswith(error.option_name) and _looks_like_a_number(t)]
+            if numbers:
+                error.message += (f" {numbers[0]} reads as an option: put -- before negative numbers, "
+                                  f"e.g. elukit {ctx.invoked_subcommand} ... -- {numbers[0]}")
+            raise
         except (ValueError, TypeError, ImportError) as error:
             click.echo(f"elukit: error: {error}", err=True)
             ctx.exit(2)
+        except OSError as error:  # an unwritable or vanished output path: one line, not a traceback
+            where = f": {error.filename!r}" if error.filename else ""
+            click.echo(f"elukit: error: {error.strerror or error}{where}", err=True)
+            ctx.exit(2)
+
+
+def _looks_like_a_number(option: str) -> bool:
+    try:
+        float(option)
+    except ValueError:
+        return False
+    return True
 
 
 @click.group(cls=_Group, invoke_without_command=True,

@@ -21,11 +21,20 @@ from elukit.cli._common import echo_json
 def audit_command(points: int, dtypes: tuple[str, ...], activations: tuple[str, ...], as_json: bool) -> None:
     """Max and 99.9th-percentile ULP error and share correctly rounded of f, f', f'' against mpmath."""
     from elukit._registry import parse
-    from elukit.accuracy import AUDIT_ROWS, audit, format_audit
+    from elukit.accuracy import AUDIT_ROWS, audit, audit_skipped, dtype_from_name, format_audit
+    from elukit.cli._common import require
 
+    require("audit", ["mpmath"], "accuracy")
+    for name in dtypes:  # bfloat16 without ml_dtypes: one line now, not after the float32 rows
+        dtype_from_name(name)
     rows = tuple((s.name, s.parameters) for s in map(parse, activations)) if activations else AUDIT_ROWS
     results = audit(rows, dtypes, points)
+    skipped = [f"{label} rows skipped: {why}" for label, why in audit_skipped().items()]
     if as_json:
         echo_json(results)
+        for line in skipped:
+            click.echo(line, err=True)
     else:
         click.echo(format_audit(results))
+        for line in skipped:
+            click.echo(line)

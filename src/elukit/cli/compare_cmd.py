@@ -73,9 +73,10 @@ class _ProgressBar:
               show_default=True, help="Output folder: results.db and report/.")
 @click.option("--resume", is_flag=True, help="Continue the latest study in OUT/results.db (same arguments).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch threads [MLP: 2 where 2 cores are available, else 1; CNN: 1]. The MLP's batched "
-                   "matmuls use a second core with the same results (default run 18 s instead of 21 s on 2 "
-                   "cores); the CNN's grouped convolutions change their last bits with the thread count.")
+              help="torch threads [MLP: 2 where 2 cores are available and one is idle, else 1; CNN: 1]. The "
+                   "MLP's batched matmuls use a second core with the same results (on a busy machine a second "
+                   "thread is far slower); the CNN's grouped convolutions change their last bits with the "
+                   "thread count.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Where configurations train: this process, or Ray tasks (pip install 'elukit[ray]'); "
@@ -92,11 +93,17 @@ def compare_command(dataset, data_file, activations, seeds, epochs, model, width
                     compile_kernels) -> None:
     """Train the same network with each activation on real data, several seeds, with diagnostics,
     store every epoch in OUT/results.db and write a report to OUT/report/."""
+    from elukit.cli._common import require
+    from elukit.experiments.data import required_modules
+
+    if dataset is not None and data_file is not None:
+        raise ValueError("give either --dataset or --data, not both")
+    if activations is not None and not activations.strip(" ,"):
+        raise ValueError(f"--activations {activations!r} names no activation; give e.g. --activations relu,elu")
+    require("compare", ["torch", "matplotlib", *required_modules(dataset or "mnist1d", data_file)], "experiments")
     from elukit.experiments.report import build_report
     from elukit.experiments.train import PRESETS, StudyConfig, default_threads, run_study
 
-    if dataset and data_file:
-        raise ValueError("give either --dataset or --data, not both")
     settings = dict(PRESETS[preset])
     given = {"dataset": dataset, "data_file": str(Path(data_file).resolve()) if data_file else None,
              "activations": tuple(a.strip() for a in activations.split(",") if a.strip()) if activations else None,
@@ -112,10 +119,14 @@ def compare_command(dataset, data_file, activations, seeds, epochs, model, width
     try:
         store, study_id = run_study(config, out, resume=resume, progress=_ProgressBar(quiet),
                                     threads=threads if threads is not None else default_threads(config.model),
-                                    executor=executor, ray_address=ray_address, workers=workers)
+                                    executor=executor, ray_address=ray_address, workers=workers,
+                                    log=lambda line: click.echo(line, err=True))
     except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: finished epochs are in {out / 'results.db'}; "
-                   f"run the same command with --resume to continue", err=True)
+        if (out / "results.db").is_file():
+            click.echo(f"\ninterrupted: finished epochs are in {out / 'results.db'}; "
+                       f"run the same command with --resume to continue", err=True)
+        else:
+            click.echo("\ninterrupted before any epoch was stored", err=True)
         sys.exit(130)
     store.close()
     paths = build_report(out / "results.db", out / "report", study_id)
@@ -136,6 +147,9 @@ def compare_command(dataset, data_file, activations, seeds, epochs, model, width
               help="Training loss for 'epochs to target' (default: the highest final mean loss).")
 def report_command(database: Path, output: Path, study: int | None, target_loss: float | None) -> None:
     """Write the HTML and Markdown report of a study from a results database."""
+    from elukit.cli._common import require
+
+    require("report", ["matplotlib"], "experiments")
     from elukit.experiments.report import build_report
 
     paths = build_report(database, output, study, target_loss)

@@ -39,6 +39,11 @@ def propagate_command(activation: str, depth: int, weight_variance: float | None
     from elukit.theory import gain, propagate
 
     (spec,) = build_activations([activation], params)
+    if output is not None:  # a bad path or a missing matplotlib: say so before computing
+        from elukit.plots._matplotlib import check_output_path, pyplot
+
+        check_output_path(output, writable=True)
+        pyplot()
     derived = gain(spec, input_variance) ** 2 if weight_variance is None else weight_variance
     runs = {
         f"sigma_w^2 = {derived:.4g} ({'elukit gain' if weight_variance is None else 'given'})": derived,

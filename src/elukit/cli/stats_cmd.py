@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from elukit.cli._common import build_activations, echo_json, parameter_options
 
 COLUMNS = ("mean", "second_moment", "variance", "derivative_mean", "derivative_second_moment",
            "zero_gradient_probability")
+
+
+SCALE_OF = {"mean": "second_moment", "variance": "second_moment", "derivative_mean": "derivative_second_moment"}
+"""The moment whose size sets the absolute precision of each cancelling one: E f is computed as a
+difference of terms of size sqrt(E f^2), so it is known to about 1e-16 * sqrt(E f^2), not to 10
+significant digits of itself (SELU's E f under N(0, 1) is 2.7e-17 by mpmath, computed 1.1e-16)."""
+
+
+def shown(value: float, scale: float | None = None, digits: int = 10) -> str:
+    """`value` to `digits` significant digits, relative to `scale` (a root-mean-square size)
+    where given: a value below that precision is shown as 0."""
+    if scale is not None and math.isfinite(value) and math.isfinite(scale) and scale > 0:
+        if abs(value) < 0.5 * 10.0 ** (1 - digits) * scale:
+            return "0"
+    return f"{value:.{digits}g}"
 
 
 @click.command(
@@ -36,7 +53,13 @@ def stats_command(activations: tuple[str, ...], mean: float, std: float, as_json
         return
     click.echo(f"# z ~ N({mean:g}, {std:g}^2)")
     headers = ("activation", "E f", "E f^2", "Var f", "E f'", "E f'^2", "P[f'=0]")
-    cells = [[r["activation"], *(f"{r[c]:.10g}" for c in COLUMNS)] for r in rows]
+    def scale(row, column):
+        if column not in SCALE_OF:
+            return None
+        size = row[SCALE_OF[column]]
+        return size if column == "variance" else math.sqrt(max(size, 0.0))
+
+    cells = [[r["activation"], *(shown(r[c], scale(r, c)) for c in COLUMNS)] for r in rows]
     widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
     click.echo("  ".join(h.rjust(w) for h, w in zip(headers, widths)))
     for row in cells:

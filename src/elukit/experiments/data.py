@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from elukit._files import atomic_output
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,28 +45,32 @@ def default_cache_dir() -> Path:
 
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(suffix=".npz", dir=path.parent)
-    os.close(descriptor)
-    try:
-        np.savez(temporary, **arrays)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    with atomic_output(path) as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+MNIST1D_CACHE = "mnist1d-5000-seed42.npz"
 
 
 def _mnist1d(cache_dir: Path) -> tuple[np.ndarray, ...]:
-    path = cache_dir / "mnist1d-5000-seed42.npz"
+    path = cache_dir / MNIST1D_CACHE
     if path.exists():
-        with np.load(path) as stored:
-            return stored["x_train"], stored["y_train"], stored["x_test"], stored["y_test"]
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                return stored["x_train"], stored["y_train"], stored["x_test"], stored["y_test"]
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
+            pass  # a damaged cache (an interrupted copy, a full disk): generate it again below
     try:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as error:
         raise ImportError("the mnist1d dataset needs the mnist1d package: pip install 'elukit[experiments]'") from error
     generated = make_dataset(get_dataset_args())
     arrays = generated["x"], generated["y"], generated["x_test"], generated["y_test"]
-    _atomic_savez(path, x_train=arrays[0], y_train=arrays[1], x_test=arrays[2], y_test=arrays[3])
+    try:
+        _atomic_savez(path, x_train=arrays[0], y_train=arrays[1], x_test=arrays[2], y_test=arrays[3])
+    except OSError as error:
+        raise ValueError(f"cannot write the MNIST-1D cache {str(path)!r} ({error.strerror}); set ELUKIT_CACHE "
+                         f"to a writable folder") from None
     return arrays
 
 
@@ -93,6 +99,22 @@ DATASETS: dict[str, tuple[str, Callable[[Path], tuple[np.ndarray, ...]]]] = {
     "wine": ("scikit-learn wine, 13 features, 3 classes", lambda c: _reorder(_sklearn("wine")(c))),
 }
 
+REQUIRES: dict[str, tuple[str, ...]] = {
+    "mnist1d": ("mnist1d",), "digits": ("sklearn",), "breast_cancer": ("sklearn",), "wine": ("sklearn",),
+}
+"""Modules each dataset's loader imports (checked by the CLI before any work starts)."""
+
+
+def required_modules(name: str | None, data_file: str | None = None,
+                     cache_dir: str | os.PathLike[str] | None = None) -> tuple[str, ...]:
+    """The modules loading this dataset will import: none for a user's .npz, nor for MNIST-1D
+    once it is cached."""
+    if data_file or name not in REQUIRES:
+        return ()
+    if name == "mnist1d" and (Path(cache_dir) if cache_dir else default_cache_dir()).joinpath(MNIST1D_CACHE).is_file():
+        return ()
+    return REQUIRES[name]
+
 
 def standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature (x - mean) / std from the training set; constant features get std 1."""
@@ -100,6 +122,12 @@ def standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np
     std = x_train.std(axis=0)
     std = np.where(std > 0, std, 1.0)
     return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
+
+
+def _some(values: np.ndarray, shown: int = 8) -> str:
+    """'0, 5, 10' (at most `shown` values, then '...')."""
+    text = ", ".join(str(int(v)) for v in values[:shown])
+    return text + (f", ... ({len(values)} in all)" if len(values) > shown else "")
 
 
 def _validated(name: str, x_train, y_train, x_test, y_test) -> Dataset:
@@ -125,8 +153,17 @@ def _validated(name: str, x_train, y_train, x_test, y_test) -> Dataset:
             raise ValueError(f"{name}: {y_key} has negative labels; labels must be 0..K-1")
     if len(x_train) < 2 or len(x_test) < 1:
         raise ValueError(f"{name}: need at least 2 training and 1 test samples, got {len(x_train)} and {len(x_test)}")
-    if len(np.unique(y_train)) < 2:
+    trained = np.unique(y_train)
+    if len(trained) < 2:
         raise ValueError(f"{name}: y_train has a single class; classification needs at least 2")
+    if trained[-1] != len(trained) - 1:  # the class count comes from the largest label: no gaps
+        absent = np.setdiff1d(np.arange(int(trained[-1]) + 1), trained)
+        raise ValueError(f"{name}: y_train's labels must be 0..K-1 with every class present; missing "
+                         f"{_some(absent)} (labels {_some(trained)}); renumber them, e.g. np.unique(y, return_inverse=True)")
+    unseen = np.setdiff1d(np.unique(y_test), trained)
+    if len(unseen):
+        raise ValueError(f"{name}: y_test has labels {_some(unseen)} that y_train never has; "
+                         f"the model cannot learn a class it never sees")
     flat_train = x_train.reshape(len(x_train), -1).astype(np.float64)
     flat_test = x_test.reshape(len(x_test), -1).astype(np.float64)
     standard_train, standard_test = standardise(flat_train, flat_test)
@@ -134,19 +171,46 @@ def _validated(name: str, x_train, y_train, x_test, y_test) -> Dataset:
                    standard_test.reshape(x_test.shape), y_test.astype(np.int64))
 
 
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def load_npz(path: str | os.PathLike[str]) -> Dataset:
-    """The user's data: an .npz with arrays x_train, y_train, x_test, y_test (validated)."""
+    """The user's data: an .npz with arrays x_train, y_train, x_test, y_test (validated).
+
+    Never unpickles: a file that is not an .npz archive, or that holds object arrays, is a
+    ValueError naming the file (and the array), not NumPy's suggestion to load it unsafely."""
     path = Path(path)
+    where = f"--data {str(path)!r}"
     if not path.is_file():
-        raise ValueError(f"--data {str(path)!r}: no such file")
+        raise ValueError(f"{where}: no such file")
+    with open(path, "rb") as handle:
+        head = handle.read(6)
+    if head.startswith(NPY_MAGIC):
+        raise ValueError(f"{where} is a single .npy array; it must be an .npz archive with x_train, y_train, "
+                         f"x_test, y_test (numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...))")
+    if not head.startswith(ZIP_MAGIC):
+        raise ValueError(f"{where} is not an .npz archive (it does not start like a zip file); write it with "
+                         f"numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
+    key = None
     try:
-        with np.load(path, allow_pickle=False) as stored:
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as stored:
             missing = {"x_train", "y_train", "x_test", "y_test"} - set(stored.files)
             if missing:
-                raise ValueError(f"--data {str(path)!r} lacks arrays {sorted(missing)}; it needs x_train, y_train, x_test, y_test")
-            arrays = {k: stored[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-    except (OSError, EOFError) as error:
-        raise ValueError(f"--data {str(path)!r} is not a readable .npz file: {error}") from None
+                raise ValueError(f"{where} lacks arrays {sorted(missing)}; it needs x_train, y_train, x_test, y_test")
+            arrays = {}
+            for key in ("x_train", "y_train", "x_test", "y_test"):
+                arrays[key] = stored[key]
+    except ValueError as error:
+        if key is None:
+            raise
+        if "allow_pickle" in str(error) or "Object arrays" in str(error):
+            raise ValueError(f"{where}: array {key} holds Python objects (dtype object); store numbers, "
+                             f"e.g. np.asarray({key}, dtype=np.float32)") from None
+        raise ValueError(f"{where}: array {key} cannot be read: {error}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
+        detail = f"array {key} cannot be read" if key else "not a readable .npz archive"
+        raise ValueError(f"{where}: {detail} ({type(error).__name__}: {error})") from None
     return _validated(path.name, **arrays)
 
 

@@ -63,10 +63,10 @@ class LocalExecutor:
     name = "local"
 
     def run(self, train: Callable[..., None], store: Store, study_id: int, config: Any, dataset: Dataset,
-            progress: Callable[[Any], None] | None, threads: int) -> None:
+            progress: Callable[[Any], None] | None, threads: int, log: Callable[[str], None] | None = None) -> None:
         total = len(config.activations)
         for index, activation in enumerate(config.activations):
-            train(store, study_id, config, activation, dataset, index, total, progress)
+            train(store, study_id, config, activation, dataset, index, total, progress, log)
 
     def close(self) -> None:
         pass
@@ -99,7 +99,7 @@ class RayExecutor:
         self.workers = workers
 
     def run(self, train: Callable[..., None], store: Store, study_id: int, config: Any, dataset: Dataset,
-            progress: Callable[[Any], None] | None, threads: int) -> None:
+            progress: Callable[[Any], None] | None, threads: int, log: Callable[[str], None] | None = None) -> None:
         ray = self.ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -121,19 +121,24 @@ class RayExecutor:
                     ref = task.remote(writer, study_id, config, activation, dataset_ref, index, total, threads, hook)
                     running[ref] = activation
                 done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
-                self._report(ray.get(writer.progress.remote()), seen, progress)
+                self._report(ray.get(writer.progress.remote()), seen, progress, log)
                 for ref in done:
                     ray.get(ref)  # raises the task's error, if any, here
                     running.pop(ref)
-            self._report(ray.get(writer.progress.remote()), seen, progress)
+            self._report(ray.get(writer.progress.remote()), seen, progress, log)
         finally:
             for ref in running:
                 ray.cancel(ref, force=True)
             ray.kill(writer)
 
     @staticmethod
-    def _report(updates: dict[str, Any], seen: dict[str, Any], progress: Callable[[Any], None] | None) -> None:
-        """Pass each configuration's newest progress to the driver's display, once."""
+    def _report(news: tuple[dict[str, Any], list[str]], seen: dict[str, Any], progress: Callable[[Any], None] | None,
+                log: Callable[[str], None] | None) -> None:
+        """Pass the workers' log lines, and each configuration's newest progress once, to the driver."""
+        updates, lines = news
+        for line in lines:
+            if log is not None:
+                log(line)
         for label, update in sorted(updates.items(), key=lambda item: item[1].configuration):
             if progress is not None and seen.get(label) != update:
                 progress(update)
@@ -166,6 +171,7 @@ class StoreWriter:
     def __init__(self, path: str) -> None:
         self.store = Store(path)
         self.latest: dict[str, Any] = {}
+        self.lines: list[str] = []
 
     def configuration(self, study_id: int, label: str, config: dict[str, Any], seeds: Sequence[int]):
         return self.store.configuration(study_id, label, config, seeds)
@@ -189,8 +195,13 @@ class StoreWriter:
     def record_progress(self, update: Any) -> None:
         self.latest[update.label] = update
 
-    def progress(self) -> dict[str, Any]:
-        return dict(self.latest)
+    def record_log(self, line: str) -> None:
+        self.lines.append(line)
+
+    def progress(self) -> tuple[dict[str, Any], list[str]]:
+        """The newest progress of each configuration, and the log lines since the last call."""
+        lines, self.lines = self.lines, []
+        return dict(self.latest), lines
 
 
 class _RemoteStore:
@@ -226,7 +237,7 @@ def _train_remotely(writer: Any, study_id: int, config: Any, activation: str, da
         exit_after = (int(epoch), marker)
     store = _RemoteStore(writer, ray, exit_after)
     train_configuration(store, study_id, config, activation, dataset, index, total,
-                        lambda update: writer.record_progress.remote(update))
+                        lambda update: writer.record_progress.remote(update), lambda line: writer.record_log.remote(line))
 
 
 def startup_seconds(address: str | None = None) -> float:

@@ -12,12 +12,12 @@ import dataclasses
 import html
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from elukit._files import atomic_write_text, check_writable_directory
 from elukit.experiments.stats import epochs_to_target, mean_interval, paired_bootstrap
 from elukit.experiments.store import NETWORK, Store
 
@@ -118,6 +118,9 @@ def summary_table(results: StudyResults, target_loss: float | None = None, basel
 
 # -- figures ------------------------------------------------------------------------------------------
 
+PERCENT = {"test_accuracy": 100.0, "dead_fraction": 100.0, "gradient_sparsity": 100.0}
+"""Metrics stored as fractions and shown in percent, in the figures as in the table."""
+
 def _figures(results: StudyResults, directory: Path) -> dict[str, Path]:
     from elukit.plots._matplotlib import pyplot
     from elukit.plots.curves import save_atomically
@@ -129,11 +132,11 @@ def _figures(results: StudyResults, directory: Path) -> dict[str, Path]:
     figure, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
     for label in results.labels:
         for axis, name in zip(axes, ("train_loss", "test_loss", "test_accuracy")):
-            curves = results.network[label][name]
+            curves = results.network[label][name] * PERCENT.get(name, 1.0)
             mean, std = np.nanmean(curves, axis=0), np.nanstd(curves, axis=0)
             line, = axis.plot(epochs, mean, label=label)
             axis.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-    for axis, title in zip(axes, ("training loss", "test loss", "test accuracy")):
+    for axis, title in zip(axes, ("training loss", "test loss", "test accuracy %")):
         axis.set_title(f"{title} (mean +- std over seeds)")
         axis.set_xlabel("epoch")
         axis.grid(True, alpha=0.3)
@@ -141,14 +144,14 @@ def _figures(results: StudyResults, directory: Path) -> dict[str, Path]:
     axes[0].set_yscale("log")
     paths["learning_curves"] = save_atomically(figure, directory / "learning_curves.png")
 
-    for name, title in (("mean_activation", "mean activation per layer"), ("dead_fraction", "dead-unit fraction per layer"),
-                        ("gradient_sparsity", "share of exactly-zero derivatives per layer")):
+    for name, title in (("mean_activation", "mean activation per layer"), ("dead_fraction", "dead units % per layer"),
+                        ("gradient_sparsity", "exactly-zero derivatives % per layer")):
         if not all(name in results.layers[label] for label in results.labels):
             continue
         figure, axes = plt.subplots(1, len(results.labels), figsize=(4 * len(results.labels), 3.6),
                                     constrained_layout=True, sharey=True, squeeze=False)
         for axis, label in zip(axes[0], results.labels):
-            values = np.nanmean(results.layers[label][name][..., 1:], axis=0)  # (layers, epochs 1..E)
+            values = np.nanmean(results.layers[label][name][..., 1:], axis=0) * PERCENT.get(name, 1.0)  # (layers, epochs 1..E)
             colors = plt.cm.viridis(np.linspace(0, 1, values.shape[0]))
             for layer in range(values.shape[0]):
                 axis.plot(epochs[1:], values[layer], color=colors[layer], label=f"layer {layer + 1}")
@@ -157,6 +160,9 @@ def _figures(results: StudyResults, directory: Path) -> dict[str, Path]:
             axis.set_xlabel("epoch")
             axis.grid(True, alpha=0.3)
         axes[0][0].set_ylabel(title)
+        if name in PERCENT:  # a share: 0 at the bottom, and a readable axis when every value is 0
+            top = max(float(np.nanmax([np.nanmax(results.layers[label][name]) for label in results.labels])) * 100, 0.0)
+            axes[0][0].set_ylim(-0.02 * max(top, 1.0), max(1.05 * top, 1.0))
         axes[0][-1].legend(fontsize="small")
         figure.suptitle(f"{title} (mean over seeds)")
         paths[name] = save_atomically(figure, directory / f"{name}.png")
@@ -183,7 +189,7 @@ def _p_text(p_value: float, resamples: int = 10_000) -> str:
 def _table(rows: list[dict[str, Any]], baseline: str, target: float) -> tuple[list[str], list[list[str]]]:
     headers = ["activation", "test accuracy % (95% CI)", "final train loss", f"epochs to train loss {target:.3g}",
                f"test accuracy vs {baseline} (pp, paired bootstrap)", "mean activation", "dead units %",
-               "zero derivatives %", "train time s"]
+               "zero derivatives %", "train time s (after warm-up)"]
     body = []
     for row in rows:
         versus = row.get("versus_baseline")
@@ -198,15 +204,22 @@ def _table(rows: list[dict[str, Any]], baseline: str, target: float) -> tuple[li
     return headers, body
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+def _notes(target: float, target_given: bool, baseline: str) -> list[str]:
+    """What the table's columns mean, printed under it."""
+    how = "given with --target-loss" if target_given else (
+        "the highest final mean training loss among the activations, a level every activation reached on average")
+    return [
+        f"Epochs to train loss {target:.3g}: per seed, the first epoch whose training loss is <= {target:.3g} ({how}); "
+        "the mean and 95% t interval are over the seeds that reached it, and (k/n) says that k of the n seeds did.",
+        "Test accuracy: at the last epoch, mean over seeds with a 95% Student t interval. "
+        f"Versus {baseline}: the mean paired difference (seeds paired) with a 95% bootstrap interval and a two-sided "
+        "bootstrap p-value (10,000 resamples).",
+        "Mean activation, dead units (derivative zero on every training sample of the epoch) and zero derivatives: "
+        "last epoch, averaged over hidden layers and seeds.",
+        "Train time: seconds of the training epochs (with their evaluation and diagnostics) of each activation's "
+        "ensemble, measured after a warm-up that is not charged to any activation; it excludes start-up, data "
+        "loading, storing and this report.",
+    ]
 
 
 def _claims(rows: list[dict[str, Any]], results: StudyResults) -> list[str]:
@@ -217,9 +230,15 @@ def _claims(rows: list[dict[str, Any]], results: StudyResults) -> list[str]:
     notes.append(f"Mean activation closest to zero (|mean| averaged over layers, last epoch): {closest['activation']} "
                  f"({closest['mean_activation']:+.3f}); " + ", ".join(
                      f"{r['activation']} {r['mean_activation']:+.3f}" for r in rows) + ".")
-    fastest = min(rows, key=lambda r: r["epochs_to_target"].mean if math.isfinite(r["epochs_to_target"].mean) else math.inf)
-    notes.append(f"Fewest epochs to the target training loss: {fastest['activation']} "
-                 f"({_interval_text(fastest['epochs_to_target'])} epochs).")
+    everywhere = [r for r in rows if r["reached"] == r["seeds"] and math.isfinite(r["epochs_to_target"].mean)]
+    if everywhere:
+        best = min(r["epochs_to_target"].mean for r in everywhere)
+        fastest = [r["activation"] for r in everywhere if r["epochs_to_target"].mean == best]
+        tie = f" (a tie: {len(fastest)} activations at the same mean)" if len(fastest) > 1 else ""
+        notes.append(f"Fewest epochs to the target training loss, among activations whose every seed reached it: "
+                     f"{' and '.join(fastest)}, {best:.3g} epochs on average{tie}.")
+    else:
+        notes.append("No activation reached the target training loss with every seed.")
     dead = ", ".join(f"{r['activation']} {100 * r['dead_fraction']:.1f}%" for r in rows)
     notes.append(f"Dead units at the last epoch (derivative zero on every training sample of the epoch): {dead}.")
     if "elu" in by_label and "relu" in by_label:
@@ -235,17 +254,24 @@ def _claims(rows: list[dict[str, Any]], results: StudyResults) -> list[str]:
 def build_report(db_path: str | os.PathLike[str], out: str | os.PathLike[str], study_id: int | None = None,
                  target_loss: float | None = None, seed: int = 0) -> dict[str, Path]:
     """Write report.html, report.md and the figures for a study; returns their paths."""
+    from elukit.plots._matplotlib import pyplot
+
+    if target_loss is not None and not (math.isfinite(target_loss) and target_loss > 0):
+        raise ValueError(f"--target-loss must be finite and > 0, got {target_loss}")
+    pyplot()  # the figures need matplotlib: say so before reading anything
     db_path = Path(db_path)
     if not db_path.is_file():
         raise ValueError(f"no results database at {str(db_path)!r}")
-    store = Store(db_path)
+    store = Store(db_path, create=False)
     try:
         results = load_results(store, study_id)
     finally:
         store.close()
     directory = Path(out)
+    check_writable_directory(directory, "report folder")
     directory.mkdir(parents=True, exist_ok=True)
     rows, target, baseline = summary_table(results, target_loss, rng=np.random.default_rng(seed))
+    notes = _notes(target, target_loss is not None, baseline)
     figures = _figures(results, directory)
     headers, body = _table(rows, baseline, target)
     claims = _claims(rows, results)
@@ -258,11 +284,11 @@ def build_report(db_path: str | os.PathLike[str], out: str | os.PathLike[str], s
     markdown = ["# elukit compare report", "", description, "", "| " + " | ".join(headers) + " |",
                 "|" + "---|" * len(headers)]
     markdown += ["| " + " | ".join(cells) + " |" for cells in body]
+    markdown += [""] + [f"- {n}" for n in notes]
     markdown += ["", "## What this study measured", ""] + [f"- {c}" for c in claims] + [""]
     for name, path in figures.items():
         markdown += [f"![{name}]({path.name})", ""]
-    markdown += ["Intervals: Student t over seeds. Paired tests: seeds paired, 10,000 bootstrap resamples.", ""]
-    _atomic_write(directory / "report.md", "\n".join(markdown))
+    atomic_write_text(directory / "report.md", "\n".join(markdown))
 
     images = "".join(
         f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,'
@@ -277,8 +303,9 @@ def build_report(db_path: str | os.PathLike[str], out: str | os.PathLike[str], s
 table{{border-collapse:collapse}}td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}
 td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}figure{{margin:1.5em 0}}</style></head>
 <body><h1>elukit compare report</h1><p>{html.escape(description)}</p>{table}
+<ul>{''.join(f'<li>{html.escape(n)}</li>' for n in notes)}</ul>
 <h2>What this study measured</h2><ul>{''.join(f'<li>{html.escape(c)}</li>' for c in claims)}</ul>
-{images}<p>Intervals: Student t over seeds. Paired tests: seeds paired, 10,000 bootstrap resamples.</p></body></html>
+{images}</body></html>
 """
-    _atomic_write(directory / "report.html", page)
+    atomic_write_text(directory / "report.html", page)
     return {"html": directory / "report.html", "markdown": directory / "report.md", **figures}

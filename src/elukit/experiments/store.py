@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -67,19 +68,39 @@ def config_key(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
-class Store:
-    """A connection to a results database (created if missing)."""
+TABLES = ("study", "configuration", "run", "metric", "checkpoint")
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+
+class Store:
+    """A connection to a results database (created if missing; with ``create=False`` it must
+    already be one: a file that is not, SQLite or not, is a ValueError naming it, and is left
+    untouched)."""
+
+    def __init__(self, path: str | os.PathLike[str], create: bool = True) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.connection = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        self.connection.execute("PRAGMA journal_mode=WAL")
-        self.connection.execute("PRAGMA foreign_keys=ON")
-        self.connection.execute("PRAGMA busy_timeout=60000")
-        with self.transaction() as db:
-            for statement in filter(str.strip, SCHEMA.split(";")):
-                db.execute(statement)
+        if not create and not self.path.is_file():
+            raise ValueError(f"no results database at {str(self.path)!r}")
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        where = "file:" + urllib.parse.quote(str(self.path.resolve())) + ("" if create else "?mode=rw")
+        self.connection = sqlite3.connect(where, uri=True, timeout=60.0, isolation_level=None)
+        try:
+            tables = {row[0] for row in self.connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not create and not set(TABLES) <= tables:
+                raise ValueError(f"{str(self.path)!r} is an SQLite database but not an elukit results database "
+                                 f"(it lacks the tables {', '.join(t for t in TABLES if t not in tables)})")
+            self.connection.execute("PRAGMA journal_mode=WAL")
+            self.connection.execute("PRAGMA foreign_keys=ON")
+            self.connection.execute("PRAGMA busy_timeout=60000")
+            with self.transaction() as db:
+                for statement in filter(str.strip, SCHEMA.split(";")):
+                    db.execute(statement)
+        except sqlite3.DatabaseError as error:
+            self.connection.close()
+            raise ValueError(f"{str(self.path)!r} cannot be read as an elukit results database (SQLite says: {error})") from None
+        except BaseException:
+            self.connection.close()
+            raise
 
     def transaction(self):
         """``with store.transaction():`` -- BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on error."""

@@ -10,6 +10,7 @@ deterministic per seed and an interrupted study resumes from its last stored epo
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import io
@@ -23,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from elukit._registry import parse
-from elukit.experiments.data import Dataset, load_dataset, load_npz
+from elukit._files import check_writable_directory
+from elukit.experiments.data import DATASETS, Dataset, load_dataset, load_npz
 from elukit.experiments.executors import make_executor
 from elukit.experiments.models import INITS, build_model
 from elukit.experiments.store import NETWORK, Store
@@ -39,7 +41,7 @@ NETWORK_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 class StudyConfig:
     """Everything that determines a study's results (hashed into the store)."""
 
-    dataset: str = DATASET_DEFAULT
+    dataset: str | None = DATASET_DEFAULT
     data_file: str | None = None
     data_sha256: str | None = None
     activations: tuple[str, ...] = ("relu", "leaky_relu", "elu", "selu")
@@ -55,6 +57,8 @@ class StudyConfig:
     batch_norm: bool = False
 
     def validated(self) -> StudyConfig:
+        """This config, checked (ValueError naming the option) and with `dataset` None when
+        `data_file` gives the data (the store records what was trained on, not the default)."""
         checks = [
             (self.seeds >= 1, f"--seeds must be >= 1, got {self.seeds}"),
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
@@ -75,6 +79,10 @@ class StudyConfig:
             raise ValueError(f"--activations lists an activation twice: {', '.join(self.activations)}")
         if self.model == "cnn" and self.batch_norm:
             raise ValueError("--batch-norm is implemented for --model mlp only")
+        if self.data_file:
+            return self if self.dataset is None else dataclasses.replace(self, dataset=None)
+        if self.dataset not in DATASETS:
+            raise ValueError(f"--dataset: unknown dataset {self.dataset!r}; known datasets: {', '.join(DATASETS)}")
         return self
 
     def as_dict(self) -> dict[str, Any]:
@@ -104,7 +112,7 @@ def file_sha256(path: str) -> str:
 def load_study_data(config: StudyConfig, cache_dir: str | None = None) -> Dataset:
     if config.data_file:
         return load_npz(config.data_file)
-    return load_dataset(config.dataset, cache_dir)
+    return load_dataset(config.dataset or DATASET_DEFAULT, cache_dir)
 
 
 @dataclasses.dataclass
@@ -177,13 +185,45 @@ def make_optimizer(name: str, parameters: Any, lr: float) -> torch.optim.Optimiz
     raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
 
 
+def warm_up(model: torch.nn.Module, members: int, optimizer_name: str, lr: float, data: dict[str, torch.Tensor],
+            batch_size: int, steps: int = 3) -> None:
+    """A few training steps and an evaluation on a throwaway copy of `model`, so that one-time
+    costs (first kernel calls, allocator growth, thread-pool start, lazy imports) are not charged
+    to the configuration's training time. The model and its optimizer are untouched, and no
+    random state is drawn: the stored results are the same bits with or without it (tested).
+    """
+    twin = copy.deepcopy(model)
+    optimizer = make_optimizer(optimizer_name, twin.parameters(), lr)
+    monitor = Monitor(twin, ensemble_dim=0, unit_dim=twin.unit_dim)
+    try:
+        batch = data["x_train"][:batch_size]
+        xb = batch.unsqueeze(0).expand(members, *batch.shape)
+        yb = data["y_train"][:batch_size].unsqueeze(0).expand(members, -1)
+        with monitor.recording():
+            for _ in range(steps):
+                logits = twin(xb)
+                loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(1).sum()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        monitor.collect()
+        _evaluate(twin, data["x_test"][:batch_size], data["y_test"][:batch_size], members)
+    finally:
+        monitor.close()
+
+
 def train_configuration(store: Store, study_id: int, config: StudyConfig, activation: str, dataset: Dataset,
-                        index: int = 0, total: int = 1, progress: Callable[[Progress], None] | None = None) -> None:
-    """Train (or resume) one activation's ensemble of seeds and store every epoch."""
+                        index: int = 0, total: int = 1, progress: Callable[[Progress], None] | None = None,
+                        log: Callable[[str], None] | None = None) -> None:
+    """Train (or resume) one activation's ensemble of seeds and store every epoch.
+
+    The stored training time is the time of the epochs alone, measured after `warm_up`."""
     spec = parse(activation)
     seeds = list(range(config.seeds))
     configuration_id, run_ids = store.configuration(study_id, spec.label(), {**config.as_dict(), "activation": activation}, seeds)
     if store.configuration_finished(configuration_id):
+        if log is not None:
+            log(f"{spec.label()}: finished earlier ({config.epochs} epochs), skipped")
         return
     runs = [run_ids[s] for s in seeds]
     members = len(seeds)
@@ -199,6 +239,9 @@ def train_configuration(store: Store, study_id: int, config: StudyConfig, activa
         epoch, seconds, state = checkpoint
         _restore(state, model, optimizer)
         first = epoch + 1
+        if log is not None:
+            log(f"{spec.label()}: resuming after epoch {epoch} of {config.epochs}")
+    warm_up(model, members, config.optimizer, config.lr, data, config.batch_size)
     monitor = Monitor(model, ensemble_dim=0, unit_dim=model.unit_dim)
     samples = len(dataset.x_train)
     try:
@@ -235,27 +278,41 @@ def train_configuration(store: Store, study_id: int, config: StudyConfig, activa
     store.finish_configuration(configuration_id)
 
 
-def default_threads(model: str = "mlp") -> int:
-    """torch threads for a study: for the MLP, 2 where the process may use 2 cores or more, else 1.
+def default_threads(model: str = "mlp", load: float | None = None) -> int:
+    """torch threads for a study: for the MLP, 2 where the process may use 2 cores or more and
+    another core is idle (1-minute load average <= cores - 1.5), else 1.
 
     The MLP ensemble's batched matmuls split over members, so a second thread gives the same bits
-    (tested) in less time; more than 2 were not measured. The CNN stays on 1: its grouped
+    (tested) in less time on an idle machine; more than 2 were not measured. On a busy one a
+    second thread is far slower: its OpenMP workers wait at every matmul for a thread the
+    scheduler has parked (measured on the 2-core machine at load 9: 3 MNIST-1D epochs of ReLU took
+    75.7 s of training with 2 threads and 2.3 s with 1). The CNN stays on 1: its grouped
     convolutions split their sums differently with 2 threads, which changes the last bits of its
-    results (measured), and a study should not depend on the machine's core count."""
+    results (measured), and a study should not depend on the machine's core count or load."""
     if model != "mlp":
         return 1
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return 2 if cores >= 2 else 1
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # not available on this platform: assume busy
+            load = float(cores)
+    return 2 if cores >= 2 and load <= cores - 1.5 else 1
 
 
 def run_study(config: StudyConfig, out: str | Path = "elukit-results", resume: bool = False,
               progress: Callable[[Progress], None] | None = None, threads: int = 1,
-              cache_dir: str | None = None, executor: str = "local", ray_address: str | None = None,
-              workers: int | None = None) -> tuple[Store, int]:
+              cache_dir: str | None = None, log: Callable[[str], None] | None = None, executor: str = "local",
+              ray_address: str | None = None, workers: int | None = None) -> tuple[Store, int]:
     """Train every activation of `config` (or continue the latest study with `resume`).
+
+    Everything that can be checked is checked before the store is touched: the config, the
+    output folder, the data (loaded and validated), with `resume` that OUT/results.db exists, and
+    the executor (started, or its cluster reached). So a bad input leaves no empty study behind.
+    `log` receives one line per resumed or skipped configuration.
 
     `executor` decides where each configuration trains (`elukit.experiments.executors`): "local"
     (this process) or "ray" (Ray tasks; `ray_address` None starts a local instance, "auto" or
@@ -266,30 +323,40 @@ def run_study(config: StudyConfig, out: str | Path = "elukit-results", resume: b
         raise ValueError(f"--data {config.data_file!r}: no such file")
     if config.data_file and not config.data_sha256:
         config = dataclasses.replace(config, data_sha256=file_sha256(config.data_file))
-    torch.set_num_threads(threads)
+    path = Path(out) / "results.db"
+    if resume and not path.is_file():
+        raise ValueError(f"--resume: no results database at {str(path)!r}; run without --resume to start a study")
     runner = make_executor(executor, ray_address, workers)  # connects (or fails) before anything is written
     try:
-        return _run_study(config, out, resume, progress, threads, cache_dir, runner)
+        check_writable_directory(out, "--out")
+        dataset = load_study_data(config, cache_dir)
+        torch.set_num_threads(threads)
+        return _run_study(config, path, resume, progress, threads, dataset, log, runner)
     finally:
         runner.close()
 
 
-def _run_study(config: StudyConfig, out: str | Path, resume: bool, progress: Callable[[Progress], None] | None,
-               threads: int, cache_dir: str | None, runner: Any) -> tuple[Store, int]:
-    store = Store(Path(out) / "results.db")
-    if resume:
-        latest = store.latest_study()
-        if latest is None:
-            raise ValueError(f"--resume: {store.path} holds no study to resume")
-        study_id, stored = latest
-        wanted = config.as_dict()
-        differences = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
-        if differences:
-            details = "; ".join(f"{k}: stored {stored.get(k)!r}, given {wanted.get(k)!r}" for k in differences)
-            raise ValueError(f"--resume refused: the arguments differ from study {study_id} in {store.path} ({details})")
-    else:
-        study_id = store.create_study(config.as_dict())
-    dataset = load_study_data(config, cache_dir)
-    runner.run(train_configuration, store, study_id, config, dataset, progress, threads)
+def _run_study(config: StudyConfig, path: Path, resume: bool, progress: Callable[[Progress], None] | None,
+               threads: int, dataset: Dataset, log: Callable[[str], None] | None, runner: Any) -> tuple[Store, int]:
+    store = Store(path)
+    try:
+        if resume:
+            latest = store.latest_study()
+            if latest is None:
+                raise ValueError(f"--resume: {store.path} holds no study to resume")
+            study_id, stored = latest
+            wanted = config.as_dict()
+            differences = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+            if differences:
+                details = "; ".join(f"{k}: stored {stored.get(k)!r}, given {wanted.get(k)!r}" for k in differences)
+                raise ValueError(f"--resume refused: the arguments differ from study {study_id} in {store.path} ({details})")
+            if log is not None:
+                log(f"resuming study {study_id} in {store.path}")
+        else:
+            study_id = store.create_study(config.as_dict())
+    except BaseException:
+        store.close()
+        raise
+    runner.run(train_configuration, store, study_id, config, dataset, progress, threads, log)
     store.finish_study(study_id)
     return store, study_id

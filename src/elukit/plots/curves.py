@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from elukit._files import atomic_output
 from elukit._spec import Activation
 from elukit.plots._matplotlib import check_output_path, pyplot
 
@@ -32,7 +32,7 @@ def plot_activations(
         raise ValueError(f"x range must be finite with x_min < x_max, got [{x_min}, {x_max}]")
     if points < 2:
         raise ValueError(f"points must be >= 2, got {points}")
-    check_output_path(path)  # fail before the work, not after it
+    check_output_path(path, writable=True)  # fail before the work, not after it
     plt = pyplot()
     x = np.linspace(x_min, x_max, points)
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
@@ -52,18 +52,13 @@ def plot_activations(
 
 def save_atomically(figure: Any, path: str | os.PathLike[str]) -> Path:
     """Save a matplotlib figure to a temporary file beside `path`, then rename it over `path`,
-    so an interrupted call never leaves a half-written figure. Closes the figure."""
+    so an interrupted call never leaves a half-written figure. Closes the figure. The folder must
+    exist; the file follows the umask (`elukit._files.atomic_output`)."""
     plt = pyplot()
     suffix = check_output_path(path)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(suffix=suffix, dir=target.parent)
-    os.close(descriptor)
     try:
-        figure.savefig(temporary, format=suffix.lstrip("."), dpi=120)
-        os.replace(temporary, target)
+        with atomic_output(path) as temporary:
+            figure.savefig(temporary, format=suffix.lstrip("."), dpi=120)
     finally:
         plt.close(figure)
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return target
+    return Path(path)

@@ -15,7 +15,7 @@ from elukit.plots.curves import save_atomically
 
 def plot_propagation(title: str, results: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Two panels: pre-activation variance (log scale) and activation mean, vs layer."""
-    check_output_path(path)
+    check_output_path(path, writable=True)
     plt = pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for label, result in results.items():
