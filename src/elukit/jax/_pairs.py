@@ -278,3 +278,79 @@ def round_to_odd(hi, lo, default_sign, fmt: Format):
     move = even & (sticky != 0) & jnp.isfinite(hi) & (hi != 0)
     toward = jnp.where(sticky > 0, jnp.inf, -jnp.inf).astype(hi.dtype)
     return jnp.where(move, jnp.nextafter(hi, toward), hi)
+
+
+# --- subnormal numbers, which XLA flushes to zero in arithmetic -----------------------------------
+
+def _bits_of(value: float, fmt: Format):
+    return fmt.int_dtype.type(np.asarray(value, fmt.dtype).view(fmt.int_dtype))
+
+
+def classify(x, fmt: Format):
+    """(positive, negative, subnormal) masks of x from its bit pattern: XLA reads a subnormal x
+    as 0 in comparisons (SELU'(1e-45) took the left branch), and NaN is neither sign."""
+    bits = lax.bitcast_convert_type(x, fmt.int_dtype)
+    magnitude = bits & ~_sign_mask(fmt)
+    finite_or_inf = magnitude <= _bits_of(np.inf, fmt)
+    nonzero = magnitude != 0
+    positive = (bits > 0) & finite_or_inf
+    negative = (bits < 0) & nonzero & finite_or_inf
+    subnormal = nonzero & (magnitude < _bits_of(np.finfo(fmt.dtype).tiny, fmt))
+    return positive, negative, subnormal
+
+
+def _sign_mask(fmt: Format):
+    return fmt.int_dtype.type(np.iinfo(fmt.int_dtype).min)
+
+
+def scaled_up(x, subnormal, exponent: int, fmt: Format):
+    """x * 2^exponent exactly, also for subnormal x (rebuilt from its integer significand;
+    XLA would read it as 0)."""
+    one = fmt.dtype.type
+    bits = lax.bitcast_convert_type(x, fmt.int_dtype)
+    significand = (bits & ~_sign_mask(fmt)).astype(fmt.dtype)  # exact: < 2^mantissa_bits
+    quantum = exponent - (fmt.exponent_bias - 1 + fmt.mantissa_bits)  # 2^quantum: smallest subnormal * 2^exponent
+    rebuilt = significand * one(2.0**quantum)
+    rebuilt = jnp.where(bits < 0, -rebuilt, rebuilt)
+    return jnp.where(subnormal, rebuilt, x * one(2.0**exponent))
+
+
+def finish(hi, lo, shift, fmt: Format, odd: bool = False, default_sign=None):
+    """(hi + lo) * 2^shift rounded once to the working dtype: to nearest, or to odd (`odd`, for a
+    later rounding to float16/bfloat16), subnormal results included.
+
+    XLA flushes a subnormal product to zero, so a subnormal result is assembled from its integer
+    count of the smallest subnormal. `default_sign`: see `round_to_odd`.
+    """
+    one = fmt.dtype.type
+    if default_sign is None:
+        default_sign = jnp.zeros_like(hi)
+    rounded = round_to_odd(hi, lo, default_sign, fmt) if odd else hi + lo
+    normal = scale((rounded, rounded), shift, fmt)[0]
+    # subnormal: q = (hi + lo) / smallest subnormal, rounded to an integer
+    q_hi, q_lo = scale((hi, lo), shift + (fmt.exponent_bias - 1 + fmt.mantissa_bits), fmt)
+    negative = q_hi < 0
+    a_hi, a_lo = jnp.abs(q_hi), jnp.where(negative, -q_lo, q_lo)
+    whole = jnp.floor(a_hi)
+    fraction = a_hi - whole  # exact, in [0, 1); the pair's tail a_lo is compared, never added
+    borrow = (fraction == 0) & (a_lo < 0)  # just below an integer
+    whole = jnp.where(borrow, whole - 1, whole)
+    fraction = jnp.where(borrow, one(1), fraction)
+    # the side of a tail lost below the pair, in magnitude
+    toward = jnp.where(negative, -default_sign, default_sign)
+    if odd:
+        exact = (fraction == 0) & (a_lo == 0)
+        whole = jnp.where(exact & (toward < 0) & (whole > 0), whole - 1, whole)
+        inexact = ~exact | (toward != 0)
+        count = whole.astype(fmt.int_dtype) | inexact.astype(fmt.int_dtype)
+    else:
+        odd_whole = jnp.fmod(whole, one(2)) == 1
+        tie_up = jnp.where(a_lo != 0, a_lo > 0, jnp.where(toward != 0, toward > 0, odd_whole))
+        up = (fraction > one(0.5)) | ((fraction == one(0.5)) & tie_up)
+        count = (whole + jnp.where(up, one(1), one(0))).astype(fmt.int_dtype)
+    count = jnp.where(negative, count | _sign_mask(fmt), count)
+    subnormal_result = lax.bitcast_convert_type(count, fmt.dtype)
+    hi_exponent = (lax.bitcast_convert_type(rounded, fmt.int_dtype) >> fmt.int_dtype.type(fmt.mantissa_bits)) & \
+        fmt.int_dtype.type(2 * fmt.exponent_bias + 1)
+    below_normal = hi_exponent.astype(shift.dtype if hasattr(shift, "dtype") else fmt.int_dtype) + shift < 1
+    return jnp.where(below_normal & jnp.isfinite(rounded), subnormal_result, normal)

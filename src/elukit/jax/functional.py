@@ -76,8 +76,9 @@ def _plan(spec: Activation) -> _Plan:
                      f"piecewise-linear one (relu, leaky_relu); {spec.name!r} has none: use jax.nn's")
 
 
-def _exponential_branch(x, plan: _Plan, order: int, fmt: _pairs.Format) -> _pairs.Pair:
-    """The x <= 0 branch as a pair: coefficient*expm1(x/c) (order 0) or K_m*exp(x/c)."""
+def _exponential_branch(x, plan: _Plan, order: int, fmt: _pairs.Format):
+    """The x <= 0 branch as a pair and a power of two: coefficient*expm1(x/c) (order 0, power
+    0) or K_m*exp(x/c) = pair * 2^n (the product is scaled once, when it is rounded)."""
     one = fmt.dtype.type
     lowest = fmt.lowest_exponent_argument * plan.divisor
     negative = jnp.clip(jnp.minimum(x, one(0)), one(lowest), one(0))
@@ -98,45 +99,40 @@ def _exponential_branch(x, plan: _Plan, order: int, fmt: _pairs.Format) -> _pair
         head = _pairs.two_sum(scaled_table[0], one(-1))
         head = _pairs.fast_two_sum(head[0], head[1] + scaled_table[1])
         expm1_t = _pairs.add(head, _pairs.scale(table_times_expm1, n, fmt))
-        return _pairs.multiply_constant(expm1_t, fmt.constant(plan.coefficient), fmt)
+        return _pairs.multiply_constant(expm1_t, fmt.constant(plan.coefficient), fmt), jnp.zeros_like(n)
     exponential = _pairs.add(table, table_times_expm1)  # e^t / 2^n
-    product = _pairs.multiply_constant(exponential, fmt.constant(plan.derivative_coefficient(order)), fmt)
-    return _pairs.scale(product, n, fmt)
+    return _pairs.multiply_constant(exponential, fmt.constant(plan.derivative_coefficient(order)), fmt), n
 
 
 def _evaluate(x, plan: _Plan, order: int):
     """The order-th derivative (0: the value) of the planned function at x, rounded once."""
     out_dtype = x.dtype
+    narrow = str(out_dtype) in _NARROW
     fmt = _FORMATS["float64" if out_dtype == jnp.float64 else "float32"]
     one = fmt.dtype.type
     xw = x.astype(fmt.dtype)
-    # x > 0 on the bit pattern: XLA reads a subnormal x as 0 in comparisons, which would send a
-    # positive subnormal to the left branch (SELU'(1e-45) = scale*alpha instead of scale)
-    bits = jax.lax.bitcast_convert_type(xw, fmt.int_dtype)
-    positive = (bits > 0) & (bits <= fmt.int_dtype.type(np.asarray(np.inf, fmt.dtype).view(fmt.int_dtype)))
+    positive, negative, subnormal = _pairs.classify(xw, fmt)
     zeros = jnp.zeros_like(xw)
-    factor = one(1)
+    no_shift = jnp.zeros(xw.shape, fmt.int_dtype)
     if order == 0:
-        # products with tiny x are formed on x*2^S, rounded, then scaled back (exact): see
-        # `_pairs.Format.small`
-        small = jnp.abs(xw) < one(fmt.small)
-        scaled = jnp.where(small, xw * one(2.0**fmt.small_scale), xw)
-        factor = jnp.where(small, one(2.0**-fmt.small_scale), one(1))
-        narrow = str(out_dtype) in _NARROW
+        # products with tiny x are formed on x*2^S and scaled back when rounded: no partial
+        # product underflows (see `_pairs.Format.small`), and subnormal x are not read as 0
+        small = (jnp.abs(xw) < one(fmt.small)) | subnormal
+        scaled = jnp.where(small, _pairs.scaled_up(xw, subnormal, fmt.small_scale, fmt), xw)
+        p_shift = jnp.where(small, fmt.int_dtype.type(-fmt.small_scale), no_shift)
 
         def times(constant):
-            if narrow:
-                return _pairs.product_with_constant_exact(scaled, constant, fmt)
-            return _pairs.product_with_constant(scaled, fmt.constant(constant), fmt)
+            return _pairs.product_with_constant_exact(scaled, constant, fmt)
 
         p_hi, p_lo = times(plan.slope)
+        n_shift = p_shift
         if plan.exponential:
-            n_hi, n_lo = _exponential_branch(xw, plan, 0, fmt)
+            (n_hi, n_lo), _ = _exponential_branch(xw, plan, 0, fmt)
             # tiny x: K*expm1(x/c) = (K/c)*x*(1 + x/(2c)) to the pair's precision; K/c*x exact,
             # and its correction (> 0) nudges a tie the right way when it is too small to add
             t_hi, t_lo = _pairs.product_with_constant(scaled, fmt.constant(plan.derivative_coefficient(1)), fmt)
             correction = t_hi * (xw * one(0.5 / plan.divisor))
-            t_lo = _pairs.nudge(t_lo, correction, jnp.where(xw < 0, one(1), one(0)))
+            t_lo = _pairs.nudge(t_lo, correction, jnp.where(negative, one(1), one(0)))
             n_hi = jnp.where(small, t_hi, n_hi)
             n_lo = jnp.where(small, t_lo, n_lo)
         elif plan.negative_slope == 0:
@@ -146,13 +142,16 @@ def _evaluate(x, plan: _Plan, order: int):
         lost = one(1) if plan.exponential else one(0)  # k*expm1(t) - k*t > 0; k*(1 - e^t) < k
     else:
         p_hi, p_lo = (jnp.full_like(xw, v) for v in fmt.constant(plan.slope if order == 1 else 0.0))
+        p_shift = no_shift
         if plan.exponential:
-            n_hi, n_lo = _exponential_branch(xw, plan, order, fmt)
+            (n_hi, n_lo), n_shift = _exponential_branch(xw, plan, order, fmt)
         else:
             n_hi, n_lo = (jnp.full_like(xw, v) for v in fmt.constant(plan.derivative_coefficient(order)))
+            n_shift = no_shift
         lost = one(-1) if plan.exponential else one(0)  # K*e^t < K for t < 0
     hi = jnp.where(positive, p_hi, n_hi)
     lo = jnp.where(positive, p_lo, n_lo)
+    shift = jnp.where(positive, p_shift, n_shift)
     lo = jnp.where(jnp.isfinite(hi), lo, one(0))
     if order == 0:
         minus_infinity = fmt.constant(-plan.coefficient) if plan.exponential else (-np.inf if plan.negative_slope else 0.0, 0.0)
@@ -161,15 +160,9 @@ def _evaluate(x, plan: _Plan, order: int):
     at_minus_infinity = xw == -jnp.inf
     hi = jnp.where(at_minus_infinity, one(minus_infinity[0]), hi)
     lo = jnp.where(at_minus_infinity, one(minus_infinity[1]), lo)
-    if str(out_dtype) in _NARROW:
-        default = jnp.where((xw < 0) & ~at_minus_infinity, lost, one(0))
-        rounded = _pairs.round_to_odd(hi, lo, default, fmt)
-        if out_dtype == jnp.bfloat16:  # scale back after rounding: the sticky bit may sit below 2^-126
-            result = rounded.astype(out_dtype) * factor.astype(out_dtype)
-        else:  # float16: |x| >= 2^-24, never scaled
-            result = (rounded * factor).astype(out_dtype)
-    else:
-        result = ((hi + lo) * factor).astype(out_dtype)
+    shift = jnp.where(at_minus_infinity, no_shift, shift)
+    default = jnp.where(negative & ~at_minus_infinity, lost, one(0))
+    result = _pairs.finish(hi, lo, shift, fmt, odd=narrow, default_sign=default).astype(out_dtype)
     if order == 0 and (plan.exponential or plan.negative_slope > 0):
         result = jnp.copysign(result, x)  # f has the sign of x; ELU(-0.0) = -0.0
     return jnp.where(jnp.isnan(x), x, result)

@@ -33,14 +33,18 @@ class _Activation(keras.layers.Layer):
         return {**super().get_config(), **self.params}
 
 
-@_register
-class ELU(_Activation):
-    r"""ELU layer: :math:`x\ (x>0),\ \alpha\,\mathrm{expm1}(x)\ (x\le0)`. Args: alpha (> 0)."""
-
-    name_in_registry = "elu"
+class _AlphaActivation(_Activation):
+    """An activation whose one parameter is alpha."""
 
     def __init__(self, alpha: float = 1.0, **kwargs: Any) -> None:
         super().__init__(alpha=alpha, **kwargs)
+
+
+@_register
+class ELU(_AlphaActivation):
+    r"""ELU layer: :math:`x\ (x>0),\ \alpha\,\mathrm{expm1}(x)\ (x\le0)`. Args: alpha (> 0)."""
+
+    name_in_registry = "elu"
 
 
 @_register
@@ -51,13 +55,10 @@ class SELU(_Activation):
 
 
 @_register
-class CELU(_Activation):
+class CELU(_AlphaActivation):
     r"""CELU layer: :math:`x\ (x>0),\ \alpha\,\mathrm{expm1}(x/\alpha)\ (x\le0)`. Args: alpha (> 0)."""
 
     name_in_registry = "celu"
-
-    def __init__(self, alpha: float = 1.0, **kwargs: Any) -> None:
-        super().__init__(alpha=alpha, **kwargs)
 
 
 def _check_positive(name: str, value: float) -> float:
