@@ -278,3 +278,40 @@ def test_audit_has_elukit_jax_rows_next_to_jax_nn():
     assert {r["quantity"] for r in ours} == set(QUANTITIES)
     assert all(r["max_ulp"] < 1 and r["correctly_rounded"] == 1.0 for r in ours), ours
     assert any(r["implementation"] == "jax.nn" for r in rows)
+
+
+# --- Flax --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["elukit", "jax"])
+def test_flax_nnx_model_trains_on_digits(x64_off, name):
+    """The docs' Flax example, with jax.nn.elu as the control."""
+    nnx = pytest.importorskip("flax.nnx")
+    optax = pytest.importorskip("optax")
+    datasets = pytest.importorskip("sklearn.datasets")
+    elu = ej.elu if name == "elukit" else jax.nn.elu
+
+    class MLP(nnx.Module):
+        def __init__(self, rngs):
+            self.hidden = nnx.Linear(64, 64, rngs=rngs)
+            self.out = nnx.Linear(64, 10, rngs=rngs)
+
+        def __call__(self, x):
+            return self.out(elu(self.hidden(x)))
+
+    digits = datasets.load_digits()
+    x, y = jnp.asarray(digits.data / 16.0, jnp.float32), jnp.asarray(digits.target)
+    model = MLP(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+
+    @nnx.jit
+    def train_step(model, optimizer, x, y):
+        def loss_fn(model):
+            return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, grads)
+        return loss
+
+    for _ in range(40):
+        train_step(model, optimizer, x, y)
+    assert float((model(x).argmax(-1) == y).mean()) > 0.95
