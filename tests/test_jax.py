@@ -315,3 +315,13 @@ def test_flax_nnx_model_trains_on_digits(x64_off, name):
     for _ in range(40):
         train_step(model, optimizer, x, y)
     assert float((model(x).argmax(-1) == y).mean()) > 0.95
+
+
+@pytest.mark.parametrize("module,extra", [("jax", "elukit[jax]"), ("keras", "elukit[keras]")])
+def test_missing_framework_names_the_extra(module, extra):
+    import subprocess
+    import sys
+
+    script = f"import sys; sys.modules[{module!r}] = None\ntry:\n    import elukit.{module}\nexcept ImportError as e:\n    print(e)"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120).stdout
+    assert f"pip install '{extra}'" in out, out

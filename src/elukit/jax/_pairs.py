@@ -129,7 +129,7 @@ def fast_two_sum(a, b) -> Pair:
     return s, b - (s - a)
 
 
-def split(a, fmt: Format) -> Pair:
+def split(a, fmt: Format, bounded: bool = False) -> Pair:
     """a = hi + lo with hi rounded to `fmt.keep` bits and lo the exact rest (at most as many bits).
 
     Done on the bit pattern: Veltkamp's ``c = (2^s+1)*a; hi = c - (c - a)`` breaks when the
@@ -139,15 +139,17 @@ def split(a, fmt: Format) -> Pair:
     half = fmt.int_dtype.type(1 << (fmt.drop - 1))
     mask = fmt.int_dtype.type(~((1 << fmt.drop) - 1))
     hi = lax.bitcast_convert_type((bits + half) & mask, fmt.dtype)
-    hi = jnp.where(jnp.isfinite(hi), hi, a)  # rounding up the largest finite values would overflow
+    if not bounded:  # rounding up the largest finite values would overflow
+        hi = jnp.where(jnp.isfinite(hi), hi, a)
     return hi, a - hi
 
 
-def two_product(a, b, fmt: Format, b_split: Pair | None = None) -> Pair:
-    """a * b = p + e exactly (Dekker, with bit-pattern splits), unless p overflows or underflows."""
+def two_product(a, b, fmt: Format, b_split: Pair | None = None, bounded: bool = False) -> Pair:
+    """a * b = p + e exactly (Dekker, with bit-pattern splits), unless p overflows or underflows.
+    `bounded`: a and b are known to be far from overflow (skips a guard)."""
     p = a * b
-    a_hi, a_lo = split(a, fmt)
-    b_hi, b_lo = split(b, fmt) if b_split is None else b_split
+    a_hi, a_lo = split(a, fmt, bounded)
+    b_hi, b_lo = split(b, fmt, bounded) if b_split is None else b_split
     e = ((a_hi * b_hi - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
     return p, e
 
@@ -198,9 +200,9 @@ def nudge(lo, tail, default_sign=0.0):
     return jnp.where(lost, jnp.nextafter(lo, jnp.where(direction > 0, jnp.inf, -jnp.inf).astype(lo.dtype)), total)
 
 
-def multiply(a: Pair, b: Pair, fmt: Format) -> Pair:
+def multiply(a: Pair, b: Pair, fmt: Format, bounded: bool = False) -> Pair:
     """Pair product (relative error about 2^(2 - 2*precision))."""
-    p, e = two_product(a[0], b[0], fmt)
+    p, e = two_product(a[0], b[0], fmt, bounded=bounded)
     return fast_two_sum(p, e + (a[0] * b[1] + a[1] * b[0]))
 
 
@@ -250,7 +252,7 @@ def reduced_exponential(t: Pair, fmt: Format):
     n = (k_int - j) >> fmt.int_dtype.type(5)
     table = (jnp.take(jnp.asarray(fmt.table_hi), j), jnp.take(jnp.asarray(fmt.table_lo), j))
     # expm1(r) = r + r^2/2 + r^3 * (1/3! + r/4! + ...): the first two terms as pairs.
-    square = two_product(r_hi, r_hi, fmt)
+    square = two_product(r_hi, r_hi, fmt, bounded=True)
     tail = jnp.full_like(r_hi, fmt.series[-1])
     for coefficient in fmt.series[-2::-1]:
         tail = tail * r_hi + one(coefficient)

@@ -92,7 +92,7 @@ def _exponential_branch(x, plan: _Plan, order: int, fmt: _pairs.Format):
         p, e = _pairs.two_product(q, one(c_hi), fmt, _pairs.split_constant(c_hi, fmt))
         t = _pairs.fast_two_sum(q, (((negative - p) - e) - q * one(c_lo)) / one(c_hi))
     n, table, expm1_r = _pairs.reduced_exponential(t, fmt)
-    table_times_expm1 = _pairs.multiply(table, expm1_r, fmt)
+    table_times_expm1 = _pairs.multiply(table, expm1_r, fmt, bounded=True)  # |T| < 2, |E| < 0.011
     if order == 0:
         # expm1(t) = 2^n*T*E + (2^n*T - 1): no cancellation, exact at t = 0
         scaled_table = _pairs.scale(table, n, fmt)
