@@ -105,6 +105,18 @@ EXAMPLE = textwrap.dedent("""
     z = keras.random.normal((200_000,), seed=4)
     dropped = keras.ops.convert_to_numpy(L.AlphaDropout(0.2, seed=5)(z, training=True))
     assert abs(dropped.mean()) < 0.01 and abs(dropped.var() - 1) < 0.02, (dropped.mean(), dropped.var())
+
+    # 6. Gradients through the backend's autodiff come from the input: f'(-20) = e^-20 in float32
+    # (jax.nn.elu, which Keras's own elu runs on the JAX backend, returns 0 there).
+    if keras.backend.backend() == "jax":
+        import jax
+        gradient = float(jax.grad(elukit.keras.activations.elu)(np.float32(-20.0)))
+    else:
+        import torch
+        leaf = torch.tensor(-20.0, requires_grad=True)
+        elukit.keras.activations.elu(leaf).backward()
+        gradient = leaf.grad.item()
+    assert gradient == float(np.float32(2.0611537e-09)), gradient
     print("OK", keras.backend.backend())
 """)
 
