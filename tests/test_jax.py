@@ -73,6 +73,18 @@ def test_float32_without_x64_is_faithful_and_correctly_rounded(x64_off, name, pa
         _check_against_mpmath(spec, quantity, points, got, getattr(spec, quantity)(points), 0.999)
 
 
+@pytest.mark.parametrize("name", ["elu", "celu"])
+@pytest.mark.parametrize("alpha", [1e-3, 0.3, 10.0, 1e6])
+def test_float32_correctly_rounded_at_other_parameters(x64_off, name, alpha):
+    """Regression: ELU(alpha=1e-3) of -2.96774e-38 was 1 subnormal ulp off (the tail of the
+    product alpha*x underflowed in the scaled domain)."""
+    spec = elukit.get(name, alpha=alpha)
+    points = sample_points(np.dtype(np.float32), 20_000, seed=1)
+    for order, quantity in enumerate(QUANTITIES[:2]):
+        got = ej.derivative(points, spec, order)
+        _check_against_mpmath(spec, quantity, points, got, getattr(spec, quantity)(points), 1.0)
+
+
 @pytest.mark.parametrize("name,params", ROWS, ids=[f"{n}{p}" for n, p in ROWS])
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
 def test_16_bit_correctly_rounded_on_every_input(x64_off, name, params, dtype_name):

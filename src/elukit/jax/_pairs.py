@@ -64,7 +64,7 @@ class Format:
         # 2^small_scale first, so that no partial product of a TwoProduct underflows (XLA flushes
         # subnormals: ELU(alpha=3) of -1.5e-32 in float32 came out 1 ulp off).
         self.small = 2.0**-26 if self.precision == 24 else 2.0**-55
-        self.small_scale = 64 if self.precision == 24 else 600
+        self.small_scale = 100 if self.precision == 24 else 600  # keeps the tail of K*x normal, K >= 2^-10
 
     def constant(self, value: Fraction | float) -> tuple[float, float]:
         """A real number as the pair (hi, lo) of this dtype closest to it."""
@@ -170,7 +170,7 @@ def product_with_constant(x, constant: tuple[float, float], fmt: Format) -> Pair
     return fast_two_sum(p, e)
 
 
-def product_with_constant_exact(x, value: float, fmt: Format) -> Pair:
+def product_with_constant_exact(x, value: float | Fraction, fmt: Format) -> Pair:
     """value * x as a pair whose sign of (hi + lo - value*x) is right, for a float64 `value`
     with more bits than a float32 pair (0.01 has 53): `product_with_constant` would make
     0.01 * 150 * 2^-24 an exact float16 midpoint while the true product lies above it."""

@@ -130,7 +130,7 @@ def _evaluate(x, plan: _Plan, order: int):
             (n_hi, n_lo), _ = _exponential_branch(xw, plan, 0, fmt)
             # tiny x: K*expm1(x/c) = (K/c)*x*(1 + x/(2c)) to the pair's precision; K/c*x exact,
             # and its correction (> 0) nudges a tie the right way when it is too small to add
-            t_hi, t_lo = _pairs.product_with_constant(scaled, fmt.constant(plan.derivative_coefficient(1)), fmt)
+            t_hi, t_lo = _pairs.product_with_constant_exact(scaled, plan.derivative_coefficient(1), fmt)
             correction = t_hi * (xw * one(0.5 / plan.divisor))
             t_lo = _pairs.nudge(t_lo, correction, jnp.where(negative, one(1), one(0)))
             n_hi = jnp.where(small, t_hi, n_hi)
