@@ -16,9 +16,14 @@ pairs of float32 (about 48 bits, see `elukit.jax._pairs`) and rounded once -- th
 round-to-odd float32 step for float16/bfloat16, so there is no double rounding. float64 inputs
 (with x64 on) are evaluated in pairs of float64. Results do not depend on the x64 flag.
 
-Note: XLA flushes subnormal float32/float64 numbers to zero (inputs and results, CPU and GPU);
-so does this module there, like ``jax.nn``. Where the true value is a normal number, results are
-as documented; a derivative never rounds to 0 where the true value is normal.
+XLA flushes subnormal float32/float64 numbers to zero, inputs and results (``jax.nn.elu(-1e-40)``
+is 0.0). Here subnormal inputs are read from their bits and subnormal results assembled from their
+integer significand (`elukit.jax._pairs.finish`), so they are correctly rounded too.
+
+Accuracy against mpmath: f, f', f'' correctly rounded on every float16/bfloat16 input
+(tests/test_jax.py) and on all 20,000 float32 and float64 points per row of ``elukit audit``
+(ELU, SELU, CELU(alpha=3)); the tests require < 1 ulp and >= 99.9% correctly rounded on 10^5
+float32 points per activation.
 """
 
 from __future__ import annotations
