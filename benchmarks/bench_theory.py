@@ -1,4 +1,5 @@
-"""Speed of vectorised closed-form Gaussian moments (elukit.theory.moments).
+"""Speed of vectorised closed-form Gaussian moments (elukit.theory.moments) and of the
+correlation maps (elukit.theory.correlation_map).
 
 Run: python benchmarks/bench_theory.py [--points 1000000]
 
@@ -6,6 +7,10 @@ Prints the time for all six moments of ELU/SELU/CELU/ReLU at N parameter points 
 alphas drawn at random), and the ratio against one np.exp over the same N points measured in the
 same run (the cost of a single transcendental pass), plus the ratio against Gauss-Hermite
 quadrature (the general path) on a 100x smaller set, scaled per point.
+
+Then the correlation map c -> c' at N correlations drawn in [-1, 1] (one q, as when iterating a
+network at its fixed point), for ELU/CELU/SELU/ReLU, with the same np.exp baseline and the ratio
+against the direct one-dimensional reduction at every point (measured on 1000 points, scaled).
 """
 
 from __future__ import annotations
@@ -39,6 +44,16 @@ def main() -> None:
         quadrature = best(lambda: theory.moments(name, mean[small], std[small], quadrature=True, **scalar_params), 3) * 100
         print(f"{name:<5} closed form: {seconds:.3f} s ({seconds / baseline:.1f}x np.exp); "
               f"Gauss-Hermite would take {quadrature:.1f} s ({quadrature / seconds:.0f}x slower)")
+    c = rng.uniform(-1, 1, n)
+    print(f"correlation_map at {n} correlations, q = 1.3, sigma_w^2 = 1.6, sigma_b^2 = 0.05:")
+    for name, params in (("elu", {}), ("celu", {"alpha": 0.2}), ("selu", {}), ("relu", {})):
+        def mapped(points=c):
+            return theory.correlation_map(name, points, 1.3, weight_variance=1.6, bias_variance=0.05, **params)
+
+        seconds = best(mapped, 3)
+        direct = best(lambda: mapped(c[:1000]), 3) * n / 1000
+        print(f"{name:<5} correlation map: {seconds:.3f} s ({seconds / baseline:.1f}x np.exp); "
+              f"the per-point path (measured on 1000 points) would take {direct:.1f} s")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 Run: python benchmarks/bench_torch.py
 
-Forward and forward+backward, float32 and float64, 2^16 and 2^22 elements, 1 and 2 threads: the
+Small tensors first (2^10 and 2^12 elements, float32, 1 thread), where the per-call overhead
+dominates: the time per call in microseconds for elukit and native, forward (no grad) and
+forward+backward, and the ratio. Then forward and forward+backward, float32 and float64, 2^16 and
+2^22 elements, 1 and 2 threads: the
 default path (elukit's compiled C kernels where they were built: float64 from the fast faithful
 kernels), exact=True (float64 from the correctly rounding double-double kernels; the NumPy backend
 where the extension is missing), and with `use_compiled_kernels(True)` (torch.compile; compiled before timing; for ELU the C
@@ -35,8 +38,24 @@ def forward_backward(function, x):
     return run
 
 
+def small_tensors() -> None:
+    """Per-call time where the overhead of a call dominates (elukit's calls go through Python)."""
+    torch.set_num_threads(1)
+    print(f"{'size':>6} {'fwd native us':>14} {'fwd elukit us':>14} {'fwd ratio':>10} "
+          f"{'f+b native us':>14} {'f+b elukit us':>14} {'f+b ratio':>10}")
+    for size in (2**10, 2**12):
+        x = torch.randn(size) * 3
+        native = best(lambda: F.elu(x), number=300)
+        ours = best(lambda: E.elu(x), number=300)
+        native_fb = best(forward_backward(F.elu, x), number=300)
+        ours_fb = best(forward_backward(E.elu, x), number=300)
+        print(f"{size:>6} {1e6 * native:>14.1f} {1e6 * ours:>14.1f} {ours / native:>9.2f}x "
+              f"{1e6 * native_fb:>14.1f} {1e6 * ours_fb:>14.1f} {ours_fb / native_fb:>9.2f}x")
+
+
 def main() -> None:
     print(f"elukit compiled kernels: {'built' if _native.AVAILABLE else 'missing (the torch/NumPy kernels run)'}")
+    small_tensors()
     print(f"{'threads':>7} {'dtype':>8} {'size':>8} {'fwd native ms':>14} {'fwd ratio':>10} {'fwd exact=True':>15} "
           f"{'f+b native ms':>14} {'f+b ratio':>10} {'f+b exact=True':>15} {'fwd compiled':>13} {'f+b compiled':>13}")
     for threads in (1, 2):

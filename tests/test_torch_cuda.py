@@ -70,3 +70,15 @@ def test_cuda_compile_fullgraph():
     compiled(x).backward()
     expected = torch.from_numpy(elukit.get("selu").derivative(x.detach().cpu().numpy()))
     assert torch.equal(x.grad.cpu(), expected)
+
+
+def test_cuda_operators_compose_with_torch_func_and_compile():
+    x = torch.randn(6, 5, dtype=torch.float64, device="cuda")
+    per_sample = torch.func.vmap(torch.func.grad(lambda row: F.elu(row).sum()))(x)
+    expected = torch.from_numpy(elukit.get("elu").derivative(x.cpu().numpy())).cuda()
+    torch.testing.assert_close(per_sample, expected)
+    compiled = torch.compile(lambda t: F.elu(t, inplace=True), fullgraph=True, backend="aot_eager")
+    y = x.clone()
+    compiled(y)
+    torch.testing.assert_close(y, F.elu(x))
+    assert F.elu(torch.empty(3, device="meta")).device.type == "meta"

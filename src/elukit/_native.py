@@ -43,19 +43,29 @@ def _split(exact: Fraction) -> tuple[float, float]:
     return high, float(exact - Fraction(high))
 
 
-@functools.lru_cache(maxsize=256)
 def kernel_constants(form: tuple[float, float, float], quantity: str) -> tuple | None:
-    """The constant tuple of `_exponential_linear.evaluate` for `form` and `quantity`, or None
-    where the kernels cannot represent it."""
+    """The constant tuple of `_exponential_linear.evaluate` for `form` and `quantity`
+    ("derivative" or "second_derivative"; the value uses the derivative's), or None where the
+    kernels cannot represent it."""
+    return derivative_constants(form, 1 if quantity == "derivative" else 2)
+
+
+@functools.lru_cache(maxsize=256)
+def derivative_constants(form: tuple[float, float, float], order: int) -> tuple | None:
+    """The constant tuple of the exponential kernel for the derivative of `order` >= 1, or None.
+
+    Every derivative of order n >= 1 is lambda (n = 1) or 0 (n >= 2) for x > 0 and
+    (lambda alpha / delta^n) e^{x/delta} for x <= 0; the coefficient is formed exactly and split
+    into a double-double, so each order is evaluated as accurately as f'."""
     linear_scale, alpha, divisor = form
-    if not all(math.isfinite(v) and v > 0 for v in form):
+    if not all(math.isfinite(v) and v > 0 for v in form) or order < 1:
         return None
     c = Fraction(linear_scale) * Fraction(alpha)
     if abs(math.frexp(float(c))[1]) > _LARGEST_EXPONENT:
         return None
     d = c / Fraction(divisor)
-    exponential = d if quantity == "derivative" else d / Fraction(divisor)
-    positive = linear_scale if quantity == "derivative" else 0.0
+    exponential = d / Fraction(divisor) ** (order - 1)
+    positive = linear_scale if order == 1 else 0.0
     exponent = math.frexp(float(exponential))[1] - 1
     if abs(exponent) > _LARGEST_EXPONENT:
         return None
@@ -110,6 +120,22 @@ def _plan(spec: Any) -> dict[str, tuple[int, tuple]] | None:
     else:
         return None
     return plan if all(constants is not None for _, constants in plan.values()) else None
+
+
+def order_plan(spec: Any, order: int) -> tuple[int, tuple] | None:
+    """(kind, constants) of the derivative of `order` >= 1 of `spec`, or None where the compiled
+    kernels do not serve it. Orders above 2 exist for the ELU family (`derivative_constants`) and
+    the piecewise-linear one (where they are f'' = 0)."""
+    plan = kernels_for(spec) if _compiled is not None else None
+    if plan is None or order < 1:
+        return None
+    if order <= 2:
+        return plan[_QUANTITIES[order]]
+    exponential = spec.exponential_linear_form()
+    if exponential is None:
+        return plan["second_derivative"]
+    constants = derivative_constants(tuple(exponential), order)
+    return None if constants is None else (KIND["derivative"], constants)
 
 
 _PLANS: dict[int, tuple[Any, dict[str, tuple[int, tuple]] | None]] = {}
@@ -206,5 +232,6 @@ def share_openmp_runtime(path: str | None) -> bool:
     return True
 
 
-__all__ = ["AVAILABLE", "FAST", "KIND", "LINEAR", "constants_for", "evaluate", "evaluate_spec", "kernel_constants",
-           "kernels_for", "linear_constants", "loaded_openmp_runtimes", "run_addresses", "share_openmp_runtime"]
+__all__ = ["AVAILABLE", "FAST", "KIND", "LINEAR", "constants_for", "derivative_constants", "evaluate", "evaluate_spec",
+           "kernel_constants", "kernels_for", "linear_constants", "loaded_openmp_runtimes", "order_plan", "run_addresses",
+           "share_openmp_runtime"]

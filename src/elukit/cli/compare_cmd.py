@@ -47,7 +47,8 @@ class _ProgressBar:
         "  elukit compare --dataset digits --activations relu,elu:alpha=0.5,celu:alpha=2 --seeds 10\n\n"
         "  elukit compare --preset clevert2016 --out clevert\n\n"
         "  elukit compare --data mydata.npz --model mlp --width 256 --depth 4 --batch-norm\n\n"
-        "  elukit compare --resume                          # after Ctrl-C: continue where it stopped"
+        "  elukit compare --resume                          # after Ctrl-C: continue where it stopped\n\n"
+        "  elukit compare --executor ray --ray-address auto # each configuration a task on a Ray cluster"
     ),
 )
 @click.option("--dataset", default=None, help="Built-in dataset: mnist1d (default), digits, breast_cancer, wine.")
@@ -62,8 +63,9 @@ class _ProgressBar:
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default=None, help="Optimizer [adam].")
 @click.option("--lr", type=float, default=None, help="Learning rate [0.001].")
 @click.option("--batch-size", type=int, default=None, help="Minibatch size [100].")
-@click.option("--init", type=click.Choice(["gain", "torch", "he"]), default=None,
-              help="gain: elukit.theory's derived gain per activation; torch: PyTorch's default; he: sqrt(2) [gain].")
+@click.option("--init", type=click.Choice(["gain", "torch", "he", "eoc"]), default=None,
+              help="gain: elukit.theory's derived gain per activation; torch: PyTorch's default; he: sqrt(2); "
+                   "eoc: the edge of chaos at bias variance 0 (elukit.theory.edge_of_chaos) [gain].")
 @click.option("--batch-norm/--no-batch-norm", default=None, help="Batch normalisation before each activation [off].")
 @click.option("--preset", type=click.Choice(["default", "clevert2016"]), default="default", show_default=True,
               help="A named configuration; explicit flags override it.")
@@ -75,11 +77,19 @@ class _ProgressBar:
                    "matmuls use a second core with the same results (default run 18 s instead of 21 s on 2 "
                    "cores); the CNN's grouped convolutions change their last bits with the thread count.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where configurations train: this process, or Ray tasks (pip install 'elukit[ray]'); "
+                   "the results are the same rows.")
+@click.option("--ray-address", default=None,
+              help="With --executor ray: auto, host:port or ray://host:port of a cluster [start a local Ray].")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="With --executor ray: configurations training at once [the cluster's CPUs / threads].")
 @click.option("--compile", "compile_kernels", is_flag=True,
               help="Fuse the activation kernels with torch.compile (bit-identical; needs a C++ compiler; "
                    "a few seconds of compilation per activation).")
 def compare_command(dataset, data_file, activations, seeds, epochs, model, width, depth, optimizer, lr, batch_size,
-                    init, batch_norm, preset, out, resume, threads, quiet, compile_kernels) -> None:
+                    init, batch_norm, preset, out, resume, threads, executor, ray_address, workers, quiet,
+                    compile_kernels) -> None:
     """Train the same network with each activation on real data, several seeds, with diagnostics,
     store every epoch in OUT/results.db and write a report to OUT/report/."""
     from elukit.experiments.report import build_report
@@ -101,7 +111,8 @@ def compare_command(dataset, data_file, activations, seeds, epochs, model, width
     started = time.monotonic()
     try:
         store, study_id = run_study(config, out, resume=resume, progress=_ProgressBar(quiet),
-                                    threads=threads if threads is not None else default_threads(config.model))
+                                    threads=threads if threads is not None else default_threads(config.model),
+                                    executor=executor, ray_address=ray_address, workers=workers)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: finished epochs are in {out / 'results.db'}; "
                    f"run the same command with --resume to continue", err=True)

@@ -11,12 +11,12 @@ import math
 from collections.abc import Sequence
 
 from elukit._spec import Activation as Spec
-from elukit.theory import gain
+from elukit.theory import edge_of_chaos, gain
 from elukit.torch._torch import torch
 from elukit.torch.modules import Activation
 
 nn = torch.nn
-INITS = ("gain", "torch", "he")
+INITS = ("gain", "torch", "he", "eoc")
 
 
 def _weight_std(init: str, spec: Spec, fan_in: int) -> float | None:
@@ -28,6 +28,11 @@ def _weight_std(init: str, spec: Spec, fan_in: int) -> float | None:
         return math.sqrt(2.0) / math.sqrt(fan_in)
     if init == "torch":
         return None
+    if init == "eoc":  # the edge of chaos at sigma_b^2 = 0, the one bias variance where ReLU has one too
+        eoc = edge_of_chaos(spec, 0.0)
+        if not math.isfinite(float(eoc.weight_variance)):
+            raise ValueError(f"--init eoc: {spec.label()} has no edge of chaos at bias variance 0: {eoc.reason}")
+        return math.sqrt(float(eoc.weight_variance) / fan_in)
     raise ValueError(f"init must be one of {INITS}, got {init!r}")
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from elukit._registry import parse
 from elukit.experiments.data import Dataset, load_dataset, load_npz
+from elukit.experiments.executors import make_executor
 from elukit.experiments.models import INITS, build_model
 from elukit.experiments.store import NETWORK, Store
 from elukit.torch._torch import torch
@@ -252,14 +253,29 @@ def default_threads(model: str = "mlp") -> int:
 
 def run_study(config: StudyConfig, out: str | Path = "elukit-results", resume: bool = False,
               progress: Callable[[Progress], None] | None = None, threads: int = 1,
-              cache_dir: str | None = None) -> tuple[Store, int]:
-    """Train every activation of `config` (or continue the latest study with `resume`)."""
+              cache_dir: str | None = None, executor: str = "local", ray_address: str | None = None,
+              workers: int | None = None) -> tuple[Store, int]:
+    """Train every activation of `config` (or continue the latest study with `resume`).
+
+    `executor` decides where each configuration trains (`elukit.experiments.executors`): "local"
+    (this process) or "ray" (Ray tasks; `ray_address` None starts a local instance, "auto" or
+    "host:port" joins a cluster; `workers` caps the configurations training at once). Results are
+    the same rows either way."""
     config = config.validated()
     if config.data_file and not Path(config.data_file).is_file():
         raise ValueError(f"--data {config.data_file!r}: no such file")
     if config.data_file and not config.data_sha256:
         config = dataclasses.replace(config, data_sha256=file_sha256(config.data_file))
     torch.set_num_threads(threads)
+    runner = make_executor(executor, ray_address, workers)  # connects (or fails) before anything is written
+    try:
+        return _run_study(config, out, resume, progress, threads, cache_dir, runner)
+    finally:
+        runner.close()
+
+
+def _run_study(config: StudyConfig, out: str | Path, resume: bool, progress: Callable[[Progress], None] | None,
+               threads: int, cache_dir: str | None, runner: Any) -> tuple[Store, int]:
     store = Store(Path(out) / "results.db")
     if resume:
         latest = store.latest_study()
@@ -274,7 +290,6 @@ def run_study(config: StudyConfig, out: str | Path = "elukit-results", resume: b
     else:
         study_id = store.create_study(config.as_dict())
     dataset = load_study_data(config, cache_dir)
-    for index, activation in enumerate(config.activations):
-        train_configuration(store, study_id, config, activation, dataset, index, len(config.activations), progress)
+    runner.run(train_configuration, store, study_id, config, dataset, progress, threads)
     store.finish_study(study_id)
     return store, study_id

@@ -5,6 +5,8 @@ docs/theory.md.
 """
 
 from elukit._gaussian import Moments
+from elukit.theory.chaos import DepthScales, EdgeOfChaos, depth_scales, edge_of_chaos, variance_fixed_point
+from elukit.theory.correlation import correlation_map, covariance_map
 from elukit.theory.gain import GainReport, analyze_gain, gain, gradient_gain
 from elukit.theory.maps import (
     FixedPoint,
@@ -15,11 +17,12 @@ from elukit.theory.maps import (
     self_normalizing_constants,
     selu_constants,
 )
-from elukit.theory.moments import gauss_hermite_moments, moments
+from elukit.theory.moments import gauss_hermite_moments, moments, panel_moments
 from elukit.theory.propagation import Propagation, propagate
 
 __all__ = [
-    "FixedPoint", "GainReport", "Moments", "Propagation", "alpha_dropout_constants", "analyze_gain",
+    "DepthScales", "EdgeOfChaos", "FixedPoint", "GainReport", "Moments", "Propagation", "alpha_dropout_constants", "analyze_gain", "correlation_map", "covariance_map",
+    "depth_scales", "edge_of_chaos",
     "fixed_point", "gain", "gauss_hermite_moments", "gradient_gain", "map_jacobian", "mean_variance_map",
-    "moments", "propagate", "self_normalizing_constants", "selu_constants",
+    "moments", "panel_moments", "propagate", "self_normalizing_constants", "selu_constants", "variance_fixed_point",
 ]

@@ -17,10 +17,12 @@ ulp, 99.98% correctly rounded, about 1.6x the time).
 The result for an element never depends on the tensor's shape, stride or the element's position:
 every operation is elementwise with no SIMD-body/scalar-tail split of the formula.
 
-Gradients: ``backward`` multiplies by f'(x) computed from the saved *input* (never from the
-output, which collapses to 0 once f(x) rounds to -alpha), and is itself differentiable (f''),
-with the same left-branch convention at 0 as f'. ``inplace=True`` writes f(x) into x and saves
-f'(x) instead of x: the same memory as out-of-place, no collapse, but no double backward.
+Gradients: the functions run as the dispatcher operators of `elukit.torch._ops`, whose backward
+multiplies by f'(x) computed from the saved *input* (never from the output, which collapses to 0
+once f(x) rounds to -alpha) and is itself an operator, one derivative order up, so every order,
+forward-mode AD and torch.func compose (docs/torch.md), with the same left-branch convention at 0.
+``inplace=True`` writes f(x) into x and saves f'(x) instead of x: the same memory as out-of-place,
+no collapse; differentiating it twice raises.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ import numpy as np
 from elukit import _native
 from elukit._registry import get
 from elukit._spec import Activation
+from elukit.torch import _ops
 from elukit.torch._torch import torch
+
+_forward_ad = torch.autograd.forward_ad
 
 
 def _share_torch_openmp() -> None:
@@ -56,11 +61,7 @@ _WORK = torch.float64
 """Every torch kernel runs in float64: once-rounded for 16/32-bit tensors, native for float64."""
 
 
-def _check_tensor(x: Any) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+_check_tensor = _ops.check_input
 
 
 def round_to_odd_float32(values: torch.Tensor) -> torch.Tensor:
@@ -211,14 +212,18 @@ def _try_fused(spec: Activation, quantity: str, x: torch.Tensor, *tensors: torch
 _COMPILED_DTYPES = (torch.float32, torch.float64)
 
 
-def _compiled_kernel(spec: Activation, quantity: str, x: torch.Tensor, exact: bool = False,
+def _compiled_kernel(spec: Activation, order: int, x: torch.Tensor, exact: bool = False,
                      grad: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor | None:
-    """`quantity` (times `grad` for the derivatives) from the compiled kernels, written into `out`
-    (laid out like x, x's dtype) or a new tensor laid out like x; None where they do not apply."""
+    """The derivative of `order` (0: the value; times `grad` for the derivatives) from the compiled
+    kernels, written into `out` (laid out like x, x's dtype) or a new tensor laid out like x; None
+    where they do not apply."""
     if not _native.AVAILABLE or x.dtype not in _COMPILED_DTYPES or not x.is_cpu or torch.compiler.is_compiling():
         return None
     kernels = _native.kernels_for(spec)  # cached per spec
     if kernels is None:
+        return None
+    plan = kernels["value"] if order == 0 else _native.order_plan(spec, order)
+    if plan is None:
         return None
     source = x.detach()
     if source.is_contiguous() and (out is None or out.is_contiguous()):  # the common case, kept cheap
@@ -250,7 +255,7 @@ def _compiled_kernel(spec: Activation, quantity: str, x: torch.Tensor, exact: bo
                 flat_grad = _in_order(grad, order if order is not None else list(range(grad.dim())))
             gradient, gradient_count = flat_grad.data_ptr(), flat_source.numel()
     # Raw addresses: each tensor here is contiguous, of x's dtype and length, and alive for the call.
-    kind, constants = kernels[quantity]
+    kind, constants = plan
     _native.run_addresses(kind | (0 if exact else _native.FAST), flat_source.data_ptr(), flat_target.data_ptr(),
                           gradient, gradient_count, flat_source.numel(), x.dtype == torch.float64, constants,
                           torch.get_num_threads())
@@ -272,9 +277,29 @@ def _in_order(t: torch.Tensor, order: list[int]) -> torch.Tensor:
     return t.permute(order).contiguous().reshape(-1)
 
 
+QUANTITIES = ("value", "derivative", "second_derivative")
+"""The quantities every spec defines, by derivative order."""
+
+
 def evaluate(spec: Activation, quantity: str, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
     """f, f' or f'' of a tensor (no autograd), rounded once to x's dtype."""
-    compiled = _compiled_kernel(spec, quantity, x, exact)
+    return evaluate_order(spec, QUANTITIES.index(quantity), x, exact)
+
+
+def evaluate_order(spec: Activation, order: int, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
+    r"""The derivative of `order` (0: f itself) of a tensor, no autograd, rounded once to x's dtype.
+
+    Orders 0-2 come from the spec's kernels. Above 2 only families whose every derivative is known
+    are served: the ELU family, :math:`f^{(n)}(x) = \lambda\alpha\delta^{-n} e^{x/\delta}` for
+    x <= 0 and 0 for x > 0 (n >= 2), and the piecewise-linear one (0); other specs raise
+    NotImplementedError naming the alternative.
+    """
+    if order < 0:
+        raise ValueError(f"order must be >= 0, got {order}")
+    if order > 2:
+        return _higher_order(spec, order, x, exact)
+    quantity = QUANTITIES[order]
+    compiled = _compiled_kernel(spec, order, x, exact)
     if compiled is not None:
         return compiled
     if str(x.dtype).removeprefix("torch.") in spec.torch.exact_dtypes:
@@ -290,82 +315,125 @@ def evaluate(spec: Activation, quantity: str, x: torch.Tensor, exact: bool = Fal
     return _torch_kernel(spec, quantity, x)
 
 
-def _save_and_evaluate(ctx, quantity: str, x: torch.Tensor, spec: Activation, exact: bool) -> torch.Tensor:
-    """Forward of the two autograd functions: keep x (never the output) for backward."""
-    ctx.save_for_backward(x)
-    ctx.spec, ctx.exact = spec, exact
-    return evaluate(spec, quantity, x, exact)
+def _higher_order(spec: Activation, order: int, x: torch.Tensor, exact: bool) -> torch.Tensor:
+    """Orders above 2: the compiled kernels' exact coefficient on CPU float32/float64; elsewhere
+    f''(x) / delta^(n-2) in float64, rounded once to x's dtype (exact where delta = 1)."""
+    exponential, linear = spec.exponential_linear_form(), spec.linear_branches_form()
+    if exponential is None and linear is None:
+        raise NotImplementedError(
+            f"elukit.torch: the derivative of order {order} of {spec.label()} is not available (its spec defines f, f' "
+            f"and f''; the ELU and piecewise-linear families have every order). Use torch's own function where "
+            f"derivatives of order {order} are needed.")
+    compiled = _compiled_kernel(spec, order, x, exact)
+    if compiled is not None:
+        return compiled
+    if linear is not None:
+        return evaluate_order(spec, 2, x, exact)
+    divisor = exponential[2]
+    work = x.to(_WORK)
+    second = _compiled_kernel(spec, 2, work, exact)
+    if second is None:
+        second = spec.torch.second_derivative(torch, work, **spec.parameters)
+    return _round_once(second / divisor ** (order - 2) if divisor != 1.0 else second, x.dtype)
 
 
-def _write_value_into(spec: Activation, x: torch.Tensor, exact: bool) -> torch.Tensor:
+def gradient_times_derivative(spec: Activation, order: int, x: torch.Tensor, grad: torch.Tensor,
+                              exact: bool = False) -> torch.Tensor:
+    """grad * f^(order)(x), order >= 1, shaped like x: one pass rounded once where the compiled
+    kernels serve it (grad of x's dtype and shape, or one value broadcast), else f^(order)(x)
+    rounded to x's dtype, then multiplied."""
+    if grad.shape != x.shape:
+        grad = grad.expand_as(x)
+    if grad.dtype == x.dtype:
+        fused = _compiled_kernel(spec, order, x, exact, grad=grad)
+        if fused is None and order == 1 and not exact:
+            fused = _try_fused(spec, "gradient", x, grad)
+        if fused is not None:
+            return fused
+    return grad * evaluate_order(spec, order, x, exact)
+
+
+def write_value_into(spec: Activation, x: torch.Tensor, exact: bool) -> torch.Tensor:
     """x <- f(x), in place when the compiled kernels can write x's memory directly."""
-    if _compiled_kernel(spec, "value", x, exact, out=x) is None:
-        x.copy_(evaluate(spec, "value", x, exact))
+    if _compiled_kernel(spec, 0, x, exact, out=x) is None:
+        x.copy_(evaluate_order(spec, 0, x, exact))
     return x
 
 
-class _Derivative(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, spec, exact):
-        return _save_and_evaluate(ctx, "derivative", x, spec, exact)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * evaluate(ctx.spec, "second_derivative", x, ctx.exact), None, None
-
-
-class _Value(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, spec, exact):
-        return _save_and_evaluate(ctx, "value", x, spec, exact)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        if not torch.is_grad_enabled() and grad.dtype == x.dtype and grad.shape == x.shape:
-            # first-order backward: grad * f'(x) in one pass (double backward needs the graph below)
-            gradient = _compiled_kernel(ctx.spec, "derivative", x, ctx.exact, grad=grad)
-            if gradient is None and not ctx.exact:
-                gradient = _try_fused(ctx.spec, "gradient", x, grad)
-            if gradient is not None:
-                return gradient, None, None
-        return grad * _Derivative.apply(x, ctx.spec, ctx.exact), None, None
-
-
-class _InplaceValue(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, spec, exact):
-        derivative = evaluate(spec, "derivative", x, exact)
-        _write_value_into(spec, x, exact)
-        ctx.mark_dirty(x)
-        ctx.save_for_backward(derivative)
-        return x
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        (derivative,) = ctx.saved_tensors
-        return grad * derivative, None, None
+def _eager_and_plain(x: torch.Tensor) -> bool:
+    """Whether a call may skip the dispatcher and run the kernels and autograd node directly, as
+    the operators would (`_ops.unobserved`, and no forward-mode dual level open)."""
+    return _forward_ad._current_level < 0 and _ops.unobserved(x)
 
 
 def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, exact: bool = False,
                **params: Any) -> torch.Tensor:
-    """Apply any registered activation (a name or a spec) with exact autograd.
+    """Apply any registered activation (a name or a spec) with exact derivatives of every order.
+
+    Runs as the PyTorch operators ``torch.ops.elukit.activation`` / ``activation_`` (see
+    `elukit.torch._ops`), so it composes with autograd (any order), forward-mode AD, torch.func
+    (vmap, grad, jacrev, jacfwd, hessian), torch.compile, torch.export, torch.jit.trace and
+    script, meta tensors and FakeTensorMode. Plain eager calls skip the dispatcher's Python
+    overhead and run the same kernels and autograd node directly.
 
     ``exact=True`` rounds float64 results correctly (ELU/SELU/CELU: the double-double kernels,
     ~1.6x the default's time at 2^16 elements); by default they are faithful (<= 0.52 ulp).
-    float16, bfloat16 and float32 results are the same either way."""
+    float16, bfloat16 and float32 results are the same either way.
+
+    ``inplace=True`` writes f(x) into x (bumping its version counter, with PyTorch's checks made
+    before anything is written) and keeps f'(x) for backward: first derivatives are exact;
+    differentiating twice through it raises.
+    """
     _check_tensor(x)
     spec = _bound_spec(spec, params)
     if spec.torch is None:
         raise ValueError(f"activation {spec.name!r} has no torch kernels")
-    if not (x.requires_grad and torch.is_grad_enabled()) and not torch.compiler.is_compiling():
-        # nothing to differentiate: skip the autograd.Function (a few microseconds per call)
-        return _write_value_into(spec, x, exact) if inplace else evaluate(spec, "value", x, exact)
+    if torch.compiler.is_compiling():  # dynamo traces this: no caches; the fake kernel checks the spec
+        values = list(spec.parameters.values())
+        if inplace:
+            _ops.ACTIVATION_INPLACE(x, spec.name, values, exact)
+            return x
+        return _ops.ACTIVATION(x, spec.name, values, 0, exact)
+    name, values = spec.name, _registered_values(spec)
+    if _eager_and_plain(x):
+        if inplace:
+            _ops.check_inplace_allowed(x)
+            _ops.check_no_internal_overlap(x)
+            if torch.is_grad_enabled() and x.requires_grad:
+                _ops.InplaceFunction.apply(x, _ops.anchor_of(x), name, values, exact, None)
+                return x
+            if x.is_inference() and not torch.is_inference_mode_enabled():
+                _ops.ACTIVATION_INPLACE(x, name, values, exact)  # raises PyTorch's inference-tensor error
+                return x
+            torch.autograd.graph.increment_version(x)
+            return write_value_into(spec, x, exact)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _ops.ActivationFunction.apply(x, name, values, 0, exact, None)
+        return evaluate_order(spec, 0, x, exact)
     if inplace:
-        return _InplaceValue.apply(x, spec, exact)
-    return _Value.apply(x, spec, exact)
+        _ops.ACTIVATION_INPLACE(x, name, values, exact)
+        return x
+    return _ops.ACTIVATION(x, name, values, 0, exact)
+
+
+_REGISTERED: dict[int, tuple[Activation, list[float]]] = {}
+
+
+def _registered_values(spec: Activation) -> list[float]:
+    """The parameter values that name `spec` to the operators, after checking (once per spec
+    object) that the registry holds the same family under its name: the operators look it up there."""
+    entry = _REGISTERED.get(id(spec))
+    if entry is not None and entry[0] is spec:
+        return entry[1]
+    values = list(spec.parameters.values())
+    registered = _ops.spec_for(spec.name, tuple(values))
+    if registered is not spec and registered != spec:
+        raise ValueError(f"activation {spec.name!r} is not the one registered under that name: register it with "
+                         "elukit.register(spec) (under a new name) to use it with elukit.torch")
+    if len(_REGISTERED) > 4096:
+        _REGISTERED.clear()
+    _REGISTERED[id(spec)] = (spec, values)  # the spec is kept, so its id stays its own
+    return values
 
 
 @functools.lru_cache(maxsize=512)
@@ -404,14 +472,16 @@ def pelu(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, channel_dim: int = 1
     `a` and `b` are positive per-channel tensors (shape (C,)) broadcast along `channel_dim`;
     gradients flow to x, a and b through PyTorch's own ops (computed in x's dtype).
     """
-    _check_tensor(x)
-    shape = [1] * x.dim()
+    if not torch.jit.is_scripting():
+        _check_tensor(x)
     if x.dim() > 1:
+        shape = [1] * x.dim()
         shape[channel_dim] = -1
-    a = a.reshape(shape) if x.dim() > 1 else a
-    b = b.reshape(shape) if x.dim() > 1 else b
+        a = a.reshape(shape)
+        b = b.reshape(shape)
     negative = a * torch.expm1(torch.clamp(x, max=0.0) / b)
     return torch.where(x > 0, (a / b) * x, negative)
 
 
-__all__ = ["activation", "celu", "elu", "evaluate", "pelu", "round_to_odd_float32", "selu", "use_compiled_kernels"]
+__all__ = ["QUANTITIES", "activation", "celu", "elu", "evaluate", "evaluate_order", "gradient_times_derivative", "pelu",
+           "round_to_odd_float32", "selu", "use_compiled_kernels", "write_value_into"]

@@ -86,3 +86,45 @@ def init_(model: torch.nn.Module, uniform: bool = False, generator: torch.Genera
             done.append((layer_name, spec.label(), gain(spec)))
         pending = []
     return done
+
+
+def edge_of_chaos_(model: torch.nn.Module, bias_variance: float = 0.05, generator: torch.Generator | None = None
+                   ) -> list[tuple[str, str, float, float]]:
+    r"""Initialize each Linear followed by an activation on that activation's edge of chaos.
+
+    Weights ~ N(0, sigma_w^2 / fan_in) and biases ~ N(0, sigma_b^2) with sigma_b^2 = `bias_variance`
+    and sigma_w^2 from `elukit.theory.edge_of_chaos` (chi_1 = sigma_w^2 E[f'(z)^2] = 1 at the
+    variance fixed point q*), so that correlations between inputs neither collapse nor decorrelate
+    exponentially with depth (Schoenholz et al. 2017; Hayou et al. 2019). "Followed" means the
+    next activation module in registration order; other layers are left as they are.
+
+    Args:
+        model: any module; its Linear layers followed by a registered activation are initialized.
+        bias_variance: sigma_b^2, finite and >= 0. ReLU and Leaky ReLU have an EOC only at 0.
+        generator: optional torch.Generator for reproducibility.
+    Returns: (layer name, activation label, sigma_w^2, sigma_b^2) per layer initialized.
+    Raises: ValueError (naming the activation and why) where the EOC has no point at `bias_variance`.
+    """
+    from elukit.theory import edge_of_chaos
+
+    pending: list[tuple[str, torch.nn.Module]] = []
+    done = []
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            pending.append((name, module))
+            continue
+        spec = spec_of(module)
+        if spec is None or not pending:
+            continue
+        eoc = edge_of_chaos(spec, bias_variance)
+        weight_variance = float(eoc.weight_variance)
+        if not math.isfinite(weight_variance):
+            raise ValueError(f"{spec.label()} has no edge of chaos at bias_variance={bias_variance}: {eoc.reason}")
+        for layer_name, layer in pending:
+            with torch.no_grad():
+                layer.weight.normal_(0.0, math.sqrt(weight_variance / layer.weight.shape[1]), generator=generator)
+                if layer.bias is not None:
+                    layer.bias.normal_(0.0, math.sqrt(bias_variance), generator=generator)
+            done.append((layer_name, spec.label(), weight_variance, float(bias_variance)))
+        pending = []
+    return done

@@ -1,11 +1,11 @@
 """nn.Module wrappers: ELU, SELU, CELU, PELU, Activation(name, **params), AlphaDropout."""
 
-from __future__ import annotations
 
-from typing import Any
+from typing import Any, List  # noqa: UP035 - TorchScript reads typing.List, not list[...]
 
 from elukit._registry import get
-from elukit.torch import functional
+from elukit._spec import Activation as Spec
+from elukit.torch import _ops, functional
 from elukit.torch._torch import torch
 
 nn = torch.nn
@@ -14,60 +14,106 @@ nn = torch.nn
 class Activation(nn.Module):
     """Any registered activation as a module: ``Activation("celu", alpha=2.0)``.
 
-    The spec's name and parameters travel in the state_dict (as extra state) and through pickle.
+    Like PyTorch's activation modules it holds its configuration as plain attributes (nothing in
+    the state_dict), pickles, and works under torch.jit.script and trace: its forward is the
+    operator ``torch.ops.elukit.activation`` (or ``activation_`` with ``inplace=True``).
     """
+
+    __constants__ = ["name", "inplace", "exact"]
+    __jit_unused_properties__ = ["spec"]
+    name: str
+    param_values: List[float]
+    inplace: bool
+    exact: bool
 
     def __init__(self, name: str = "elu", inplace: bool = False, exact: bool = False, **params: Any) -> None:
         super().__init__()
-        self.spec = get(name, **params)
-        if self.spec.torch is None:
+        spec = get(name, **params)
+        if spec.torch is None:
             raise ValueError(f"activation {name!r} has no torch kernels")
+        if not isinstance(inplace, bool) or not isinstance(exact, bool):
+            raise TypeError(f"inplace and exact must be bools, got inplace={inplace!r}, exact={exact!r}")
+        self.name = spec.name
+        self.param_values = list(spec.parameters.values())
         self.inplace = inplace
         self.exact = exact
 
+    @property
+    def spec(self) -> Spec:
+        """The bound spec this module evaluates (follows changes to its parameter attributes)."""
+        return _ops.spec_for(self.name, tuple(self.parameter_values()))
+
+    def parameter_values(self) -> List[float]:
+        """The parameter values in the spec's order (what the operators take)."""
+        return self.param_values
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+            return self._eager(x)
+        if self.inplace:
+            torch.ops.elukit.activation_(x, self.name, self.parameter_values(), self.exact)
+            return x
+        return torch.ops.elukit.activation(x, self.name, self.parameter_values(), 0, self.exact)
+
+    @torch.jit.unused
+    def _eager(self, x: torch.Tensor) -> torch.Tensor:
         return functional.activation(x, self.spec, self.inplace, self.exact)
 
+    def _flags(self) -> str:
+        return (", inplace=True" if self.inplace else "") + (", exact=True" if self.exact else "")
+
     def extra_repr(self) -> str:
-        items = [f"{k}={v:.17g}" for k, v in self.spec.parameters.items()]
-        if type(self) is Activation:
-            items.insert(0, repr(self.spec.name))
-        if self.inplace:
-            items.append("inplace=True")
-        if self.exact:
-            items.append("exact=True")
-        return ", ".join(items)
-
-    def get_extra_state(self) -> dict[str, Any]:
-        return {"name": self.spec.name, "parameters": self.spec.parameters}
-
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.spec = get(state["name"], **state["parameters"])
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["spec"] = (self.spec.name, self.spec.parameters)  # specs hold functions: pickle by name
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        name, parameters = state["spec"]
-        state["spec"] = get(name, **parameters)
-        self.__dict__.update(state)
+        items = [repr(self.name)] + [f"{k}={v!r}" for k, v in self.spec.parameters.items()]
+        return ", ".join(items) + self._flags()
 
 
 class ELU(Activation):
+    r"""Drop-in for ``torch.nn.ELU``: :math:`x\ (x>0),\ \alpha\,\mathrm{expm1}(x)\ (x\le0)`, exact.
+
+    Same arguments and attributes (`alpha`, `inplace`) and no state_dict entries, so checkpoints
+    load both ways with strict=True. elukit refuses alpha <= 0 (PyTorch accepts it).
+    """
+
+    __constants__ = ["name", "inplace", "exact", "alpha"]
+    alpha: float
+
     def __init__(self, alpha: float = 1.0, inplace: bool = False, exact: bool = False) -> None:
         super().__init__("elu", inplace, exact, alpha=alpha)
+        self.alpha = float(alpha)
+
+    def parameter_values(self) -> List[float]:
+        return [self.alpha]
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}" + self._flags()
 
 
 class SELU(Activation):
+    r"""Drop-in for ``torch.nn.SELU``: :math:`\lambda\,\mathrm{ELU}(x; \alpha)` with the
+    self-normalizing constants, exact."""
+
     def __init__(self, inplace: bool = False, exact: bool = False) -> None:
         super().__init__("selu", inplace, exact)
 
+    def extra_repr(self) -> str:
+        return self._flags().removeprefix(", ")
+
 
 class CELU(Activation):
+    r"""Drop-in for ``torch.nn.CELU``: :math:`x\ (x>0),\ \alpha\,\mathrm{expm1}(x/\alpha)\ (x\le0)`, exact."""
+
+    __constants__ = ["name", "inplace", "exact", "alpha"]
+    alpha: float
+
     def __init__(self, alpha: float = 1.0, inplace: bool = False, exact: bool = False) -> None:
         super().__init__("celu", inplace, exact, alpha=alpha)
+        self.alpha = float(alpha)
+
+    def parameter_values(self) -> List[float]:
+        return [self.alpha]
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}" + self._flags()
 
 
 class PELU(nn.Module):
@@ -111,10 +157,15 @@ class PELU(nn.Module):
         return self.log_b.exp()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting() and not torch.jit.is_tracing():  # shapes are tensors while tracing
+            self._check_channels(x)
+        return functional.pelu(x, self.log_a.exp(), self.log_b.exp(), self.channel_dim)
+
+    @torch.jit.unused
+    def _check_channels(self, x: torch.Tensor) -> None:
         if self.num_parameters > 1 and (x.dim() < 2 or x.shape[self.channel_dim] != self.num_parameters):
             raise ValueError(f"PELU has {self.num_parameters} channels but input shape {tuple(x.shape)} has "
                              f"{x.shape[self.channel_dim] if x.dim() > 1 else 'no'} along dim {self.channel_dim}")
-        return functional.pelu(x, self.a, self.b, self.channel_dim)
 
     def extra_repr(self) -> str:
         return f"num_parameters={self.num_parameters}, channel_dim={self.channel_dim}"

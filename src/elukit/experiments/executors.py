@@ -1,0 +1,242 @@
+"""Where a study's configurations train: in this process (local) or as Ray tasks on a cluster.
+
+One configuration (all seeds of one activation, trained as one batched ensemble) is one unit of
+work. Wherever it trains, its epochs come back to one writer of the SQLite store:
+
+- ``local``: `train_configuration` in this process, one configuration after another.
+- ``ray``: each configuration is a Ray task declaring its CPUs (the torch threads it trains
+  on). The dataset goes once through Ray's object store, so workers need not see the driver's
+  disk. One actor, pinned to the driver's node, owns the store's connection; each worker sends
+  each finished epoch (metrics and checkpoint) to it, one transaction per epoch, as the local
+  executor writes them. A task whose worker dies is retried by Ray and resumes from the last
+  stored checkpoint; the writer ignores an epoch it already holds, so a retried epoch is neither
+  lost nor duplicated.
+
+The results are the same rows either way (tested): every member's randomness comes from its
+seed, and a configuration trains on the same number of threads.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from elukit.experiments.data import Dataset
+from elukit.experiments.store import Store
+
+EXECUTORS = ("local", "ray")
+RAY_HINT = "pip install 'elukit[ray]'"
+TEST_EXIT_AFTER_EPOCH = "ELUKIT_TEST_EXIT_AFTER_EPOCH"
+"""Test hook: ``EPOCH:MARKER_FILE``: a Ray worker exits (as if killed) right after storing EPOCH,
+once (the marker file records that it happened)."""
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ValueError(f"--executor ray needs Ray: {RAY_HINT}") from None
+    return ray
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """ValueError in one line unless a TCP connection to ``host:port`` (or ``ray://host:port``)
+    opens within `timeout` seconds (Ray itself would wait much longer before failing)."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"--ray-address {address!r}: expected auto, host:port or ray://host:port")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as error:
+        raise ValueError(f"--ray-address {address!r}: cannot connect ({error.strerror or error}); is a Ray head "
+                         "node running there? Start one with `ray start --head`") from None
+
+
+class LocalExecutor:
+    """Each configuration in this process, in order."""
+
+    name = "local"
+
+    def run(self, train: Callable[..., None], store: Store, study_id: int, config: Any, dataset: Dataset,
+            progress: Callable[[Any], None] | None, threads: int) -> None:
+        total = len(config.activations)
+        for index, activation in enumerate(config.activations):
+            train(store, study_id, config, activation, dataset, index, total, progress)
+
+    def close(self) -> None:
+        pass
+
+
+class RayExecutor:
+    """Each configuration as a Ray task; one writer actor on the driver's node.
+
+    Args:
+        address: None starts a local Ray instance; ``auto`` joins the cluster this machine
+            belongs to; ``host:port`` or ``ray://host:port`` a given head node.
+        workers: configurations training at once (default: the cluster's CPUs // threads).
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+        if workers is not None and workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {workers}")
+        self.ray = _import_ray()
+        if address not in (None, "auto"):
+            check_reachable(address)
+        self.started_here = not self.ray.is_initialized()
+        if self.started_here:
+            try:
+                self.ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                              logging_level="ERROR", configure_logging=True)
+            except (ConnectionError, RuntimeError) as error:
+                raise ValueError(f"--ray-address {address!r}: {str(error).splitlines()[0]}") from None
+        self.workers = workers
+
+    def run(self, train: Callable[..., None], store: Store, study_id: int, config: Any, dataset: Dataset,
+            progress: Callable[[Any], None] | None, threads: int) -> None:
+        ray = self.ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = ray.get_runtime_context().get_node_id()
+        writer = ray.remote(num_cpus=0)(StoreWriter).options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(str(store.path))
+        task = ray.remote(_train_remotely).options(num_cpus=threads, max_retries=3, retry_exceptions=False)
+        dataset_ref = ray.put(dataset)
+        capacity = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
+        hook = os.environ.get(TEST_EXIT_AFTER_EPOCH)
+        total = len(config.activations)
+        waiting = list(enumerate(config.activations))
+        running: dict[Any, str] = {}
+        seen: dict[str, Any] = {}
+        try:
+            while waiting or running:
+                while waiting and len(running) < capacity:
+                    index, activation = waiting.pop(0)
+                    ref = task.remote(writer, study_id, config, activation, dataset_ref, index, total, threads, hook)
+                    running[ref] = activation
+                done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+                self._report(ray.get(writer.progress.remote()), seen, progress)
+                for ref in done:
+                    ray.get(ref)  # raises the task's error, if any, here
+                    running.pop(ref)
+            self._report(ray.get(writer.progress.remote()), seen, progress)
+        finally:
+            for ref in running:
+                ray.cancel(ref, force=True)
+            ray.kill(writer)
+
+    @staticmethod
+    def _report(updates: dict[str, Any], seen: dict[str, Any], progress: Callable[[Any], None] | None) -> None:
+        """Pass each configuration's newest progress to the driver's display, once."""
+        for label, update in sorted(updates.items(), key=lambda item: item[1].configuration):
+            if progress is not None and seen.get(label) != update:
+                progress(update)
+            seen[label] = update
+
+    def close(self) -> None:
+        if self.started_here and self.ray.is_initialized():
+            self.ray.shutdown()
+
+
+def make_executor(name: str, address: str | None = None, workers: int | None = None) -> LocalExecutor | RayExecutor:
+    """The executor `name` ("local" or "ray"), connected and ready: every error comes before any work."""
+    if name == "local":
+        if address is not None:
+            raise ValueError("--ray-address needs --executor ray")
+        if workers is not None and workers != 1:
+            raise ValueError("--workers needs --executor ray (the local executor trains one configuration at a time)")
+        return LocalExecutor()
+    if name == "ray":
+        return RayExecutor(address, workers)
+    raise ValueError(f"--executor must be one of {', '.join(EXECUTORS)}, got {name!r}")
+
+
+class StoreWriter:
+    """The one writer of a study's store (a Ray actor on the driver's node).
+
+    It exposes the `Store` methods that training calls; `write_epoch` ignores an epoch the store
+    already holds for that configuration (a retried task's), so writes are idempotent."""
+
+    def __init__(self, path: str) -> None:
+        self.store = Store(path)
+        self.latest: dict[str, Any] = {}
+
+    def configuration(self, study_id: int, label: str, config: dict[str, Any], seeds: Sequence[int]):
+        return self.store.configuration(study_id, label, config, seeds)
+
+    def configuration_finished(self, configuration_id: int) -> bool:
+        return self.store.configuration_finished(configuration_id)
+
+    def checkpoint(self, configuration_id: int):
+        return self.store.checkpoint(configuration_id)
+
+    def write_epoch(self, configuration_id: int, epoch: int, rows, state, seconds: float) -> bool:
+        stored = self.store.checkpoint(configuration_id)
+        if stored is not None and stored[0] >= epoch:
+            return False
+        self.store.write_epoch(configuration_id, epoch, rows, state, seconds)
+        return True
+
+    def finish_configuration(self, configuration_id: int) -> None:
+        self.store.finish_configuration(configuration_id)
+
+    def record_progress(self, update: Any) -> None:
+        self.latest[update.label] = update
+
+    def progress(self) -> dict[str, Any]:
+        return dict(self.latest)
+
+
+class _RemoteStore:
+    """What `train_configuration` sees of the store on a Ray worker: calls to the writer actor."""
+
+    def __init__(self, writer: Any, ray: Any, exit_after: tuple[int, str] | None) -> None:
+        self.writer, self.ray, self.exit_after = writer, ray, exit_after
+
+    def __getattr__(self, name: str):
+        method = getattr(self.writer, name)
+        return lambda *args: self.ray.get(method.remote(*args))
+
+    def write_epoch(self, configuration_id, epoch, rows, state, seconds) -> None:
+        self.ray.get(self.writer.write_epoch.remote(configuration_id, epoch, rows, state, seconds))
+        if self.exit_after is not None and epoch == self.exit_after[0] and not os.path.exists(self.exit_after[1]):
+            with open(self.exit_after[1], "w", encoding="utf-8") as marker:
+                marker.write(f"worker {os.getpid()} exited after storing epoch {epoch}\n")
+            os._exit(1)  # as if the worker were killed: Ray retries the task
+
+
+def _train_remotely(writer: Any, study_id: int, config: Any, activation: str, dataset: Dataset, index: int,
+                    total: int, threads: int, hook: str | None) -> None:
+    """The Ray task of one configuration."""
+    import ray
+
+    from elukit.experiments.train import train_configuration
+    from elukit.torch._torch import torch
+
+    torch.set_num_threads(threads)
+    exit_after = None
+    if hook:
+        epoch, _, marker = hook.partition(":")
+        exit_after = (int(epoch), marker)
+    store = _RemoteStore(writer, ray, exit_after)
+    train_configuration(store, study_id, config, activation, dataset, index, total,
+                        lambda update: writer.record_progress.remote(update))
+
+
+def startup_seconds(address: str | None = None) -> float:
+    """Seconds to start (or join) Ray and run one trivial task (for the benchmark)."""
+    ray = _import_ray()
+    started = time.perf_counter()
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.get(ray.remote(lambda: None).remote())
+    return time.perf_counter() - started
+
+
+__all__ = ["EXECUTORS", "LocalExecutor", "RayExecutor", "StoreWriter", "check_reachable", "make_executor",
+           "startup_seconds"]

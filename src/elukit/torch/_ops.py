@@ -1,0 +1,396 @@
+r"""elukit's activations as PyTorch operators known to the dispatcher.
+
+Three operators, in the ``elukit`` namespace, serve every spec:
+
+- ``elukit::activation(x, name, params, order=0, exact=False)``: the derivative of `order` of
+  the activation (order 0 is f itself), rounded once to x's dtype;
+- ``elukit::activation_backward(grad, x, name, params, order=0, exact=False)``: grad * f^(order+1)(x),
+  one pass (the first-order backward, rounded once where the compiled kernels serve it);
+- ``elukit::activation_(x, name, params, exact=False)``: x <- f(x) in place.
+
+`name` and `params` (the bound parameter values in the spec's order) name the spec in the
+registry, so traced, scripted and exported graphs hold plain operator calls.
+
+Each operator has a real kernel for every device (`functional.evaluate_order`), a fake kernel
+(meta tensors, FakeTensorMode, torch.compile, torch.export), a vmap rule (elementwise: the
+batched tensor is evaluated as it is), and an autograd kernel whose backward and forward-mode
+derivatives are themselves these operators, one order up:
+
+.. math:: \frac{d}{dx} f^{(n)}(x) = f^{(n+1)}(x),
+
+so derivatives of every order are computed from the input, exactly as the spec defines them
+(the ELU and piecewise-linear families have every order; the other specs define up to f'' and
+raise NotImplementedError beyond). The in-place operator saves f'(x) before overwriting x: its
+first derivative is exact, and differentiating it twice raises (x is gone).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from elukit._registry import get
+from elukit._spec import Activation
+from elukit.torch._torch import torch
+
+_NAMESPACE = "elukit"
+_LIBRARY = torch.library.Library(_NAMESPACE, "DEF")
+_TAGS = (torch.Tag.pt2_compliant_tag,)
+_LIBRARY.define("activation(Tensor x, str name, float[] params, int order=0, bool exact=False) -> Tensor", tags=_TAGS)
+_LIBRARY.define("activation_backward(Tensor grad, Tensor x, str name, float[] params, int order=0, bool exact=False) "
+                "-> Tensor", tags=_TAGS)
+_LIBRARY.define("activation_(Tensor(a!) x, str name, float[] params, bool exact=False) -> ()", tags=_TAGS)
+
+ACTIVATION = torch.ops.elukit.activation.default
+ACTIVATION_BACKWARD = torch.ops.elukit.activation_backward.default
+ACTIVATION_INPLACE = torch.ops.elukit.activation_.default
+
+_BELOW_AUTOGRAD = torch._C._after_autograd_keyset
+_BELOW_INPLACE_OR_VIEW = torch._C._after_ADInplaceOrView_keyset
+
+DOUBLE_BACKWARD_INPLACE = (
+    "elukit: differentiating an in-place activation (inplace=True) twice needs its input, which it "
+    "overwrote; use inplace=False where second derivatives are needed")
+
+
+@functools.lru_cache(maxsize=1024)
+def spec_for(name: str, params: tuple[float, ...]) -> Activation:
+    """The registered spec `name` bound to `params` (its parameter values in declaration order)."""
+    family = get(name)
+    names = [p.name for p in family.params]
+    if len(params) != len(names):
+        raise ValueError(f"activation {name!r} takes {len(names)} parameter(s) ({', '.join(names) or 'none'}), "
+                         f"got {len(params)}: {list(params)}")
+    return get(name, **dict(zip(names, params)))
+
+
+def check_input(x: Any, argument: str = "x") -> None:
+    """TypeError unless `x` is a real floating-point, strided (dense) tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{argument} must be a torch.Tensor, got {type(x).__name__}")
+    if x.is_complex():
+        raise TypeError(f"{argument} must be a real floating-point tensor, got complex dtype {x.dtype}; "
+                        "apply the activation to x.real and x.imag separately if that is what you mean")
+    if not x.is_floating_point():
+        raise TypeError(f"{argument} must be a floating-point tensor, got dtype {x.dtype}; convert it with x.float()")
+    if x.layout != torch.strided:
+        raise TypeError(f"{argument} must be a dense (strided) tensor, got layout {x.layout}; "
+                        "convert it with x.to_dense(), or apply the activation to x.values() of a sparse tensor")
+
+
+def check_no_internal_overlap(x: torch.Tensor) -> None:
+    """PyTorch's refusal to write a tensor whose elements share memory (e.g. an expanded one)."""
+    if torch._debug_has_internal_overlap(x) == 1:
+        raise RuntimeError("unsupported operation: more than one element of the written-to tensor refers to a single "
+                           "memory location. Please clone() the tensor before performing the operation.")
+
+
+def check_inplace_allowed(x: torch.Tensor) -> None:
+    """The errors PyTorch raises for an in-place operation under autograd, raised before any write."""
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return
+    if x.is_leaf:
+        raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
+    base = x._base
+    if base is not None and base.is_leaf and base.requires_grad:
+        raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place operation.")
+
+
+def _functorch_wrapped(t: torch.Tensor) -> bool:
+    """A tensor of a torch.func transform, or of the legacy vmap behind autograd's is_grads_batched."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(t) or torch._C._functorch.is_legacy_batchedtensor(t)
+
+
+def unobserved(*tensors: torch.Tensor) -> bool:
+    """Whether calling a kernel directly, instead of through its operator, is invisible: plain
+    CPU/CUDA tensors, and no tracer, functorch transform, dispatch mode (FakeTensorMode, make_fx) or
+    compiler that would see the operator differently. The result is the same either way."""
+    if (torch._C._get_tracing_state() is not None or torch._C._are_functorch_transforms_active()
+            or torch._C._len_torch_dispatch_stack() or torch.compiler.is_compiling()):
+        return False
+    for t in tensors:
+        if type(t) is not torch.Tensor or not (t.is_cpu or t.is_cuda) or _functorch_wrapped(t):
+            return False
+    return True
+
+
+def direct_call_allowed(*tensors: torch.Tensor) -> bool:
+    """`unobserved`, and no graph being recorded (a first-order backward)."""
+    return not torch.is_grad_enabled() and unobserved(*tensors)
+
+
+# --- real kernels ---------------------------------------------------------------------------------
+
+def _activation_kernel(x, name, params, order=0, exact=False):
+    check_input(x)
+    return _functional.evaluate_order(spec_for(name, tuple(params)), order, x, exact)
+
+
+def _backward_kernel(grad, x, name, params, order=0, exact=False):
+    check_input(x)
+    check_input(grad, "grad")
+    return _functional.gradient_times_derivative(spec_for(name, tuple(params)), order + 1, x, grad, exact)
+
+
+def _inplace_kernel(x, name, params, exact=False):
+    check_input(x)
+    check_no_internal_overlap(x)
+    _functional.write_value_into(spec_for(name, tuple(params)), x, exact)
+
+
+_LIBRARY.impl("activation", _activation_kernel, "CompositeExplicitAutograd")
+_LIBRARY.impl("activation_backward", _backward_kernel, "CompositeExplicitAutograd")
+_LIBRARY.impl("activation_", _inplace_kernel, "CompositeExplicitAutograd")
+
+
+# --- fake kernels (meta tensors, FakeTensorMode, torch.compile, torch.export) ---------------------
+
+@torch.library.register_fake("elukit::activation", lib=_LIBRARY)
+def _activation_fake(x, name, params, order=0, exact=False):
+    check_input(x)
+    spec_for(name, tuple(params))
+    return torch.empty_like(x)
+
+
+@torch.library.register_fake("elukit::activation_backward", lib=_LIBRARY)
+def _backward_fake(grad, x, name, params, order=0, exact=False):
+    check_input(x)
+    check_input(grad, "grad")
+    spec_for(name, tuple(params))
+    return torch.empty_like(x)
+
+
+@torch.library.register_fake("elukit::activation_", lib=_LIBRARY)
+def _inplace_fake(x, name, params, exact=False):
+    check_input(x)
+    spec_for(name, tuple(params))
+
+
+# --- vmap: elementwise, so a batched tensor is evaluated as it stands -----------------------------
+
+def _batched_to_front(tensor, dim, size):
+    if dim is None:
+        return tensor.unsqueeze(0).expand(size, *tensor.shape)
+    return tensor.movedim(dim, 0)
+
+
+def _activation_vmap(info, in_dims, x, name, params, order=0, exact=False):
+    return ACTIVATION(x, name, params, order, exact), in_dims[0]
+
+
+def _backward_vmap(info, in_dims, grad, x, name, params, order=0, exact=False):
+    grad_dim, x_dim = in_dims[0], in_dims[1]
+    if grad_dim == x_dim:
+        return ACTIVATION_BACKWARD(grad, x, name, params, order, exact), x_dim
+    grad = _batched_to_front(grad, grad_dim, info.batch_size)
+    x = _batched_to_front(x, x_dim, info.batch_size)
+    return ACTIVATION_BACKWARD(grad, x, name, params, order, exact), 0
+
+
+def _inplace_vmap(info, in_dims, x, name, params, exact=False):
+    ACTIVATION_INPLACE(x, name, params, exact)
+    return None, None
+
+
+torch.library.register_vmap("elukit::activation", _activation_vmap, lib=_LIBRARY)
+torch.library.register_vmap("elukit::activation_backward", _backward_vmap, lib=_LIBRARY)
+torch.library.register_vmap("elukit::activation_", _inplace_vmap, lib=_LIBRARY)
+
+
+# --- the version counter of an in-place write ------------------------------------------------------
+
+def _inplace_or_view(keyset, x, name, params, exact=False):
+    torch.autograd.graph.increment_version(x)
+    return ACTIVATION_INPLACE.redispatch(keyset & _BELOW_INPLACE_OR_VIEW, x, name, params, exact)
+
+
+_LIBRARY.impl("activation_", _inplace_or_view, "ADInplaceOrView", with_keyset=True)
+
+
+# --- autograd ---------------------------------------------------------------------------------------
+# The autograd kernels apply single-level autograd Functions, as functorch's own transforms do:
+# the dispatcher has already unwrapped the tensors for the current transform level, so a plain
+# Function.apply (which would start a transform of its own) is not what is wanted here.
+
+from torch._functorch.utils import enable_single_level_autograd_function  # noqa: E402
+
+_Function = torch.autograd.function._SingleLevelFunction
+
+
+def _add(first, second):
+    if first is None:
+        return second
+    return first if second is None else first + second
+
+
+class ActivationFunction(_Function):
+    """f^(n)(x) with d/dx = f^(n+1)(x), in both modes."""
+
+    @staticmethod
+    def forward(x, name, params, order, exact, keyset):
+        with torch._C._AutoDispatchBelowAutograd():
+            if keyset is None:
+                return _activation_kernel(x, name, params, order, exact)
+            return ACTIVATION.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, order, exact)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, name, params, order, exact, _ = inputs
+        ctx.save_for_backward(x)
+        ctx.save_for_forward(x)
+        ctx.arguments = (name, params, order, exact)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        if direct_call_allowed(grad, x):  # a first-order eager backward: the same kernel, without the dispatcher
+            name, params, order, exact = ctx.arguments
+            gradient = _functional.gradient_times_derivative(spec_for(name, tuple(params)), order + 1, x, grad, exact)
+            return gradient, None, None, None, None, None
+        return ACTIVATION_BACKWARD(grad, x, *ctx.arguments), None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, tangent, *_):
+        (x,) = ctx.saved_tensors
+        return ACTIVATION_BACKWARD(tangent, x, *ctx.arguments)
+
+
+class BackwardFunction(_Function):
+    """grad * f^(n+1)(x): linear in grad, and d/dx = grad * f^(n+2)(x)."""
+
+    @staticmethod
+    def forward(grad, x, name, params, order, exact, keyset):
+        with torch._C._AutoDispatchBelowAutograd():
+            return ACTIVATION_BACKWARD.redispatch(keyset & _BELOW_AUTOGRAD, grad, x, name, params, order, exact)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        grad, x, name, params, order, exact, _ = inputs
+        ctx.save_for_backward(grad, x)
+        ctx.save_for_forward(grad, x)
+        ctx.arguments = (name, params, order, exact)
+
+    @staticmethod
+    def backward(ctx, outer):
+        grad, x = ctx.saved_tensors
+        name, params, order, exact = ctx.arguments
+        wrt_grad = ACTIVATION_BACKWARD(outer, x, *ctx.arguments) if ctx.needs_input_grad[0] else None
+        wrt_x = ACTIVATION_BACKWARD(outer * grad, x, name, params, order + 1, exact) if ctx.needs_input_grad[1] else None
+        return wrt_grad, wrt_x, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, grad_tangent, x_tangent, *_):
+        grad, x = ctx.saved_tensors
+        name, params, order, exact = ctx.arguments
+        result = None
+        if grad_tangent is not None:
+            result = ACTIVATION_BACKWARD(grad_tangent, x, *ctx.arguments)
+        if x_tangent is not None:
+            result = _add(result, ACTIVATION_BACKWARD(grad * x_tangent, x, name, params, order + 1, exact))
+        return result
+
+
+class InplaceFunction(_Function):
+    """x <- f(x), saving f'(x) (computed before the write) for the first derivative.
+
+    `anchor` is a one-element reduction of x taken before the write (`anchor_of`): it keeps a
+    link to x's history, so that differentiating the first derivative again reaches
+    `SecondOrderGuard` and raises instead of treating f'(x) as a constant (which would silently
+    drop f''(x) from a Hessian)."""
+
+    @staticmethod
+    def forward(x, anchor, name, params, exact, keyset):
+        with torch._C._AutoDispatchBelowAutograd():
+            if keyset is None:
+                derivative = _activation_kernel(x, name, params, 1, exact)
+                torch.autograd.graph.increment_version(x)
+                _inplace_kernel(x, name, params, exact)
+            else:
+                derivative = ACTIVATION(x, name, params, 1, exact)
+                ACTIVATION_INPLACE.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, exact)
+        return x, derivative
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, anchor = inputs[0], inputs[1]
+        _, derivative = output
+        ctx.mark_dirty(x)
+        ctx.mark_non_differentiable(derivative)
+        ctx.save_for_backward(derivative, anchor)
+        ctx.save_for_forward(derivative)
+
+    @staticmethod
+    def backward(ctx, grad, _):
+        derivative, anchor = ctx.saved_tensors
+        gradient = grad * derivative
+        if torch.is_grad_enabled() and anchor.requires_grad:  # create_graph: keep the second order honest
+            gradient = SecondOrderGuard.apply(gradient, anchor)
+        return gradient, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, tangent, *_):
+        (derivative,) = ctx.saved_tensors
+        tangent.mul_(derivative)
+        return tangent, None
+
+
+class SecondOrderGuard(_Function):
+    """Identity on a first derivative; raises if a later backward pass must go through `anchor`."""
+
+    @staticmethod
+    def forward(gradient, anchor):
+        return gradient.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.anchor_node = inputs[1].grad_fn
+
+    @staticmethod
+    def backward(ctx, outer):
+        if ctx.anchor_node is not None and torch._C._will_engine_execute_node(ctx.anchor_node):
+            raise RuntimeError(DOUBLE_BACKWARD_INPLACE)
+        return outer, None
+
+
+def anchor_of(x):
+    """A one-element sum of x (O(1), saves no tensor), linked to x's autograd history."""
+    corner = x
+    for dim in range(x.dim()):
+        corner = corner.narrow(dim, 0, min(1, x.shape[dim]))
+    return corner.sum()
+
+
+def _activation_autograd(keyset, x, name, params, order=0, exact=False):
+    with enable_single_level_autograd_function():
+        return ActivationFunction.apply(x, name, params, order, exact, keyset)
+
+
+def _backward_autograd(keyset, grad, x, name, params, order=0, exact=False):
+    with enable_single_level_autograd_function():
+        return BackwardFunction.apply(grad, x, name, params, order, exact, keyset)
+
+
+def _inplace_autograd(keyset, x, name, params, exact=False):
+    check_input(x)
+    check_inplace_allowed(x)
+    check_no_internal_overlap(x)
+    recording = torch.is_grad_enabled() and x.requires_grad
+    if not recording and torch.autograd.forward_ad.unpack_dual(x).tangent is None:  # nothing to differentiate
+        with torch._C._AutoDispatchBelowAutograd():
+            ACTIVATION_INPLACE.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, exact)
+        return
+    anchor = anchor_of(x) if recording else x.new_zeros(())
+    with enable_single_level_autograd_function():
+        InplaceFunction.apply(x, anchor, name, params, exact, keyset)
+
+
+_LIBRARY.impl("activation", _activation_autograd, "Autograd", with_keyset=True)
+_LIBRARY.impl("activation_backward", _backward_autograd, "Autograd", with_keyset=True)
+_LIBRARY.impl("activation_", _inplace_autograd, "Autograd", with_keyset=True)
+
+
+from elukit.torch import functional as _functional  # noqa: E402 - the kernels live there; it imports this module
+
+__all__ = ["ACTIVATION", "ACTIVATION_BACKWARD", "ACTIVATION_INPLACE", "ActivationFunction", "BackwardFunction",
+           "InplaceFunction", "SecondOrderGuard", "anchor_of", "check_inplace_allowed", "check_input", "check_no_internal_overlap", "direct_call_allowed",
+           "spec_for", "unobserved"]
