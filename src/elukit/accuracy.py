@@ -226,6 +226,27 @@ def _jax_implementation(spec: Activation) -> dict[str, Any] | None:
             "second_derivative": lambda x: np.asarray(second(jnp.asarray(x)))}
 
 
+def _elukit_jax_implementation(spec: Activation) -> dict[str, Any] | None:
+    """elukit.jax, derivatives through jax.grad (x64 on for the float64 rows; float32 results
+    do not depend on it)."""
+    try:
+        import jax
+        import jax.numpy as jnp
+
+        from elukit.jax import functional
+    except ImportError:
+        return None
+    if spec.exponential_linear is None and spec.linear_branches is None:
+        return None
+    jax.config.update("jax_enable_x64", True)
+
+    def function(t):
+        return functional.activation(t, spec)
+
+    compiled = [jax.jit(function), jax.jit(jax.vmap(jax.grad(function))), jax.jit(jax.vmap(jax.grad(jax.grad(function))))]
+    return {name: (lambda x, f=f: np.asarray(f(jnp.asarray(x)))) for name, f in zip(QUANTITIES, compiled)}
+
+
 def audit(rows: Sequence[tuple[str, dict[str, float]]] = AUDIT_ROWS, dtypes: Sequence[str] = ("float32", "float64"),
           count: int = 20_000, seed: int = 0) -> list[dict[str, Any]]:
     """ULP errors of f, f', f'' for elukit (NumPy, torch), PyTorch's native ops (regular and
@@ -243,6 +264,9 @@ def audit(rows: Sequence[tuple[str, dict[str, float]]] = AUDIT_ROWS, dtypes: Seq
         jax_functions = _jax_implementation(spec)
         if jax_functions:
             implementations["jax.nn"] = jax_functions
+        elukit_jax_functions = _elukit_jax_implementation(spec)
+        if elukit_jax_functions:
+            implementations["elukit.jax"] = elukit_jax_functions
         for dtype_name in dtypes:
             dtype = dtype_from_name(dtype_name)
             points = sample_points(dtype, count, seed)

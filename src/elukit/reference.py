@@ -200,6 +200,16 @@ class ErrorSummary:
         return dataclasses.asdict(self)
 
 
+def _percentile_999(errors: np.ndarray) -> float:
+    """The 99.9th percentile of ulp errors; inf (not NaN with a warning) where it falls among
+    infinite errors (jax.nn's second derivative at -inf)."""
+    if not len(errors):
+        return 0.0
+    with np.errstate(invalid="ignore"):
+        value = float(np.quantile(errors, 0.999))
+    return math.inf if math.isnan(value) else value
+
+
 def summarize(
     activation: str,
     quantity: str,
@@ -225,7 +235,7 @@ def summarize(
         dtype=fmt.name,
         points=len(points),
         max_ulp=float(errors.max()) if len(errors) else 0.0,
-        p999_ulp=float(np.quantile(errors, 0.999)) if len(errors) else 0.0,
+        p999_ulp=_percentile_999(errors),
         correctly_rounded=float(same.mean()) if len(same) else 1.0,
         worst=worst,
     )

@@ -1,0 +1,60 @@
+"""jit(elukit.jax.elu) and its gradient against jit(jax.nn.elu), measured in one run.
+
+Prints the median time of each and the ratio elukit/jax.nn, for float32 and float64 and 2^16 and
+2^22 elements; forward and forward+backward (``grad(sum(elu(x)))``). Ratios, not pass/fail times.
+
+    python benchmarks/bench_jax.py            # all rows (about a minute on 2 cores)
+    python benchmarks/bench_jax.py --quick    # 2^16 only
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+import elukit.jax  # noqa: E402
+
+
+def _median_times(baseline, ours, x, repeats: int) -> tuple[float, float]:
+    """Median times of two functions, measured alternately so that load from other processes
+    hits both alike."""
+    jax.block_until_ready(baseline(x))  # compile
+    jax.block_until_ready(ours(x))
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for function, record in ((baseline, times[0]), (ours, times[1])):
+            start = time.perf_counter()
+            jax.block_until_ready(function(x))
+            record.append(time.perf_counter() - start)
+    return float(np.median(times[0])), float(np.median(times[1]))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2^16 elements only")
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args(argv)
+    sizes = (16,) if args.quick else (16, 22)
+    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, median of {args.repeats}")
+    print(f"{'dtype':8} {'n':>6} {'pass':8} {'jax.nn ms':>10} {'elukit ms':>10} {'ratio':>6}")
+    rng = np.random.default_rng(0)
+    for dtype in (jnp.float32, jnp.float64):
+        for log_n in sizes:
+            x = jnp.asarray(rng.normal(0.0, 3.0, 2**log_n), dtype=dtype)
+            for label, make in (("forward", lambda f: jax.jit(f)),
+                                ("fwd+bwd", lambda f: jax.jit(jax.grad(lambda t: f(t).sum())))):
+                baseline, ours = _median_times(make(jax.nn.elu), make(elukit.jax.elu), x, args.repeats)
+                print(f"{jnp.dtype(dtype).name:8} 2^{log_n:<4} {label:8} {baseline * 1e3:10.3f} {ours * 1e3:10.3f} "
+                      f"{ours / baseline:6.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
