@@ -8,6 +8,7 @@ import click
 
 from elukit import __version__
 from elukit.cli.audit_cmd import audit_command
+from elukit.cli.claims_cmd import claims_command
 from elukit.cli.compare_cmd import compare_command, report_command
 from elukit.cli.eval_cmd import eval_command
 from elukit.cli.gain_cmd import gain_command
@@ -48,6 +49,7 @@ main.add_command(stats_command)
 main.add_command(audit_command)
 main.add_command(gain_command)
 main.add_command(propagate_command)
+main.add_command(claims_command)
 
 def _keep_example_lines(epilog: str | None) -> str | None:
     """Click rewraps epilog paragraphs; a leading \\b keeps each example on its own line."""
