@@ -10,7 +10,7 @@ ledger.json, ledger.md and ledger.html. The CLI is ``elukit claims``; see docs/c
 'elu - relu < 0 (and mean falls as alpha grows)'
 """
 
-from elukit.claims._context import PROFILES, REGIMES, Arm, Context, Profile, Regime, check_profile
+from elukit.claims._context import PROFILES, REGIMES, Arm, ArmResult, Context, Profile, Regime, Tuned, check_profile
 from elukit.claims._ledger import run_ledger, table_rows, verdicts, write_ledger
 from elukit.claims._registry import CLAIMS, CONTROLS, Claim, claim_ids, get_claim, select
 from elukit.claims._rules import (
@@ -30,8 +30,8 @@ from elukit.claims._rules import (
 )
 
 __all__ = [
-    "CLAIMS", "CONTROLS", "PROFILES", "REGIMES", "VERDICTS", "Arm", "Claim", "Context", "Equivalence", "Evidence",
+    "CLAIMS", "CONTROLS", "PROFILES", "REGIMES", "VERDICTS", "Arm", "ArmResult", "Claim", "Context", "Equivalence", "Evidence",
     "NonInferiority", "PairedDifference", "Profile", "Regime", "RowResult", "check_profile", "claim_ids", "combine",
     "decide", "equivalence", "get_claim", "holm", "non_inferiority", "paired_difference", "row_verdict", "run_ledger",
-    "select", "table_rows", "verdicts", "write_ledger",
+    "select", "table_rows", "Tuned", "verdicts", "write_ledger",
 ]

@@ -240,9 +240,12 @@ class Context:
         study_id = self._study(arm.regime, arm.dataset)
         started = time.monotonic()
         seeds = [s + arm.seed_offset for s in self.seeds]
+        stored = self.store.connection.execute(
+            "SELECT finished FROM configuration WHERE study_id = ? AND label = ?", (study_id, arm.label)).fetchone()
         configuration_id = train_until_converged(self.store, study_id, self.study_config(arm), arm.activation,
                                                  self.split(arm.dataset), seeds, arm.label, self.profile.patience)
-        self.progress(f"{arm.regime}/{arm.dataset} {arm.label}: {time.monotonic() - started:.1f} s")
+        done = "stored" if stored is not None and stored[0] is not None else f"{time.monotonic() - started:.1f} s"
+        self.progress(f"{arm.regime}/{arm.dataset} {arm.label}: {done}")
         result = self._read(configuration_id, arm)
         self._results[arm] = result
         return result

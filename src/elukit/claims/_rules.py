@@ -76,19 +76,26 @@ class RowResult:
         return min(1.0, 2.0 * min(self.p_support, self.p_refute))
 
 
+def _degenerate(differences: np.ndarray) -> bool:
+    """All differences equal up to rounding (spread within 16 ulps of the largest): the t statistic
+    is then infinite or meaningless (SciPy warns of catastrophic cancellation), so the row is
+    decided by its value, which is known exactly. Example: log2 of the same grid step per seed."""
+    return bool(np.ptp(differences) <= 16 * np.finfo(np.float64).eps * np.max(np.abs(differences)))
+
+
 def _one_sided(differences: np.ndarray, shift: float, alternative: str) -> float:
     """p of `scipy.stats.ttest_1samp(differences, shift, alternative=...)`, with the degenerate
     cases decided exactly (all differences equal: 0 or 1 instead of a NaN and a warning)."""
-    if np.ptp(differences) == 0:
-        value = float(differences[0])
+    if _degenerate(differences):
+        value = float(differences.mean())
         holds = value > shift if alternative == "greater" else value < shift
         return 0.0 if holds else 1.0
     return float(stats.ttest_1samp(differences, shift, alternative=alternative).pvalue)
 
 
 def _interval(differences: np.ndarray, confidence: float) -> tuple[float, float]:
-    if np.ptp(differences) == 0:
-        return float(differences[0]), float(differences[0])
+    if _degenerate(differences):
+        return float(differences.mean()), float(differences.mean())
     interval = stats.ttest_1samp(differences, 0.0).confidence_interval(confidence)
     return float(interval.low), float(interval.high)
 
