@@ -24,7 +24,12 @@ from elukit.experiments.store import NETWORK, Store, config_key
 
 @dataclasses.dataclass(frozen=True)
 class Regime:
-    """A training setup: the model and optimizer fields of a `StudyConfig`, and its learning-rate grid."""
+    """A training setup: the model and optimizer fields of a `StudyConfig`, and its learning-rate grid.
+
+    The grids were set after a first quick run in which every activation chose the top of
+    (3e-4, 1e-3, 3e-3) for Adam and (0.01, 0.03, 0.1) for SGD: a choice on the edge of a grid is not
+    a tuned rate. The regime's own ``lr`` (elukit compare's default, Clevert's 0.01) is used where a
+    claim is not about performance (gradient ratios at the first epoch)."""
 
     name: str
     description: str
@@ -40,11 +45,11 @@ REGIMES: dict[str, Regime] = {
     "shallow-adam": Regime(
         "shallow-adam", "MLP 2x100, Adam, batch 100, elukit's derived gain (elukit compare's default)",
         (("model", "mlp"), ("width", 100), ("depth", 2), ("optimizer", "adam"), ("lr", 1e-3),
-         ("batch_size", 100), ("init", "gain")), (3e-4, 1e-3, 3e-3)),
+         ("batch_size", 100), ("init", "gain")), (1e-3, 3e-3, 1e-2)),
     "deep-sgd": Regime(
         "deep-sgd", "MLP 8x128, plain SGD, batch 64, He init (Clevert et al. 2016, sec. 4.1: --preset clevert2016)",
         (("model", "mlp"), ("width", 128), ("depth", 8), ("optimizer", "sgd"), ("lr", 0.01),
-         ("batch_size", 64), ("init", "he")), (0.01, 0.03, 0.1)),
+         ("batch_size", 64), ("init", "he")), (0.03, 0.1, 0.3)),
 }
 
 
@@ -72,7 +77,7 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile("quick", seeds=6, datasets=("mnist1d", "digits"), regimes=("shallow-adam", "deep-sgd"),
-                     cap=40, patience=4, width_scale=0.5, timing_rounds=12, random_net_width=256,
+                     cap=40, patience=4, width_scale=0.5, timing_rounds=30, random_net_width=256,
                      compute="every claim in under 15 minutes on 2 CPU cores (measured: see docs/claims.md)"),
     "full": Profile("full", seeds=16, datasets=("mnist1d", "digits", "breast_cancer", "wine"),
                     regimes=("shallow-adam", "deep-sgd"), cap=150, patience=10, width_scale=1.0, timing_rounds=40,
@@ -275,7 +280,8 @@ class Context:
         """The activation trained at each learning rate of the regime's grid; the chosen rate has the
         lowest validation loss (each seed's best, averaged over seeds)."""
         grid = {lr: self.result(Arm(regime, dataset, activation, batch_norm, init=init, lr=lr)) for lr in REGIMES[regime].lr_grid}
-        best_losses = {lr: np.nanmin(r.network["validation_loss"][:, 1:], axis=1) for lr, r in grid.items()}
+        best_losses = {lr: np.min(np.where(np.isfinite(loss := r.network["validation_loss"][:, 1:]), loss, np.inf), axis=1)
+                       for lr, r in grid.items()}  # a diverged run (NaN) never wins
         rates = list(grid)
         chosen = min(rates, key=lambda lr: (float(np.mean(best_losses[lr])), lr))
         stacked = np.stack([best_losses[lr] for lr in rates])  # (rates, seeds)
@@ -283,5 +289,91 @@ class Context:
         return Tuned(chosen, grid[chosen], grid, seed_best)
 
 
+class _Recorder(Context):
+    """Runs experimental measurements on placeholder results to learn which arms they need.
+
+    Arms asked for with the regime's default learning rate or through `tuned` (the grid) do not
+    depend on any result, so they can be trained in parallel before the measurements run; arms at
+    a tuned learning rate are left to the measurements."""
+
+    def __init__(self, profile: Profile) -> None:
+        super().__init__(store=None, ledger_id=0, profile=profile)  # type: ignore[arg-type]
+        self.independent: list[Arm] = []
+        self._in_grid = False
+
+    def cached(self, key: str, compute: Callable[[], Any]) -> Any:
+        return [0.0, 0.0]
+
+    def result(self, arm: Arm) -> ArmResult:
+        regime = REGIMES[arm.regime].config
+        if arm.lr is None or self._in_grid:
+            normal = dataclasses.replace(arm, lr=regime["lr"] if arm.lr is None else arm.lr,
+                                         init=regime["init"] if arm.init is None else arm.init)
+            if normal not in self.independent:
+                self.independent.append(normal)
+        seeds, epochs = self.profile.seeds, 2
+        network = {name: np.ones((seeds, epochs + 1)) for name in
+                   ("validation_loss", "test_accuracy", "noisy_test_accuracy", "train_loss")}
+        layers = {name: np.ones((seeds, 2, epochs + 1)) for name in
+                  ("gradient_sparsity", "mean_activation", "dead_fraction", "activation_variance", "gradient_norm")}
+        return ArmResult(arm, network, layers)
+
+    def tuned(self, *args: Any, **kwargs: Any) -> Tuned:
+        self._in_grid = True
+        try:
+            return super().tuned(*args, **kwargs)
+        finally:
+            self._in_grid = False
+
+
+def independent_arms(measurements: Any, profile: Profile) -> list[Arm]:
+    """The arms `measurements` (experimental ones) need that depend on no result, in first-use order."""
+    recorder = _Recorder(profile)
+    for measurement in measurements:
+        if measurement.kind == "experiments":
+            measurement(recorder)
+    return recorder.independent
+
+
+def _train_arm(path: str, ledger_id: int, profile: Profile, arm: Arm, cache_dir: str | None) -> str:
+    """Worker process: train one arm into the store at `path` (one torch thread)."""
+    from elukit.torch._torch import torch
+
+    torch.set_num_threads(1)
+    messages: list[str] = []
+    store = Store(path)
+    try:
+        Context(store, ledger_id, profile, messages.append, cache_dir).result(arm)
+    finally:
+        store.close()
+    return messages[-1]
+
+
+def prefetch(context: Context, arms: list[Arm], workers: int) -> None:
+    """Train `arms` in `workers` processes (each on one torch thread) before the measurements read
+    them; every arm's study is created here first, so workers never race to create one."""
+    for arm in arms:
+        context._study(arm.regime, arm.dataset)
+    # the costliest first (deep, then larger datasets), so that no worker is left with a long tail
+    arms = sorted(arms, key=lambda arm: (-REGIMES[arm.regime].config["depth"], arm.dataset != "mnist1d"))
+    if workers <= 1 or not arms:
+        for arm in arms:
+            context.result(arm)
+        return
+    import concurrent.futures
+    import multiprocessing
+
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_arm, str(context.store.path), context.ledger_id, context.profile, arm,
+                               context.cache_dir) for arm in arms]
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                context.progress(future.result())
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
 __all__ = ["Arm", "ArmResult", "Context", "LEDGER_SCHEMA", "PROFILES", "Profile", "REGIMES", "Regime", "Tuned",
-           "check_profile"]
+           "check_profile", "independent_arms", "prefetch"]

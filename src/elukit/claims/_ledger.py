@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from elukit.claims._context import LEDGER_SCHEMA, REGIMES, Context, Profile
+from elukit.claims._context import LEDGER_SCHEMA, REGIMES, Context, Profile, independent_arms, prefetch
 from elukit.claims._registry import Claim
 from elukit.claims._rules import combine, decide
 from elukit.experiments.store import Store
@@ -64,7 +64,7 @@ def _finite(value: float) -> float | None:
 
 def run_ledger(claims: Sequence[Claim], profile: Profile, out: str | os.PathLike[str] = "elukit-results",
                resume: bool = False, seeds_given: int | None = None, progress: Callable[[str], None] | None = None,
-               cache_dir: str | None = None, threads: int = 1) -> dict[str, Any]:
+               cache_dir: str | None = None, threads: int = 1, workers: int = 1) -> dict[str, Any]:
     """Measure every claim, decide it, and return the ledger as a JSON-ready dict.
 
     Args:
@@ -73,7 +73,9 @@ def run_ledger(claims: Sequence[Claim], profile: Profile, out: str | os.PathLike
         out: the folder of results.db (shared with `elukit compare`).
         resume: continue the latest ledger in the store (same profile), reusing finished work.
         seeds_given: the --seeds of the command line, for the reproducing commands.
-        threads: torch threads for training.
+        threads: torch threads for training in this process.
+        workers: processes that train the arms depending on no result (one torch thread each) before
+            the measurements run; results are the same bits for any number.
     """
     from elukit.torch._torch import torch
 
@@ -83,6 +85,8 @@ def run_ledger(claims: Sequence[Claim], profile: Profile, out: str | os.PathLike
         ledger_id = _open_ledger(store, profile, resume)
         context = Context(store, ledger_id, profile, progress, cache_dir)
         started = time.monotonic()
+        arms = independent_arms([measurement for claim in claims for measurement in claim.measure], profile)
+        prefetch(context, arms, workers)
         measured: list[tuple[Claim, list]] = []
         for claim in claims:
             claim_started = time.monotonic()

@@ -30,14 +30,18 @@ import click
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("elukit-results"),
               show_default=True, help="Folder of results.db (shared with elukit compare) and claims/.")
 @click.option("--resume", is_flag=True, help="Continue the latest ledger in OUT/results.db (same profile and seeds).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes training in parallel, one torch thread each [2 where 2 cores are available, else 1]. "
+                   "The results are the same bits for any number.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 def claims_command(list_only: bool, only: str | None, profile: str, seeds: int | None, out: Path, resume: bool,
-                   quiet: bool) -> None:
+                   workers: int | None, quiet: bool) -> None:
     """Decide every claim made for ELU and SELU from evidence: effect, 95% interval, verdict
     (supported / refuted / mixed / inconclusive) and the command that reproduces it. Writes
     OUT/claims/ledger.json, ledger.md and ledger.html and prints the table."""
     from elukit.claims import CLAIMS, check_profile, run_ledger, select, table_rows, write_ledger
     from elukit.claims._ledger import TABLE_HEADERS
+    from elukit.experiments.train import default_threads
 
     if list_only:
         for claim in CLAIMS:
@@ -56,7 +60,7 @@ def claims_command(list_only: bool, only: str | None, profile: str, seeds: int |
     progress = None if quiet else (lambda message: click.echo(f"  {message}", err=True))
     try:
         ledger = run_ledger(claims, chosen_profile, out, resume=resume, seeds_given=seeds, progress=progress,
-                            threads=1)
+                            threads=1, workers=workers if workers is not None else default_threads("mlp"))
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: finished work is in {out / 'results.db'}; "
                    f"run the same command with --resume to continue", err=True)
