@@ -162,8 +162,15 @@ def test_rules_refuse_bad_parameters_and_data():
         Equivalence(0.0)
     with pytest.raises(ValueError, match="finite"):
         _verdict(paired_difference("greater"), [1.0, np.nan])
-    with pytest.raises(ValueError, match="at least 2"):
-        _verdict(paired_difference("greater"), [1.0])
+    assert _verdict(paired_difference("greater"), [1.0]) == "inconclusive"  # one pair decides nothing
+
+
+def test_non_finite_pairs_are_dropped_and_said():
+    from elukit.claims._measures import _paired
+
+    row = _paired("r", "a - b", [1.0, np.nan, 3.0, 2.0], [0.0, 0.0, np.inf, 1.0])
+    np.testing.assert_array_equal(row.differences, [1.0, 1.0])
+    assert "2 of 4 pairs dropped (non-finite)" in row.note
 
 
 # -- theory measurements ------------------------------------------------------------------------------------

@@ -208,3 +208,18 @@ def test_parallel_workers_give_the_same_measurements_bit_for_bit(ledger_dir, tmp
     reference = json.loads((ledger_dir / "claims" / "ledger.json").read_text())
     rows = lambda ledger: {c["id"]: [r["differences"] for r in c["regimes"]] for c in ledger["claims"]}  # noqa: E731
     assert rows(ledger) == {k: v for k, v in rows(reference).items() if k != "higher-accuracy"}
+
+
+def test_mnist1d_paper_models_have_the_papers_shapes():
+    from elukit.experiments.mnist1d_baselines import build
+
+    x = torch.zeros(2, 5, 40)
+    counts = {}
+    for kind in ("linear", "mlp", "cnn"):
+        model = build(kind, [0, 1])
+        assert model(x).shape == (2, 5, 10)
+        counts[kind] = sum(p.numel() for p in model.parameters()) // 2  # per member
+    # Linear(40,10); 40*100+100 + 100*100+100 + 100*10+10; convs 25*5+25, 2*(25*25*3+25), Linear(125,10)
+    assert counts == {"linear": 410, "mlp": 15210, "cnn": 150 + 2 * 1900 + 1260}
+    with pytest.raises(ValueError, match="model must be one of linear, mlp, cnn"):
+        build("gru", [0])

@@ -59,6 +59,7 @@ def command_for(claim_ids: Sequence[str], profile: Profile, seeds_given: int | N
 
 
 def _finite(value: float) -> float | None:
+    """JSON has no NaN or infinity: such a value is written as null."""
     return float(value) if math.isfinite(value) else None
 
 
@@ -125,8 +126,8 @@ def run_ledger(claims: Sequence[Claim], profile: Profile, out: str | os.PathLike
                 "regime": row.regime, "comparison": row.comparison, "verdict": outcome[2], "exact": result.exact,
                 "effect": _finite(result.effect), "ci_low": _finite(result.ci_low), "ci_high": _finite(result.ci_high),
                 "n": result.n, "p_value": result.p_value, "p_holm": outcome[1], "note": row.note,
-                "differences": [float(v) for v in row.differences],
-                "treatment": [float(v) for v in row.treatment], "baseline": [float(v) for v in row.baseline],
+                "differences": [_finite(v) for v in row.differences],
+                "treatment": [_finite(v) for v in row.treatment], "baseline": [_finite(v) for v in row.baseline],
             } for row, outcome, result in zip(rows, outcomes, (o[0] for o in outcomes))],
             "measured_by": [measurement.description for measurement in claim.measure],
             "command": command_for([claim.id], profile, seeds_given),

@@ -51,8 +51,14 @@ def _exact(regime: str, comparison: str, treatment, baseline, note: str = "") ->
 
 
 def _paired(regime: str, comparison: str, treatment, baseline, note: str = "") -> Evidence:
+    """Paired differences by seed; a pair with a non-finite value (a diverged run, a target never
+    reached) is dropped and counted in the note, never replaced by a number."""
     treatment, baseline = np.asarray(treatment, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
-    return Evidence(regime, comparison, treatment - baseline, False, treatment, baseline, note)
+    finite = np.isfinite(treatment) & np.isfinite(baseline)
+    if not finite.all():
+        dropped = f"{int((~finite).sum())} of {len(finite)} pairs dropped (non-finite)"
+        note = f"{note}; {dropped}" if note else dropped
+    return Evidence(regime, comparison, treatment[finite] - baseline[finite], False, treatment, baseline, note)
 
 
 def _settings(context: Context):

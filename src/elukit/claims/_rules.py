@@ -128,8 +128,8 @@ class _Rule:
             supported, refuted = self._exact(d)
             return RowResult(effect, float(d.min()), float(d.max()), len(d), 0.0 if supported else 1.0,
                              0.0 if refuted else 1.0, True)
-        if len(d) < 2:
-            raise ValueError(f"{evidence.regime}: a sampled comparison needs at least 2 pairs, got {len(d)}")
+        if len(d) < 2:  # one pair (the others dropped as non-finite) decides nothing
+            return RowResult(effect, math.nan, math.nan, len(d), 1.0, 1.0, False)
         low, high = _interval(d, self.confidence)
         support, refute = self._sampled(d)
         return RowResult(effect, low, high, len(d), support, refute, False)
