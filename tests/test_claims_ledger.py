@@ -152,7 +152,7 @@ def test_a_rerun_gives_the_same_ledger_bit_for_bit(ledger_dir, tmp_path):
     first = json.loads((ledger_dir / "claims" / "ledger.json").read_text())
     second = json.loads((tmp_path / "claims" / "ledger.json").read_text())
     assert first["claims"] == second["claims"]
-    assert "higher-accuracy" in result.output and "control-positive" in result.output
+    assert "higher-accuracy" in result.output and "elukit claims --only control-positive --profile tiny" in result.output
 
 
 def test_an_interrupted_ledger_resumes_without_redoing_work(ledger_dir, tmp_path):

@@ -276,8 +276,17 @@ def _tuned_note(*pairs) -> str:
     return ", ".join(f"{name} lr {tuned.lr:g}" for name, tuned in pairs)
 
 
+def _mean_over_layers(values: np.ndarray) -> np.ndarray:
+    """Mean over layers (axis 1) of the finite values; NaN (without numpy's empty-slice warning)
+    for a seed with none, e.g. a run that diverged."""
+    finite = np.isfinite(values)
+    count = finite.sum(axis=1)
+    total = np.where(finite, values, 0.0).sum(axis=1)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def _layer_mean(result, name: str, transform=lambda v: v) -> np.ndarray:
-    return np.nanmean(transform(result.layers_at(name)), axis=1)
+    return _mean_over_layers(transform(result.layers_at(name)))
 
 
 @experiments("gradient sparsity (share of exactly zero f'(x) in the epoch), averaged over layers, at each seed's "
@@ -353,18 +362,21 @@ def test_accuracy_selu_relu(context: Context) -> list[Evidence]:
 
 
 @experiments("dead-unit fraction (units whose f' was 0 on every training sample of the epoch), averaged over layers, "
-             "at the last trained epoch, at the highest learning rate of the regime's grid")
+             "at the last trained epoch, at the highest learning rate of the regime's grid at which no seed of either "
+             "activation diverged")
 def dead_units_high_lr(context: Context) -> list[Evidence]:
     rows = []
     for regime, dataset, where in _settings(context):
         elu, relu = context.tuned(regime, dataset, "elu"), context.tuned(regime, dataset, "relu")
-        top = max(elu.grid)
 
         def last(result):
             finite = np.isfinite(result.network["train_loss"])
             epochs = finite.shape[1] - 1 - np.argmax(finite[:, ::-1], axis=1)
-            return np.nanmean(result.layers_at("dead_fraction", epochs), axis=1)
+            return _mean_over_layers(result.layers_at("dead_fraction", epochs))
 
+        rates = sorted(elu.grid, reverse=True)
+        top = next((lr for lr in rates if np.all(np.isfinite(last(elu.grid[lr])))
+                    and np.all(np.isfinite(last(relu.grid[lr])))), rates[-1])
         rows.append(_paired(where, "dead fraction elu - relu", last(elu.grid[top]), last(relu.grid[top]), f"lr {top:g}"))
     return rows
 

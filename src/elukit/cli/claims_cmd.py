@@ -68,9 +68,8 @@ def claims_command(list_only: bool, only: str | None, profile: str, seeds: int |
     paths = write_ledger(ledger, out / "claims")
     rows = table_rows(ledger)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(TABLE_HEADERS[:-1])]
-    click.echo("  ".join(h.ljust(w) for h, w in zip(TABLE_HEADERS, widths)))
-    for row in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    for cells in [TABLE_HEADERS, *rows]:  # the command, last, unpadded
+        click.echo("  ".join(c.ljust(w) for c, w in zip(cells, widths)) + "  " + cells[-1])
     click.echo(f"ledger {ledger['ledger_id']} in {time.monotonic() - started:.0f} s: {paths['json']}, "
                f"{paths['markdown'].name}, {paths['html'].name}")
 
