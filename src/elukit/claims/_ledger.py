@@ -218,6 +218,11 @@ def _figure(claim: dict[str, Any]) -> bytes | None:
     return buffer.getvalue()
 
 
+def _cell(text: str) -> str:
+    """A Markdown table cell: a literal | (as in |mean|) would end the cell."""
+    return str(text).replace("|", "\\|")
+
+
 def _markdown(ledger: dict[str, Any]) -> str:
     lines = ["# elukit claims ledger", "", f"Command: `{ledger['command']}`", "",
              f"Profile {ledger['profile']['name']}: {ledger['profile']['seeds']} seeds, datasets "
@@ -236,8 +241,8 @@ def _markdown(ledger: dict[str, Any]) -> str:
         for row in claim["regimes"]:
             p = "exact" if row["exact"] else f"{row['p_value']:.2g}"
             ph = "exact" if row["exact"] else f"{row['p_holm']:.2g}"
-            lines.append(f"| {row['regime']} | {row['comparison']} | {row['verdict']} | {_number(row['effect'])} | "
-                         f"[{_number(row['ci_low'])}, {_number(row['ci_high'])}] | {row['n']} | {p} | {ph} | {row['note']} |")
+            lines.append(f"| {_cell(row['regime'])} | {_cell(row['comparison'])} | {row['verdict']} | {_number(row['effect'])} | "
+                         f"[{_number(row['ci_low'])}, {_number(row['ci_high'])}] | {row['n']} | {p} | {ph} | {_cell(row['note'])} |")
         lines.append("")
     return "\n".join(lines)
 
