@@ -82,8 +82,9 @@ PROFILES: dict[str, Profile] = {
     "full": Profile("full", seeds=16, datasets=("mnist1d", "digits", "breast_cancer", "wine"),
                     regimes=("shallow-adam", "deep-sgd"), cap=150, patience=10, width_scale=1.0, timing_rounds=40,
                     random_net_width=1024,
-                    compute="roughly 50-100x the quick profile's training (16 seeds, 4 datasets, the regimes' full "
-                            "widths, up to 150 epochs): several CPU-hours; run it on a machine with many cores"),
+                    compute="an estimate, not measured: 20-40x the quick profile's 441 CPU-seconds (16 seeds, 4 datasets, "
+                            "the regimes' full widths, up to 150 epochs), i.e. 3-5 CPU-hours; use --workers N on a "
+                            "machine with N cores"),
     "tiny": Profile("tiny", seeds=3, datasets=("wine", "breast_cancer"), regimes=("shallow-adam", "deep-sgd"),
                     cap=3, patience=1, width_scale=0.125, timing_rounds=3, random_net_width=32,
                     compute="seconds; for tests of the machinery only (its verdicts are not evidence)"),
