@@ -9,6 +9,7 @@ import click
 from elukit import __version__
 from elukit.cli.audit_cmd import audit_command
 from elukit.cli.chaos_cmd import chaos_command
+from elukit.cli.claims_cmd import claims_command
 from elukit.cli.compare_cmd import compare_command, report_command
 from elukit.cli.eval_cmd import eval_command
 from elukit.cli.gain_cmd import gain_command
@@ -73,6 +74,7 @@ main.add_command(audit_command)
 main.add_command(gain_command)
 main.add_command(propagate_command)
 main.add_command(chaos_command)
+main.add_command(claims_command)
 
 def _keep_example_lines(epilog: str | None) -> str | None:
     """Click rewraps epilog paragraphs; a leading \\b keeps each example on its own line."""

@@ -1,0 +1,37 @@
+"""elukit.claims: every claim made for ELU and SELU, decided from evidence.
+
+One frozen `Claim` record per claim (`CLAIMS`): the statement, its sources, the quantity that
+decides it, the predicted direction, its measurements (theory and/or experiments) and the decision
+rule, all fixed before any run. `run_ledger` measures and decides; `write_ledger` writes
+ledger.json, ledger.md and ledger.html. The CLI is ``elukit claims``; see docs/claims.md.
+
+>>> from elukit.claims import get_claim
+>>> get_claim("zero-centred").predicts
+'elu - relu < 0 (and mean falls as alpha grows)'
+"""
+
+from elukit.claims._context import PROFILES, REGIMES, Arm, ArmResult, Context, Profile, Regime, Tuned, check_profile
+from elukit.claims._ledger import run_ledger, table_rows, verdicts, write_ledger
+from elukit.claims._registry import CLAIMS, CONTROLS, Claim, claim_ids, get_claim, select
+from elukit.claims._rules import (
+    VERDICTS,
+    Equivalence,
+    Evidence,
+    NonInferiority,
+    PairedDifference,
+    RowResult,
+    combine,
+    decide,
+    equivalence,
+    holm,
+    non_inferiority,
+    paired_difference,
+    row_verdict,
+)
+
+__all__ = [
+    "CLAIMS", "CONTROLS", "PROFILES", "REGIMES", "VERDICTS", "Arm", "ArmResult", "Claim", "Context", "Equivalence", "Evidence",
+    "NonInferiority", "PairedDifference", "Profile", "Regime", "RowResult", "check_profile", "claim_ids", "combine",
+    "decide", "equivalence", "get_claim", "holm", "non_inferiority", "paired_difference", "row_verdict", "run_ledger",
+    "select", "table_rows", "Tuned", "verdicts", "write_ledger",
+]

@@ -1,0 +1,202 @@
+"""Training until the validation loss stops improving, on a held-out split of the training set.
+
+`elukit compare` trains for a fixed number of epochs and reports the last one. A verdict about an
+activation is only worth something for converged models, so `elukit claims` trains each
+configuration with `train_until_converged`:
+
+* `validation_split` holds out a fixed, stratified share of the *training* set (the test set is
+  never looked at for a decision);
+* every epoch stores, besides the metrics of `elukit compare`, the validation loss and accuracy
+  and the test accuracy under Gaussian input noise (``noisy_test_accuracy``, one fixed noise draw);
+* each member (seed) of the ensemble has its own best-validation epoch; the ensemble stops when
+  every member has gone `patience` epochs without improving it, or at the cap ``config.epochs``.
+  Readers take each member's metrics at its best-validation epoch (`best_epochs`).
+
+The loop uses the same store, ensemble models, optimizers, shuffling and diagnostics as
+`elukit.experiments.train`, so a configuration resumes from its last stored epoch exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from elukit._registry import parse
+from elukit.experiments.data import Dataset
+from elukit.experiments.models import build_model
+from elukit.experiments.store import NETWORK, Store
+from elukit.experiments.train import (
+    LAYER_METRICS,
+    StudyConfig,
+    _evaluate,
+    _restore,
+    _serialize,
+    make_optimizer,
+    member_rows,
+)
+from elukit.torch._torch import torch
+from elukit.torch.diagnostics import Monitor
+
+VALIDATION_METRICS = ("validation_loss", "validation_accuracy", "noisy_test_accuracy")
+NOISE_SEED = 20_160_101
+"""Seed of the one Gaussian noise draw added to the test inputs for ``noisy_test_accuracy``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """A dataset whose training part is divided into fitting and validation samples."""
+
+    train: Dataset
+    """x_train/y_train: the samples fitted; x_test/y_test: the untouched test set."""
+    x_validation: np.ndarray
+    y_validation: np.ndarray
+
+
+def validation_split(dataset: Dataset, fraction: float = 0.2, seed: int = 0) -> Split:
+    """Hold out `fraction` of each class of the training set (a fixed permutation from `seed`).
+
+    The inputs keep the standardisation `load_dataset` computed on the whole training set (a
+    per-feature mean and std: the validation samples' share of those statistics is negligible).
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction!r}")
+    rng = np.random.default_rng(seed)
+    held = []
+    for label in np.unique(dataset.y_train):
+        members = np.flatnonzero(dataset.y_train == label)
+        members = members[rng.permutation(len(members))]
+        held.append(members[:max(1, int(round(fraction * len(members))))])
+    validation = np.sort(np.concatenate(held))
+    keep = np.setdiff1d(np.arange(len(dataset.y_train)), validation)
+    if len(keep) < 2:
+        raise ValueError(f"validation fraction {fraction} leaves fewer than 2 training samples")
+    train = dataclasses.replace(dataset, x_train=dataset.x_train[keep], y_train=dataset.y_train[keep])
+    return Split(train, dataset.x_train[validation], dataset.y_train[validation])
+
+
+def best_epochs(validation_loss: np.ndarray) -> np.ndarray:
+    """Per member, the epoch (>= 1) of the lowest validation loss; `validation_loss` is
+    (members, epochs + 1) with epoch 0 the initial model (NaN where not trained)."""
+    losses = np.where(np.isfinite(validation_loss), validation_loss, np.inf)
+    losses[:, 0] = np.inf
+    return np.argmin(losses, axis=1)
+
+
+def _stopped(validation_loss: np.ndarray, patience: int) -> bool:
+    """True when every member's best epoch lies `patience` or more epochs behind the last one."""
+    last = validation_loss.shape[1] - 1
+    return bool(np.all(last - best_epochs(validation_loss) >= patience))
+
+
+def _stored_validation_loss(store: Store, configuration_id: int, runs: Sequence[int]) -> dict[int, dict[int, float]]:
+    rows = store.connection.execute(
+        f"SELECT run_id, epoch, value FROM metric WHERE name = 'validation_loss' AND layer = ? "
+        f"AND run_id IN ({','.join('?' * len(runs))})", (NETWORK, *runs)).fetchall()
+    losses: dict[int, dict[int, float]] = {run: {} for run in runs}
+    for run, epoch, value in rows:
+        losses[int(run)][int(epoch)] = float(value)
+    return losses
+
+
+def train_until_converged(store: Store, study_id: int, config: StudyConfig, activation: str, split: Split,
+                          seeds: Sequence[int], label: str, patience: int = 5, noise_std: float = 0.5,
+                          progress: Callable[[str, int, int], None] | None = None) -> int:
+    """Train (or resume) one configuration's ensemble until validation loss stops improving.
+
+    Args:
+        config: the model and optimizer (``config.epochs`` is the cap; ``config.seeds`` is ignored).
+        activation: an activation in CLI syntax (``elu:alpha=0.5``).
+        split: `validation_split` of the dataset.
+        seeds: the members' seeds (shuffling and initialisation as in `train_configuration`).
+        label: the configuration's name in the study (unique within it).
+        patience: epochs without a better validation loss after which a member has converged (>= 1).
+        noise_std: std of the Gaussian noise of ``noisy_test_accuracy`` (inputs are standardised).
+        progress: called with (label, epoch, cap) after each epoch.
+    Returns: the configuration id in the store.
+    """
+    if patience < 1:
+        raise ValueError(f"patience must be >= 1, got {patience}")
+    spec = parse(activation)
+    seeds = [int(s) for s in seeds]
+    extra = {"activation": activation, "seeds_used": seeds, "patience": patience, "noise_std": noise_std,
+             "validation_samples": int(len(split.y_validation))}
+    configuration_id, run_ids = store.configuration(study_id, label, {**config.as_dict(), **extra}, seeds)
+    if store.configuration_finished(configuration_id):
+        return configuration_id
+    runs = [run_ids[s] for s in seeds]
+    members = len(seeds)
+    dataset = split.train
+    model = build_model(config.model, seeds, dataset.x_train.shape[1:], dataset.classes, spec, config.width,
+                        config.depth, config.init, config.batch_norm)
+    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr)
+    data = {k: torch.from_numpy(getattr(dataset, k)) for k in ("x_train", "y_train", "x_test", "y_test")}
+    data["x_validation"] = torch.from_numpy(split.x_validation)
+    data["y_validation"] = torch.from_numpy(split.y_validation)
+    noise = np.random.default_rng(NOISE_SEED).normal(0.0, noise_std, size=dataset.x_test.shape)
+    data["x_noisy"] = data["x_test"] + torch.from_numpy(noise.astype(dataset.x_test.dtype))
+
+    def network_rows() -> list[tuple[int, str, int, float]]:
+        rows = []
+        for prefix, x, y in (("train", "x_train", "y_train"), ("test", "x_test", "y_test"),
+                             ("validation", "x_validation", "y_validation"), ("noisy_test", "x_noisy", "y_test")):
+            loss, accuracy = _evaluate(model, data[x], data[y], members)
+            named = (("loss", loss), ("accuracy", accuracy)) if prefix != "noisy_test" else (("accuracy", accuracy),)
+            for suffix, values in named:
+                rows.extend((run, f"{prefix}_{suffix}", NETWORK, float(values[m])) for m, run in enumerate(runs))
+        return rows
+
+    checkpoint = store.checkpoint(configuration_id)
+    if checkpoint is None:
+        rows = network_rows()
+        store.write_epoch(configuration_id, 0, rows, _serialize(model, optimizer), 0.0)
+        first, seconds = 1, 0.0
+    else:
+        epoch, seconds, state = checkpoint
+        _restore(state, model, optimizer)
+        first = epoch + 1
+    stored = _stored_validation_loss(store, configuration_id, runs)
+    history = np.full((members, config.epochs + 1), np.nan)
+    for member, run in enumerate(runs):
+        for epoch, value in stored[run].items():
+            if epoch <= config.epochs:
+                history[member, epoch] = value
+    monitor = Monitor(model, ensemble_dim=0, unit_dim=model.unit_dim)
+    samples = len(dataset.x_train)
+    try:
+        for epoch in range(first, config.epochs + 1):
+            if epoch > 1 and _stopped(history[:, :epoch], patience):
+                break
+            started = time.perf_counter()
+            order = torch.from_numpy(np.stack([np.random.default_rng([seed, epoch]).permutation(samples) for seed in seeds]))
+            with monitor.recording():
+                for start in range(0, samples, config.batch_size):
+                    index_batch = order[:, start:start + config.batch_size]
+                    xb, yb = member_rows(data["x_train"], index_batch), member_rows(data["y_train"], index_batch)
+                    logits = model(xb)
+                    loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(1).sum()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+            statistics = monitor.collect()
+            rows = network_rows()
+            for layer, name in enumerate(monitor.layers):
+                stats = statistics[name]
+                for metric in LAYER_METRICS:
+                    values = getattr(stats, metric)
+                    rows.extend((run, metric, layer, float(values[m])) for m, run in enumerate(runs))
+            seconds += time.perf_counter() - started
+            store.write_epoch(configuration_id, epoch, rows, _serialize(model, optimizer), seconds)
+            by_run = {run: value for run, name, layer, value in rows if name == "validation_loss"}
+            history[:, epoch] = [by_run[run] for run in runs]
+            if progress is not None:
+                progress(label, epoch, config.epochs)
+    finally:
+        monitor.close()
+    store.finish_configuration(configuration_id)
+    return configuration_id
+
+
+__all__ = ["NOISE_SEED", "VALIDATION_METRICS", "Split", "best_epochs", "train_until_converged", "validation_split"]

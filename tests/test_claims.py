@@ -1,0 +1,223 @@
+"""elukit.claims: the registry, the decision rules (known effects, null false-positive rate, Holm)
+and the theory measurements. The experimental measurements and the CLI are in test_claims_ledger.py."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from elukit.claims import (
+    CLAIMS,
+    CONTROLS,
+    PROFILES,
+    Equivalence,
+    Evidence,
+    NonInferiority,
+    PairedDifference,
+    claim_ids,
+    combine,
+    decide,
+    get_claim,
+    holm,
+    paired_difference,
+    select,
+)
+
+ISSUE_IDS = (
+    "nonzero-gradient", "smooth-at-zero", "zero-centred", "variance-preserving-init", "faster-learning",
+    "higher-accuracy", "no-dead-units", "noise-robust", "vanishing-gradient", "replaces-batch-norm",
+    "helped-by-batch-norm", "selu-self-normalizes", "selu-gradients-stable", "costlier-than-relu",
+    "alpha-sensitivity", "higher-learning-rate", "he-init",
+)
+
+
+def test_every_issue_claim_is_registered_with_its_exact_id_and_the_papers_extra_claims_too():
+    ids = claim_ids()
+    assert set(ISSUE_IDS) <= set(ids)
+    extra = set(ids) - set(ISSUE_IDS) - set(CONTROLS)
+    assert {"noise-robust-deactivation", "selu-fixed-point-attracting", "alpha-dropout-keeps-moments"} <= extra
+    assert set(CONTROLS) == {"control-negative", "control-positive"}
+    assert ids[-2:] == list(CONTROLS)  # controls close the ledger
+
+
+@pytest.mark.parametrize("claim", CLAIMS, ids=lambda c: c.id)
+def test_claim_records_are_frozen_and_complete(claim):
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        claim.id = "changed"
+    assert claim.statement.endswith(".") and claim.sources and claim.quantity and claim.predicts
+    assert claim.measurement in ("theory", "experiments", "both")
+    assert claim.regimes and claim.measure and claim.rule.describe()
+
+
+def test_unknown_claim_ids_list_the_known_ones():
+    with pytest.raises(ValueError, match="unknown claim 'bogus'; known claims: nonzero-gradient, smooth-at-zero"):
+        select("smooth-at-zero,bogus")
+    with pytest.raises(ValueError, match="known claims"):
+        get_claim("nope")
+    with pytest.raises(ValueError, match="names no claim"):
+        select(" , ")
+    chosen = [c.id for c in select("he-init,smooth-at-zero")]
+    assert chosen == ["smooth-at-zero", "he-init", "control-negative", "control-positive"]
+
+
+# -- decision rules on synthetic data with known effects ------------------------------------------------
+def _verdict(rule, differences, exact=False):
+    evidence = Evidence("synthetic", "a - b", np.asarray(differences, dtype=float), exact)
+    ((result, adjusted, row),) = decide([(None, evidence)], [rule])
+    return combine([row])
+
+
+def _effects(rule):
+    """(differences implying 'supported', differences implying 'refuted') for a rule."""
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=10)
+    if isinstance(rule, PairedDifference):
+        if rule.alternative == "two-sided":
+            return 1.0 + 0.1 * noise, 0.01 * rule.margin * noise
+        sign = 1.0 if rule.alternative == "greater" else -1.0
+        return sign * (1.0 + 0.1 * noise), -sign * (1.0 + 0.1 * noise)
+    if isinstance(rule, Equivalence):
+        return 0.05 * rule.margin * noise, rule.margin * (3.0 + 0.05 * noise)
+    assert isinstance(rule, NonInferiority)
+    return rule.margin * (1.0 + 0.1 * noise), -rule.margin * (3.0 + 0.1 * noise)
+
+
+@pytest.mark.parametrize("claim", CLAIMS, ids=lambda c: c.id)
+def test_each_claims_rule_returns_the_verdict_a_known_effect_implies(claim):
+    supported, refuted = _effects(claim.rule)
+    assert _verdict(claim.rule, supported) == "supported"
+    assert _verdict(claim.rule, refuted) == "refuted"
+    assert _verdict(claim.rule, supported[:1], exact=True) == "supported"
+    assert _verdict(claim.rule, refuted[:1], exact=True) == "refuted"
+
+
+def test_an_effect_the_data_cannot_resolve_is_inconclusive():
+    rng = np.random.default_rng(1)
+    assert _verdict(paired_difference("greater"), 0.05 + rng.normal(size=5)) == "inconclusive"
+    assert _verdict(Equivalence(0.1), rng.normal(size=5)) == "inconclusive"
+    assert _verdict(paired_difference("less"), np.zeros(6)) == "inconclusive"  # no difference at all: no NaN, no warning
+
+
+def test_verdicts_combine_across_regimes():
+    assert combine(["supported", "inconclusive"]) == "supported"
+    assert combine(["supported", "refuted"]) == "mixed"
+    assert combine(["refuted", "inconclusive"]) == "refuted"
+    assert combine(["inconclusive", "inconclusive"]) == "inconclusive"
+
+
+def test_interval_and_p_value_are_scipys_paired_t_test():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(1.0, 1.0, 12), rng.normal(0.4, 1.0, 12)
+    ((result, _, _),) = decide([(None, Evidence("s", "a - b", a - b))], [paired_difference("greater")])
+    reference = stats.ttest_rel(a, b, alternative="greater")
+    assert result.p_support == pytest.approx(reference.pvalue, rel=1e-12)
+    interval = stats.ttest_rel(a, b).confidence_interval(0.95)
+    assert (result.ci_low, result.ci_high) == pytest.approx((interval.low, interval.high), rel=1e-12)
+
+
+@pytest.mark.parametrize("rule,shift", [
+    (PairedDifference("greater"), 0.0), (PairedDifference("less"), 0.0), (NonInferiority(0.5), -0.5),
+    (Equivalence(0.5), 0.5), (PairedDifference("two-sided", margin=0.5), 0.5),
+])
+def test_false_positive_rate_on_null_comparisons_is_nominal(rule, shift):
+    """400 null comparisons (true difference on the boundary of the claim) of 8 normal pairs each: the
+    share of decided rows (supported or refuted wrongly) stays within a 99.9% binomial interval of 5%."""
+    rng = np.random.default_rng(12)
+    decided = 0
+    wrong_when_null = {"supported"} if shift else {"supported", "refuted"}
+    if isinstance(rule, PairedDifference) and rule.alternative == "two-sided":
+        wrong_when_null = {"refuted"}  # |d| = margin: "within the margin" would be the false claim
+    for _ in range(400):
+        decided += _verdict(rule, shift + rng.normal(size=8)) in wrong_when_null
+    low, high = stats.binom.interval(0.999, 400, 0.05)
+    assert decided <= high
+    if not shift:
+        assert decided >= low  # a two-sided decision at 5% is exactly nominal under the null
+
+
+def test_holm_adjusts_step_down():
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5]) == pytest.approx([0.5])
+    with pytest.raises(ValueError, match="p-values"):
+        holm([0.1, 1.5])
+
+
+def test_holm_makes_a_borderline_row_inconclusive_in_a_large_ledger():
+    rng = np.random.default_rng(3)
+    row = np.array([1.2, 0.3, 0.9, 1.5, 0.1, 0.8, 1.1, 0.6])  # one-sided p ~ 0.001
+    alone = decide([(None, Evidence("a", "d", row))], [paired_difference("greater")])
+    assert alone[0][2] == "supported"
+    crowd = [(None, Evidence(str(i), "d", rng.normal(size=8))) for i in range(40)]
+    together = decide([(None, Evidence("a", "d", row))] + crowd, [paired_difference("greater")] * 41)
+    assert together[0][1] > alone[0][1] and together[0][2] == "inconclusive"
+
+
+def test_rules_refuse_bad_parameters_and_data():
+    with pytest.raises(ValueError, match="alternative"):
+        PairedDifference("bigger")
+    with pytest.raises(ValueError, match="margin"):
+        PairedDifference("two-sided")
+    with pytest.raises(ValueError, match="margin"):
+        Equivalence(0.0)
+    with pytest.raises(ValueError, match="finite"):
+        _verdict(paired_difference("greater"), [1.0, np.nan])
+    assert _verdict(paired_difference("greater"), [1.0]) == "inconclusive"  # one pair decides nothing
+
+
+def test_non_finite_pairs_are_dropped_and_said():
+    from elukit.claims._measures import _paired
+
+    row = _paired("r", "a - b", [1.0, np.nan, 3.0, 2.0], [0.0, 0.0, np.inf, 1.0])
+    np.testing.assert_array_equal(row.differences, [1.0, 1.0])
+    assert "2 of 4 pairs dropped (non-finite)" in row.note
+
+
+# -- theory measurements ------------------------------------------------------------------------------------
+class _Memory:
+    """A stand-in for the store-backed Context of theory measurements: profile, seeds, cached."""
+
+    def __init__(self, profile):
+        self.profile = profile
+        self.seeds = list(range(profile.seeds))
+
+    def cached(self, key, compute):
+        return compute()
+
+
+THEORY = [c for c in CLAIMS if c.measurement == "theory"]
+
+
+@pytest.mark.parametrize("claim", THEORY, ids=lambda c: c.id)
+def test_theory_claims_from_elukits_exact_functions(claim):
+    context = _Memory(dataclasses.replace(PROFILES["tiny"], seeds=3, random_net_width=64))
+    rows = [row for measurement in claim.measure for row in measurement(context)]
+    outcomes = decide([(claim, row) for row in rows], [claim.rule] * len(rows))
+    verdicts = {row.regime: outcome[2] for row, outcome in zip(rows, outcomes)}
+    exact = {row.regime: row for row in rows if row.exact}
+    expected = {
+        "smooth-at-zero": {"theory": "supported"},
+        "variance-preserving-init": {f"theory {a}": "supported" for a in ("elu", "elu:alpha=2", "selu", "tanh")},
+        # ELU saturates: quieter than Leaky ReLU from x = -3 on, but not at x = -2 (e^-2 > 0.1)
+        "noise-robust-deactivation": {"theory x = -2": "refuted", "theory x = -3": "supported", "theory x = -5": "supported"},
+        "selu-fixed-point-attracting": {"theory": "supported"},
+        "alpha-dropout-keeps-moments": {"Monte Carlo": "supported"},
+    }[claim.id]
+    for regime, verdict in expected.items():
+        assert verdicts[regime] == verdict, (regime, rows)
+    if claim.id == "variance-preserving-init":
+        for regime, row in exact.items():
+            assert abs(row.differences[0]) < 1e-12  # propagate at the derived gain: variance kept exactly
+
+
+def test_theory_parts_of_mixed_claims():
+    context = _Memory(dataclasses.replace(PROFILES["tiny"], seeds=3, random_net_width=64))
+    sparsity = get_claim("nonzero-gradient").measure[0](context)[0]
+    assert sparsity.exact and np.all(sparsity.differences == -0.5)  # P[f'=0]: ELU 0, ReLU 1/2 exactly
+    mean_rows = get_claim("zero-centred").measure[0](context)
+    assert all(r.exact and np.all(r.differences < 0) for r in mean_rows)
+    # ELU(alpha=1), z ~ N(0, 1): E f = 1/sqrt(2 pi) + e^(1/2) Phi(-1) - 1/2 (closed form by hand)
+    elu_mean = 1 / np.sqrt(2 * np.pi) + np.exp(0.5) * stats.norm.cdf(-1) - 0.5
+    assert elu_mean == pytest.approx(mean_rows[0].treatment[4], rel=1e-12)
+    selu = get_claim("selu-self-normalizes").measure[0](context)
+    assert selu[0].exact and selu[0].differences[0] < 1e-9  # SELU's constants put the fixed point at (0, 1)

@@ -1,0 +1,225 @@
+"""elukit claims: experimental measurements on synthetic worlds with known effects, and the ledger
+through the real entry point (a tiny profile: seconds, not evidence)."""
+
+import dataclasses
+import json
+import zlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+
+from click.testing import CliRunner  # noqa: E402
+
+from elukit.claims import CLAIMS, PROFILES, REGIMES, ArmResult, Context, decide  # noqa: E402
+from elukit.claims import combine, run_ledger, select  # noqa: E402
+from elukit.cli.app import main  # noqa: E402
+
+EXPERIMENTAL = [c for c in CLAIMS if any(m.kind == "experiments" for m in c.measure)]
+SEEDS, EPOCHS, LAYERS = 8, 20, 3
+
+# per activation: test accuracy, accuracy lost to noise, training-loss decay rate, gradient sparsity,
+# mean activation, dead fraction, ln(first/last gradient norm), best learning rate (index in the grid)
+CLAIMS_TRUE = {
+    "relu": (0.80, 0.15, 0.25, 0.5, 0.4, 0.2, 0.0, 1),
+    "relu bn": (0.85, 0.15, 0.25, 0.5, 0.1, 0.2, 0.0, 1),
+    "elu": (0.85, 0.05, 0.5, 0.0, 0.05, 0.0, 0.0, 2),
+    "elu bn": (0.88, 0.05, 0.5, 0.0, 0.05, 0.0, 0.0, 2),
+    "elu:alpha=2": (0.87, 0.05, 0.5, 0.0, 0.05, 0.0, 0.0, 2),
+    "elu:alpha=0.5": (0.83, 0.05, 0.5, 0.0, 0.05, 0.0, 0.0, 2),
+    "selu": (0.86, 0.05, 0.5, 0.0, 0.0, 0.0, 0.0, 2),
+    "sigmoid": (0.30, 0.1, 0.1, 0.0, 0.5, 0.0, -4.0, 1),
+    "tanh": (0.60, 0.1, 0.1, 0.0, 0.0, 0.0, -2.0, 1),
+}
+NULL = {key: CLAIMS_TRUE["relu"] for key in CLAIMS_TRUE} | {"sigmoid": CLAIMS_TRUE["sigmoid"]}
+
+
+class SyntheticContext(Context):
+    """A Context whose arms are drawn from a table of known effects instead of trained."""
+
+    def __init__(self, world):
+        profile = dataclasses.replace(PROFILES["tiny"], seeds=SEEDS, datasets=("wine", "digits"))
+        super().__init__(store=None, ledger_id=0, profile=profile)
+        self.world = world
+
+    def cached(self, key, compute):
+        assert key.startswith("step-cost/"), key  # the only cached value experimental claims read
+        rng = np.random.default_rng(zlib.crc32(key.encode()))
+        return list(0.3 * (self.world is CLAIMS_TRUE) + 0.01 * rng.normal(size=12))
+
+    def result(self, arm):
+        regime = REGIMES[arm.regime].config
+        arm = dataclasses.replace(arm, lr=regime["lr"] if arm.lr is None else arm.lr,
+                                  init=regime["init"] if arm.init is None else arm.init)
+        key = arm.activation + (" bn" if arm.batch_norm else "")
+        accuracy, drop, rate, sparsity, mean, dead, log_ratio, best_lr = self.world[key]
+        rng = np.random.default_rng(zlib.crc32(f"{arm.regime}{arm.dataset}{arm.label}".encode()))
+        noise = lambda scale: scale * rng.normal(size=(SEEDS, 1))  # noqa: E731
+        epochs = np.arange(EPOCHS + 1)
+        grid = REGIMES[arm.regime].lr_grid
+        lr_index = grid.index(arm.lr) if arm.lr in grid else 0
+        network = {
+            "validation_loss": 0.5 + 0.1 * abs(lr_index - best_lr) + 0.001 * (epochs - 10) ** 2 + noise(0.001),
+            "test_accuracy": np.full(EPOCHS + 1, accuracy) + noise(0.001),
+            "train_loss": 2.3 * np.exp(-rate * epochs) + np.abs(noise(0.001)),
+        }
+        network["noisy_test_accuracy"] = network["test_accuracy"] - drop + noise(0.001)
+        ones = np.ones((SEEDS, LAYERS, EPOCHS + 1))
+        per_layer = lambda value, scale: value * ones + scale * rng.normal(size=(SEEDS, 1, 1))  # noqa: E731
+        depth = np.arange(LAYERS)[None, :, None]
+        layers = {
+            "gradient_sparsity": per_layer(sparsity, 0.001 if sparsity else 0.0),
+            "mean_activation": per_layer(mean, 0.005),
+            "dead_fraction": per_layer(dead, 0.01 if dead else 0.0),
+            "activation_variance": per_layer(1.0, 0.02),
+            "gradient_norm": np.exp(log_ratio * (LAYERS - 1 - depth) / (LAYERS - 1) + 0.01 * rng.normal(size=(SEEDS, 1, 1))) * ones,
+        }
+        return ArmResult(arm, network, layers)
+
+
+def _verdicts(world, claims):
+    context = SyntheticContext(world)
+    measured = [(claim, row) for claim in claims for measurement in claim.measure
+                if measurement.kind == "experiments" for row in measurement(context)]
+    outcomes = decide(measured, [claim.rule for claim, _ in measured])
+    by_claim = {}
+    for (claim, _), outcome in zip(measured, outcomes):
+        by_claim.setdefault(claim.id, []).append(outcome[2])
+    return {claim_id: combine(rows) for claim_id, rows in by_claim.items()}, measured
+
+
+def test_every_experimental_claim_is_supported_in_a_world_where_it_holds():
+    verdicts, measured = _verdicts(CLAIMS_TRUE, EXPERIMENTAL)
+    expected = {claim.id: claim.expected or "supported" for claim in EXPERIMENTAL}
+    assert verdicts == expected
+    regimes = {row.regime for claim, row in measured if claim.id == "higher-accuracy"}
+    assert regimes == {f"{r}/{d}" for r in ("shallow-adam", "deep-sgd") for d in ("wine", "digits")}
+    lr = [row for claim, row in measured if claim.id == "higher-learning-rate"][0]
+    assert np.all(lr.differences > 1.5)  # every seed picks the grid step above ReLU's (a factor 3 or more)
+
+
+def test_directional_experimental_claims_are_inconclusive_where_activations_do_not_differ():
+    directional = [c for c in EXPERIMENTAL if type(c.rule).__name__ == "PairedDifference" and not c.is_control
+                   and c.rule.alternative != "two-sided" and c.id != "vanishing-gradient"]
+    verdicts, _ = _verdicts(NULL, directional)
+    assert set(verdicts.values()) == {"inconclusive"}, verdicts
+
+
+def test_measurements_read_each_seed_at_its_best_validation_epoch():
+    context = SyntheticContext(CLAIMS_TRUE)
+    tuned = context.tuned("shallow-adam", "wine", "elu")
+    assert tuned.lr == REGIMES["shallow-adam"].lr_grid[2]
+    assert np.all(tuned.result.best == 10)
+    np.testing.assert_array_equal(tuned.result.at_best("test_accuracy"), tuned.result.network["test_accuracy"][:, 10])
+
+
+# -- the ledger through the CLI ----------------------------------------------------------------------------
+ONLY = "smooth-at-zero,higher-accuracy"
+
+
+def _run(args):
+    return CliRunner().invoke(main, ["claims", *args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def ledger_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("claims")
+    result = _run(["--only", ONLY, "--profile", "tiny", "--out", str(out), "--quiet", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_ledger_files_hold_every_field_and_the_printed_table(ledger_dir):
+    ledger = json.loads((ledger_dir / "claims" / "ledger.json").read_text())
+    assert [c["id"] for c in ledger["claims"]] == [c.id for c in select(ONLY)]
+    for claim in ledger["claims"]:
+        assert {"id", "statement", "sources", "verdict", "effect", "ci_low", "ci_high", "n", "regimes", "command"} <= set(claim)
+        assert claim["command"] == f"elukit claims --only {claim['id']} --profile tiny"
+        assert claim["verdict"] in ("supported", "refuted", "mixed", "inconclusive")
+    accuracy = next(c for c in ledger["claims"] if c["id"] == "higher-accuracy")
+    assert len(accuracy["regimes"]) == 4 and all(r["n"] == PROFILES["tiny"].seeds for r in accuracy["regimes"])
+    assert next(c for c in ledger["claims"] if c["id"] == "smooth-at-zero")["verdict"] == "supported"
+    page = (ledger_dir / "claims" / "ledger.html").read_text()
+    assert page.count("data:image/png;base64,") == len(ledger["claims"])  # one inlined figure per claim
+    assert "control-negative" in (ledger_dir / "claims" / "ledger.md").read_text()
+
+
+def test_a_rerun_gives_the_same_ledger_bit_for_bit(ledger_dir, tmp_path):
+    result = _run(["--only", ONLY, "--profile", "tiny", "--out", str(tmp_path), "--quiet", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    first = json.loads((ledger_dir / "claims" / "ledger.json").read_text())
+    second = json.loads((tmp_path / "claims" / "ledger.json").read_text())
+    assert first["claims"] == second["claims"]
+    assert "higher-accuracy" in result.output and "elukit claims --only control-positive --profile tiny" in result.output
+
+
+def test_an_interrupted_ledger_resumes_without_redoing_work(ledger_dir, tmp_path):
+    profile = PROFILES["tiny"]
+    arms = []
+
+    def interrupt(message):
+        arms.append(message)
+        if len(arms) == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_ledger(select(ONLY), profile, tmp_path, progress=interrupt)
+    resumed = []
+    ledger = run_ledger(select(ONLY), profile, tmp_path, resume=True, progress=resumed.append)
+    name = lambda message: message.rsplit(":", 1)[0]  # noqa: E731  (drop the seconds)
+    trained_again = [name(m) for m in resumed if ": measured" not in m and not m.endswith(": stored")]
+    assert trained_again and not set(trained_again) & {name(m) for m in arms}  # finished arms are not retrained
+    reference = json.loads((ledger_dir / "claims" / "ledger.json").read_text())
+    assert [c["regimes"] for c in ledger["claims"]] == [c["regimes"] for c in reference["claims"]]
+    again = run_ledger(select(ONLY), profile, tmp_path, resume=True, progress=(seen := []).append)
+    assert all(": measured" in m or m.endswith(": stored") for m in seen)  # everything is in the store now
+    assert again["ledger_id"] == ledger["ledger_id"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--only", "bogus"], "unknown claim 'bogus'; known claims: nonzero-gradient"),
+    (["--profile", "huge"], "--profile must be one of quick, full, tiny, got 'huge'"),
+    (["--seeds", "1"], "--seeds must be >= 2"),
+    (["--resume"], "holds no claims ledger to resume"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(args, message, tmp_path):
+    result = CliRunner().invoke(main, ["claims", *args, "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+
+
+def test_resume_refuses_another_profile(ledger_dir):
+    result = CliRunner().invoke(main, ["claims", "--only", ONLY, "--profile", "tiny", "--seeds", "4", "--resume",
+                                       "--out", str(ledger_dir), "--quiet"])
+    assert result.exit_code == 2 and "--resume refused" in result.output and "seeds: stored 3, given 4" in result.output
+
+
+def test_list_is_driven_by_the_registry():
+    result = _run(["--list"])
+    assert result.exit_code == 0
+    assert [line.split()[0] for line in result.output.strip().splitlines()] == [c.id for c in CLAIMS]
+
+
+def test_parallel_workers_give_the_same_measurements_bit_for_bit(ledger_dir, tmp_path):
+    ledger = run_ledger(select("smooth-at-zero"), PROFILES["tiny"], tmp_path, workers=2)
+    reference = json.loads((ledger_dir / "claims" / "ledger.json").read_text())
+    rows = lambda ledger: {c["id"]: [r["differences"] for r in c["regimes"]] for c in ledger["claims"]}  # noqa: E731
+    assert rows(ledger) == {k: v for k, v in rows(reference).items() if k != "higher-accuracy"}
+
+
+def test_mnist1d_paper_models_have_the_papers_shapes():
+    from elukit.experiments.mnist1d_baselines import build
+
+    x = torch.zeros(2, 5, 40)
+    counts = {}
+    for kind in ("linear", "mlp", "cnn"):
+        model = build(kind, [0, 1])
+        assert model(x).shape == (2, 5, 10)
+        counts[kind] = sum(p.numel() for p in model.parameters()) // 2  # per member
+    # Linear(40,10); 40*100+100 + 100*100+100 + 100*10+10; convs 25*5+25, 2*(25*25*3+25), Linear(125,10)
+    assert counts == {"linear": 410, "mlp": 15210, "cnn": 150 + 2 * 1900 + 1260}
+    with pytest.raises(ValueError, match="model must be one of linear, mlp, cnn"):
+        build("gru", [0])
