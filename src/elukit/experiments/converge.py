@@ -29,13 +29,12 @@ from elukit.experiments.data import Dataset
 from elukit.experiments.models import build_model
 from elukit.experiments.store import NETWORK, Store
 from elukit.experiments.train import (
-    LAYER_METRICS,
     StudyConfig,
     _evaluate,
     _restore,
     _serialize,
     make_optimizer,
-    member_rows,
+    train_epoch,
 )
 from elukit.torch._torch import torch
 from elukit.torch.diagnostics import Monitor
@@ -164,29 +163,13 @@ def train_until_converged(store: Store, study_id: int, config: StudyConfig, acti
             if epoch <= config.epochs:
                 history[member, epoch] = value
     monitor = Monitor(model, ensemble_dim=0, unit_dim=model.unit_dim)
-    samples = len(dataset.x_train)
     try:
         for epoch in range(first, config.epochs + 1):
             if epoch > 1 and _stopped(history[:, :epoch], patience):
                 break
             started = time.perf_counter()
-            order = torch.from_numpy(np.stack([np.random.default_rng([seed, epoch]).permutation(samples) for seed in seeds]))
-            with monitor.recording():
-                for start in range(0, samples, config.batch_size):
-                    index_batch = order[:, start:start + config.batch_size]
-                    xb, yb = member_rows(data["x_train"], index_batch), member_rows(data["y_train"], index_batch)
-                    logits = model(xb)
-                    loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(1).sum()
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-            statistics = monitor.collect()
-            rows = network_rows()
-            for layer, name in enumerate(monitor.layers):
-                stats = statistics[name]
-                for metric in LAYER_METRICS:
-                    values = getattr(stats, metric)
-                    rows.extend((run, metric, layer, float(values[m])) for m, run in enumerate(runs))
+            layer_rows = train_epoch(model, optimizer, monitor, data, seeds, runs, epoch, config.batch_size)
+            rows = network_rows() + layer_rows
             seconds += time.perf_counter() - started
             store.write_epoch(configuration_id, epoch, rows, _serialize(model, optimizer), seconds)
             by_run = {run: value for run, name, layer, value in rows if name == "validation_loss"}

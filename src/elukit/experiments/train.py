@@ -212,6 +212,32 @@ def warm_up(model: torch.nn.Module, members: int, optimizer_name: str, lr: float
         monitor.close()
 
 
+def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, monitor: Monitor,
+                data: dict[str, torch.Tensor], seeds: Sequence[int], runs: Sequence[int], epoch: int,
+                batch_size: int) -> list[tuple[int, str, int, float]]:
+    """One epoch of an ensemble: member s sees the training set in the order
+    ``np.random.default_rng([s, epoch])`` gives. Returns the per-layer diagnostic rows (run id,
+    metric, layer, value) the monitor recorded."""
+    samples = len(data["x_train"])
+    order = torch.from_numpy(np.stack([np.random.default_rng([seed, epoch]).permutation(samples) for seed in seeds]))
+    with monitor.recording():
+        for start in range(0, samples, batch_size):
+            index_batch = order[:, start:start + batch_size]
+            xb, yb = member_rows(data["x_train"], index_batch), member_rows(data["y_train"], index_batch)
+            logits = model(xb)
+            loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(1).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    statistics = monitor.collect()
+    rows = []
+    for layer, name in enumerate(monitor.layers):
+        for metric in LAYER_METRICS:
+            values = getattr(statistics[name], metric)
+            rows.extend((run, metric, layer, float(values[m])) for m, run in enumerate(runs))
+    return rows
+
+
 def train_configuration(store: Store, study_id: int, config: StudyConfig, activation: str, dataset: Dataset,
                         index: int = 0, total: int = 1, progress: Callable[[Progress], None] | None = None,
                         log: Callable[[str], None] | None = None) -> None:
@@ -243,27 +269,11 @@ def train_configuration(store: Store, study_id: int, config: StudyConfig, activa
             log(f"{spec.label()}: resuming after epoch {epoch} of {config.epochs}")
     warm_up(model, members, config.optimizer, config.lr, data, config.batch_size)
     monitor = Monitor(model, ensemble_dim=0, unit_dim=model.unit_dim)
-    samples = len(dataset.x_train)
     try:
         for epoch in range(first, config.epochs + 1):
             started = time.perf_counter()
-            order = torch.from_numpy(np.stack([np.random.default_rng([seed, epoch]).permutation(samples) for seed in seeds]))
-            with monitor.recording():
-                for start in range(0, samples, config.batch_size):
-                    index_batch = order[:, start:start + config.batch_size]
-                    xb, yb = member_rows(data["x_train"], index_batch), member_rows(data["y_train"], index_batch)
-                    logits = model(xb)
-                    loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(1).sum()
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-            statistics = monitor.collect()
-            rows = _network_rows(runs, model, data, members)
-            for layer, name in enumerate(monitor.layers):
-                stats = statistics[name]
-                for metric in LAYER_METRICS:
-                    values = getattr(stats, metric)
-                    rows.extend((run, metric, layer, float(values[m])) for m, run in enumerate(runs))
+            layer_rows = train_epoch(model, optimizer, monitor, data, seeds, runs, epoch, config.batch_size)
+            rows = _network_rows(runs, model, data, members) + layer_rows
             seconds += time.perf_counter() - started
             store.write_epoch(configuration_id, epoch, rows, _serialize(model, optimizer), seconds)
             if progress is not None:
