@@ -30,6 +30,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 SHRINK: dict[str, dict[str, str]] = {
     "compare": {"--epochs": "1", "--seeds": "1", "--threads": "1", "--quiet": ""},
+    "claims": {"--profile": "tiny", "--quiet": ""},
     "audit": {"--points": "100", "--dtype": "float32"},
     "elukit.accuracy": {"--points": "100", "--dtype": "float32", "--quantity": "value", "--workers": "1",
                         "--activation": "elu"},
