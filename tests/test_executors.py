@@ -114,3 +114,23 @@ def test_bad_executor_arguments_are_one_line(tmp_path, args, message):
     assert result.exit_code == 2
     assert message in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_claims_ledger_on_ray_gives_the_local_ledger(local_ray, tmp_path):
+    from elukit.claims import PROFILES, run_ledger, select
+
+    claims = select("higher-accuracy,smooth-at-zero")  # the two controls come along
+
+    def decided(ledger):
+        return [(c["id"], c["verdict"], c["effect"], c["ci_low"], c["ci_high"], c["n"]) for c in ledger["claims"]]
+
+    local = run_ledger(claims, PROFILES["tiny"], tmp_path / "local", workers=1)
+    on_ray = run_ledger(claims, PROFILES["tiny"], tmp_path / "ray", workers=2, executor="ray")
+    assert decided(on_ray) == decided(local)
+    assert rows(tmp_path / "ray" / "results.db") == rows(tmp_path / "local" / "results.db")
+
+
+def test_claims_refuse_a_stray_ray_address_before_writing(tmp_path):
+    result = CliRunner().invoke(cli, ["claims", "--profile", "tiny", "--ray-address", "auto", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--ray-address needs --executor ray" in result.output
+    assert not (tmp_path / "o").exists()

@@ -350,13 +350,37 @@ def _train_arm(path: str, ledger_id: int, profile: Profile, arm: Arm, cache_dir:
     return messages[-1]
 
 
-def prefetch(context: Context, arms: list[Arm], workers: int) -> None:
-    """Train `arms` in `workers` processes (each on one torch thread) before the measurements read
-    them; every arm's study is created here first, so workers never race to create one."""
+def _converge_job(store: Any, study_id: int, config: Any, activation: str, split: Any, seeds: list[int], label: str,
+                  patience: int, report: Callable[[Any], None]) -> None:
+    """One arm trained until converged, as a job of a Ray executor (`store` is its writer)."""
+    from elukit.experiments.converge import train_until_converged
+
+    started = time.monotonic()
+    train_until_converged(store, study_id, config, activation, split, seeds, label, patience)
+    report(f"{label}: {time.monotonic() - started:.1f} s on a Ray worker")
+
+
+def _prefetch_on_ray(context: Context, arms: list[Arm], executor: Any) -> None:
+    """The arms as Ray jobs (one torch thread each); each split goes once through the object store."""
+    splits = {dataset: executor.ray.put(context.split(dataset)) for dataset in {arm.dataset for arm in arms}}
+    jobs = [(_converge_job, (context._study(arm.regime, arm.dataset), context.study_config(arm), arm.activation,
+                             splits[arm.dataset], [s + arm.seed_offset for s in context.seeds], arm.label,
+                             context.profile.patience))
+            for arm in arms]
+    executor.run_jobs(context.store, jobs, threads=1, log=context.progress)
+
+
+def prefetch(context: Context, arms: list[Arm], workers: int, executor: Any = None) -> None:
+    """Train `arms` in `workers` processes (each on one torch thread), or as jobs of a Ray
+    `executor`, before the measurements read them; every arm's study is created here first, so
+    workers never race to create one."""
     for arm in arms:
         context._study(arm.regime, arm.dataset)
     # the costliest first (deep, then larger datasets), so that no worker is left with a long tail
     arms = sorted(arms, key=lambda arm: (-REGIMES[arm.regime].config["depth"], arm.dataset != "mnist1d"))
+    if executor is not None:
+        _prefetch_on_ray(context, arms, executor)
+        return
     if workers <= 1 or not arms:
         for arm in arms:
             context.result(arm)

@@ -65,7 +65,8 @@ def _finite(value: float) -> float | None:
 
 def run_ledger(claims: Sequence[Claim], profile: Profile, out: str | os.PathLike[str] = "elukit-results",
                resume: bool = False, seeds_given: int | None = None, progress: Callable[[str], None] | None = None,
-               cache_dir: str | None = None, threads: int = 1, workers: int = 1) -> dict[str, Any]:
+               cache_dir: str | None = None, threads: int = 1, workers: int = 1, executor: str = "local",
+               ray_address: str | None = None) -> dict[str, Any]:
     """Measure every claim, decide it, and return the ledger as a JSON-ready dict.
 
     Args:
@@ -76,18 +77,35 @@ def run_ledger(claims: Sequence[Claim], profile: Profile, out: str | os.PathLike
         seeds_given: the --seeds of the command line, for the reproducing commands.
         threads: torch threads for training in this process.
         workers: processes that train the arms depending on no result (one torch thread each) before
-            the measurements run; results are the same bits for any number.
+            the measurements run; results are the same bits for any number. With the Ray executor,
+            the number of those arms training at once (default: the cluster's CPUs).
+        executor: "local" (worker processes on this machine) or "ray" (each such arm a Ray task,
+            written by one writer on this node; `ray_address` as for `elukit compare`).
     """
+    from elukit.experiments.executors import RayExecutor, make_executor
     from elukit.torch._torch import torch
 
+    runner = RayExecutor(ray_address, workers) if executor == "ray" else None
+    if runner is None:
+        make_executor(executor, ray_address)  # refuses an unknown executor or a stray --ray-address
     torch.set_num_threads(threads)
+    try:
+        return _run_ledger(claims, profile, out, resume, seeds_given, progress, cache_dir, workers, runner)
+    finally:
+        if runner is not None:
+            runner.close()
+
+
+def _run_ledger(claims: Sequence[Claim], profile: Profile, out: str | os.PathLike[str], resume: bool,
+                seeds_given: int | None, progress: Callable[[str], None] | None, cache_dir: str | None, workers: int,
+                runner: Any) -> dict[str, Any]:
     store = Store(Path(out) / "results.db")
     try:
         ledger_id = _open_ledger(store, profile, resume)
         context = Context(store, ledger_id, profile, progress, cache_dir)
         started = time.monotonic()
         arms = independent_arms([measurement for claim in claims for measurement in claim.measure], profile)
-        prefetch(context, arms, workers)
+        prefetch(context, arms, workers, runner)
         measured: list[tuple[Claim, list]] = []
         for claim in claims:
             claim_started = time.monotonic()

@@ -33,9 +33,14 @@ import click
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes training in parallel, one torch thread each [2 where 2 cores are available, else 1]. "
                    "The results are the same bits for any number.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where the arms train: worker processes here, or Ray tasks (pip install 'elukit[ray]'); "
+                   "the same bits either way.")
+@click.option("--ray-address", default=None,
+              help="With --executor ray: auto, host:port or ray://host:port of a cluster [start a local Ray].")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 def claims_command(list_only: bool, only: str | None, profile: str, seeds: int | None, out: Path, resume: bool,
-                   workers: int | None, quiet: bool) -> None:
+                   workers: int | None, executor: str, ray_address: str | None, quiet: bool) -> None:
     """Decide every claim made for ELU and SELU from evidence: effect, 95% interval, verdict
     (supported / refuted / mixed / inconclusive) and the command that reproduces it. Writes
     OUT/claims/ledger.json, ledger.md and ledger.html and prints the table."""
@@ -60,7 +65,8 @@ def claims_command(list_only: bool, only: str | None, profile: str, seeds: int |
     progress = None if quiet else (lambda message: click.echo(f"  {message}", err=True))
     try:
         ledger = run_ledger(claims, chosen_profile, out, resume=resume, seeds_given=seeds, progress=progress,
-                            threads=1, workers=workers if workers is not None else default_threads("mlp"))
+                            threads=1, workers=workers if workers is not None else default_threads("mlp"),
+                            executor=executor, ray_address=ray_address)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: finished work is in {out / 'results.db'}; "
                    f"run the same command with --resume to continue", err=True)

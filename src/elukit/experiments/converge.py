@@ -91,9 +91,7 @@ def _stopped(validation_loss: np.ndarray, patience: int) -> bool:
 
 
 def _stored_validation_loss(store: Store, configuration_id: int, runs: Sequence[int]) -> dict[int, dict[int, float]]:
-    rows = store.connection.execute(
-        f"SELECT run_id, epoch, value FROM metric WHERE name = 'validation_loss' AND layer = ? "
-        f"AND run_id IN ({','.join('?' * len(runs))})", (NETWORK, *runs)).fetchall()
+    rows = store.metric_series(runs, "validation_loss")
     losses: dict[int, dict[int, float]] = {run: {} for run in runs}
     for run, epoch, value in rows:
         losses[int(run)][int(epoch)] = float(value)

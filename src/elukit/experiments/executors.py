@@ -100,26 +100,34 @@ class RayExecutor:
 
     def run(self, train: Callable[..., None], store: Store, study_id: int, config: Any, dataset: Dataset,
             progress: Callable[[Any], None] | None, threads: int, log: Callable[[str], None] | None = None) -> None:
+        dataset_ref = self.ray.put(dataset)
+        total = len(config.activations)
+        jobs = [(_train_configuration_job, (study_id, config, activation, dataset_ref, index, total))
+                for index, activation in enumerate(config.activations)]
+        self.run_jobs(store, jobs, threads, progress, log)
+
+    def run_jobs(self, store: Store, jobs: Sequence[tuple[Callable[..., Any], tuple]], threads: int = 1,
+                 progress: Callable[[Any], None] | None = None, log: Callable[[str], None] | None = None) -> None:
+        """Run each ``(function, args)`` of `jobs` as a Ray task, ``function(store, *args, report)``,
+        where `store` sends its calls to one writer actor of `store`'s database on this node and
+        `report(update)` passes a progress update (or a log line) to the driver."""
         ray = self.ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         here = ray.get_runtime_context().get_node_id()
         writer = ray.remote(num_cpus=0)(StoreWriter).options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(str(store.path))
-        task = ray.remote(_train_remotely).options(num_cpus=threads, max_retries=3, retry_exceptions=False)
-        dataset_ref = ray.put(dataset)
+        task = ray.remote(_run_job).options(num_cpus=threads, max_retries=3, retry_exceptions=False)
         capacity = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
         hook = os.environ.get(TEST_EXIT_AFTER_EPOCH)
-        total = len(config.activations)
-        waiting = list(enumerate(config.activations))
-        running: dict[Any, str] = {}
+        waiting = list(jobs)
+        running: dict[Any, int] = {}
         seen: dict[str, Any] = {}
         try:
             while waiting or running:
                 while waiting and len(running) < capacity:
-                    index, activation = waiting.pop(0)
-                    ref = task.remote(writer, study_id, config, activation, dataset_ref, index, total, threads, hook)
-                    running[ref] = activation
+                    function, args = waiting.pop(0)
+                    running[task.remote(writer, function, args, threads, hook)] = len(running)
                 done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
                 self._report(ray.get(writer.progress.remote()), seen, progress, log)
                 for ref in done:
@@ -182,6 +190,9 @@ class StoreWriter:
     def checkpoint(self, configuration_id: int):
         return self.store.checkpoint(configuration_id)
 
+    def metric_series(self, runs: Sequence[int], name: str, layer: int = -1):
+        return self.store.metric_series(runs, name, layer)
+
     def write_epoch(self, configuration_id: int, epoch: int, rows, state, seconds: float) -> bool:
         stored = self.store.checkpoint(configuration_id)
         if stored is not None and stored[0] >= epoch:
@@ -222,12 +233,10 @@ class _RemoteStore:
             os._exit(1)  # as if the worker were killed: Ray retries the task
 
 
-def _train_remotely(writer: Any, study_id: int, config: Any, activation: str, dataset: Dataset, index: int,
-                    total: int, threads: int, hook: str | None) -> None:
-    """The Ray task of one configuration."""
+def _run_job(writer: Any, function: Callable[..., Any], args: tuple, threads: int, hook: str | None) -> Any:
+    """A Ray task: `function(store, *args, report)` with the store behind the writer actor."""
     import ray
 
-    from elukit.experiments.train import train_configuration
     from elukit.torch._torch import torch
 
     torch.set_num_threads(threads)
@@ -235,9 +244,17 @@ def _train_remotely(writer: Any, study_id: int, config: Any, activation: str, da
     if hook:
         epoch, _, marker = hook.partition(":")
         exit_after = (int(epoch), marker)
-    store = _RemoteStore(writer, ray, exit_after)
-    train_configuration(store, study_id, config, activation, dataset, index, total,
-                        lambda update: writer.record_progress.remote(update), lambda line: writer.record_log.remote(line))
+    args = tuple(ray.get(a) if isinstance(a, ray.ObjectRef) else a for a in args)
+    return function(_RemoteStore(writer, ray, exit_after), *args,
+                    lambda update: (writer.record_log if isinstance(update, str) else writer.record_progress).remote(update))
+
+
+def _train_configuration_job(store: Any, study_id: int, config: Any, activation: str, dataset: Dataset, index: int,
+                             total: int, report: Callable[[Any], None]) -> None:
+    """One configuration of a study (`train_configuration`), as a Ray job."""
+    from elukit.experiments.train import train_configuration
+
+    train_configuration(store, study_id, config, activation, dataset, index, total, report, report)
 
 
 def startup_seconds(address: str | None = None) -> float:

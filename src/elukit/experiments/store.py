@@ -180,6 +180,14 @@ class Store:
                                       (configuration_id,)).fetchone()
         return None if row is None else (int(row[0]), float(row[1]), bytes(row[2]))
 
+    def metric_series(self, runs: Sequence[int], name: str, layer: int = NETWORK) -> list[tuple[int, int, float]]:
+        """(run id, epoch, value) of one metric of `runs` at `layer` (the whole network by default)."""
+        if not runs:
+            return []
+        return self.connection.execute(
+            f"SELECT run_id, epoch, value FROM metric WHERE name = ? AND layer = ? "
+            f"AND run_id IN ({','.join('?' * len(runs))})", (name, layer, *runs)).fetchall()
+
     def last_epoch(self, configuration_id: int) -> int:
         row = self.connection.execute(
             "SELECT MAX(epoch) FROM metric JOIN run ON run.id = metric.run_id WHERE run.configuration_id = ?",
