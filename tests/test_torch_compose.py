@@ -450,3 +450,12 @@ def test_pelu_and_alpha_dropout_script_trace_compile_and_export():
         torch._dynamo.reset()
         assert torch.equal(torch.compile(module, fullgraph=True, backend="aot_eager")(x), module(x))
         assert torch.equal(torch.export.export(module, (x,)).module()(x), module(x))
+
+
+def test_fx_symbolic_trace(backend):
+    model = model_with(backend, inplace=True)
+    graph = torch.fx.symbolic_trace(model)
+    x = torch.randn(3, 4)
+    assert torch.equal(graph(x), model(x))
+    targets = {str(node.target) for node in graph.graph.nodes if node.op == "call_function"}
+    assert ("elukit.activation_.default" in targets) == (backend == "elukit")

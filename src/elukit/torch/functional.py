@@ -384,11 +384,12 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
     before anything is written) and keeps f'(x) for backward: first derivatives are exact;
     differentiating twice through it raises.
     """
-    _check_tensor(x)
+    if not isinstance(x, torch.fx.Proxy):  # torch.fx.symbolic_trace records the operator call below
+        _check_tensor(x)
     spec = _bound_spec(spec, params)
     if spec.torch is None:
         raise ValueError(f"activation {spec.name!r} has no torch kernels")
-    if torch.compiler.is_compiling():  # dynamo traces this: no caches; the fake kernel checks the spec
+    if torch.compiler.is_compiling() or isinstance(x, torch.fx.Proxy):  # no caches; the fake kernel checks the spec
         values = list(spec.parameters.values())
         if inplace:
             _ops.ACTIVATION_INPLACE(x, spec.name, values, exact)
