@@ -102,7 +102,7 @@ class RayExecutor:
             progress: Callable[[Any], None] | None, threads: int, log: Callable[[str], None] | None = None) -> None:
         dataset_ref = self.ray.put(dataset)
         total = len(config.activations)
-        jobs = [(_train_configuration_job, (study_id, config, activation, dataset_ref, index, total))
+        jobs = [(_train_configuration_job, (train, study_id, config, activation, dataset_ref, index, total))
                 for index, activation in enumerate(config.activations)]
         self.run_jobs(store, jobs, threads, progress, log)
 
@@ -249,12 +249,10 @@ def _run_job(writer: Any, function: Callable[..., Any], args: tuple, threads: in
                     lambda update: (writer.record_log if isinstance(update, str) else writer.record_progress).remote(update))
 
 
-def _train_configuration_job(store: Any, study_id: int, config: Any, activation: str, dataset: Dataset, index: int,
-                             total: int, report: Callable[[Any], None]) -> None:
-    """One configuration of a study (`train_configuration`), as a Ray job."""
-    from elukit.experiments.train import train_configuration
-
-    train_configuration(store, study_id, config, activation, dataset, index, total, report, report)
+def _train_configuration_job(store: Any, train: Callable[..., None], study_id: int, config: Any, activation: str,
+                             dataset: Dataset, index: int, total: int, report: Callable[[Any], None]) -> None:
+    """One configuration of a study (`train`, i.e. `train_configuration`), as a Ray job."""
+    train(store, study_id, config, activation, dataset, index, total, report, report)
 
 
 def startup_seconds(address: str | None = None) -> float:

@@ -244,9 +244,7 @@ class ActivationFunction(_Function):
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         if direct_call_allowed(grad, x):  # a first-order eager backward: the same kernel, without the dispatcher
-            name, params, order, exact = ctx.arguments
-            gradient = _functional.gradient_times_derivative(spec_for(name, tuple(params)), order + 1, x, grad, exact)
-            return gradient, None, None, None, None, None
+            return _backward_kernel(grad, x, *ctx.arguments), None, None, None, None, None
         return ACTIVATION_BACKWARD(grad, x, *ctx.arguments), None, None, None, None, None
 
     @staticmethod

@@ -60,6 +60,9 @@ _NARROW = (torch.float16, torch.bfloat16)
 _WORK = torch.float64
 """Every torch kernel runs in float64: once-rounded for 16/32-bit tensors, native for float64."""
 
+QUANTITIES = ("value", "derivative", "second_derivative")
+"""The quantities every spec defines, by derivative order."""
+
 
 _check_tensor = _ops.check_input
 
@@ -222,7 +225,7 @@ def _compiled_kernel(spec: Activation, order: int, x: torch.Tensor, exact: bool 
     kernels = _native.kernels_for(spec)  # cached per spec
     if kernels is None:
         return None
-    plan = kernels["value"] if order == 0 else _native.order_plan(spec, order)
+    plan = kernels[QUANTITIES[order]] if order <= 2 else _native.order_plan(spec, order)
     if plan is None:
         return None
     source = x.detach()
@@ -275,10 +278,6 @@ def _memory_order(t: torch.Tensor) -> list[int] | None:
 def _in_order(t: torch.Tensor, order: list[int]) -> torch.Tensor:
     """t's elements as a flat tensor in the memory order of `order` (a view where t is dense in it)."""
     return t.permute(order).contiguous().reshape(-1)
-
-
-QUANTITIES = ("value", "derivative", "second_derivative")
-"""The quantities every spec defines, by derivative order."""
 
 
 def evaluate(spec: Activation, quantity: str, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
