@@ -111,7 +111,8 @@ def test_interval_and_p_value_are_scipys_paired_t_test():
     a, b = rng.normal(1.0, 1.0, 12), rng.normal(0.4, 1.0, 12)
     ((result, _, _),) = decide([(None, Evidence("s", "a - b", a - b))], [paired_difference("greater")])
     reference = stats.ttest_rel(a, b, alternative="greater")
-    assert result.p_support == pytest.approx(reference.pvalue, rel=1e-12)
+    # one-sided p doubled: the printed interval is two-sided, each side at half the level
+    assert result.p_support == pytest.approx(2 * reference.pvalue, rel=1e-12)
     interval = stats.ttest_rel(a, b).confidence_interval(0.95)
     assert (result.ci_low, result.ci_high) == pytest.approx((interval.low, interval.high), rel=1e-12)
 
@@ -143,14 +144,25 @@ def test_holm_adjusts_step_down():
         holm([0.1, 1.5])
 
 
-def test_holm_makes_a_borderline_row_inconclusive_in_a_large_ledger():
+def test_a_claims_verdict_does_not_depend_on_which_other_claims_run():
+    """Families are claims: --only on a subset cannot change a row's interval, p or verdict."""
     rng = np.random.default_rng(3)
-    row = np.array([1.2, 0.3, 0.9, 1.5, 0.1, 0.8, 1.1, 0.6])  # one-sided p ~ 0.001
+    accuracy, lr = get_claim("higher-accuracy"), get_claim("higher-learning-rate")
+    own = [(accuracy, Evidence(str(i), "d", 0.02 + 0.02 * rng.normal(size=8))) for i in range(3)]
+    others = [(lr, Evidence(str(i), "d", rng.normal(size=8))) for i in range(40)]
+    alone = decide(own, [accuracy.rule] * 3)
+    together = decide(own + others, [accuracy.rule] * 3 + [lr.rule] * 40)[:3]
+    assert [(r.ci_low, r.ci_high, p, v) for r, p, v in alone] == [(r.ci_low, r.ci_high, p, v) for r, p, v in together]
+    assert alone[0][0].family.name == "higher-accuracy: 3 sampled rows" and alone[0][0].level == pytest.approx(1 - 0.05 / 3)
+
+
+def test_more_rows_in_a_claim_widen_each_rows_interval():
+    row = np.array([1.2, 0.3, 0.9, 1.5, 0.1, 0.8, 1.1, 0.6])
     alone = decide([(None, Evidence("a", "d", row))], [paired_difference("greater")])
-    assert alone[0][2] == "supported"
-    crowd = [(None, Evidence(str(i), "d", rng.normal(size=8))) for i in range(40)]
+    crowd = [(None, Evidence(str(i), "d", np.random.default_rng(i).normal(size=8))) for i in range(40)]
     together = decide([(None, Evidence("a", "d", row))] + crowd, [paired_difference("greater")] * 41)
-    assert together[0][1] > alone[0][1] and together[0][2] == "inconclusive"
+    assert alone[0][2] == "supported" and together[0][2] == "inconclusive"
+    assert together[0][0].ci_low < 0 < alone[0][0].ci_low  # the printed interval is the one that decides
 
 
 def test_rules_refuse_bad_parameters_and_data():

@@ -60,10 +60,15 @@ class SyntheticContext(Context):
         epochs = np.arange(EPOCHS + 1)
         grid = REGIMES[arm.regime].lr_grid
         lr_index = grid.index(arm.lr) if arm.lr in grid else 0
+        # seeds differ as real ones do (a tied row is never decisive): each seed's best grid point is
+        # off by one now and then, its loss decays at its own rate, its gradients vary by layer
+        seed_rng = np.random.default_rng(zlib.crc32(f"{arm.regime}{arm.dataset}{key}".encode()))
+        seed_best = best_lr + seed_rng.choice([-1, 0, 0, 0, 1], size=(SEEDS, 1))
+        seed_rate = rate * np.exp(0.15 * seed_rng.normal(size=(SEEDS, 1)))
         network = {
-            "validation_loss": 0.5 + 0.1 * abs(lr_index - best_lr) + 0.001 * (epochs - 10) ** 2 + noise(0.001),
+            "validation_loss": 0.5 + 0.1 * abs(lr_index - seed_best) + 0.001 * (epochs - 10) ** 2 + noise(0.001),
             "test_accuracy": np.full(EPOCHS + 1, accuracy) + noise(0.001),
-            "train_loss": 2.3 * np.exp(-rate * epochs) + np.abs(noise(0.001)),
+            "train_loss": 2.3 * np.exp(-seed_rate * epochs) + np.abs(noise(0.001)),
         }
         network["noisy_test_accuracy"] = network["test_accuracy"] - drop + noise(0.001)
         ones = np.ones((SEEDS, LAYERS, EPOCHS + 1))
@@ -74,7 +79,7 @@ class SyntheticContext(Context):
             "mean_activation": per_layer(mean, 0.005),
             "dead_fraction": per_layer(dead, 0.01 if dead else 0.0),
             "activation_variance": per_layer(1.0, 0.02),
-            "gradient_norm": np.exp(log_ratio * (LAYERS - 1 - depth) / (LAYERS - 1) + 0.01 * rng.normal(size=(SEEDS, 1, 1))) * ones,
+            "gradient_norm": np.exp(log_ratio * (LAYERS - 1 - depth) / (LAYERS - 1) + 0.05 * rng.normal(size=(SEEDS, LAYERS, 1))) * ones,
         }
         return ArmResult(arm, network, layers)
 
@@ -97,7 +102,7 @@ def test_every_experimental_claim_is_supported_in_a_world_where_it_holds():
     regimes = {row.regime for claim, row in measured if claim.id == "higher-accuracy"}
     assert regimes == {f"{r}/{d}" for r in ("shallow-adam", "deep-sgd") for d in ("wine", "digits")}
     lr = [row for claim, row in measured if claim.id == "higher-learning-rate"][0]
-    assert np.all(lr.differences > 1.5)  # every seed picks the grid step above ReLU's (a factor 3 or more)
+    assert np.mean(lr.differences) > 1.5 and np.ptp(lr.differences) > 0  # ELU's best step lies higher, seeds vary
 
 
 def test_directional_experimental_claims_are_inconclusive_where_activations_do_not_differ():
@@ -189,6 +194,34 @@ def test_bad_input_is_one_line_and_exit_code_2(args, message, tmp_path):
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
+
+
+def test_a_tiny_ledger_at_two_seeds_decides_nothing_and_says_so(tmp_path):
+    """Two seeds (and tied differences) never decide: every sampled row is 'inconclusive (n too small)';
+    the page opens with the tiny-profile banner and, since the positive control cannot come out,
+    with 'this ledger is invalid'."""
+    result = _run(["--only", "alpha-sensitivity,higher-learning-rate,faster-learning", "--profile", "tiny", "--seeds", "2",
+                   "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    ledger = json.loads((tmp_path / "claims" / "ledger.json").read_text())
+    sampled = [r for c in ledger["claims"] for r in c["regimes"] if not r["exact"]]
+    assert sampled and all(r["verdict"] == "inconclusive" and r["reason"] == "n too small" for r in sampled)
+    assert all(r["p_value"] is None and not r["decides"] for r in sampled)
+    assert {c["verdict"] for c in ledger["claims"]} == {"inconclusive"}
+    assert "Profile tiny: a smoke test of the machinery, not evidence." in result.output
+    assert "This ledger is invalid: control control-positive came out inconclusive, expected supported." in result.output
+    page = (tmp_path / "claims" / "ledger.html").read_text()
+    assert 'class="banner"' in page and "<nav>" in page and 'href="#faster-learning"' in page
+    assert set(ledger["provenance"]) >= {"command", "elukit_version", "date", "cpu", "threads"}
+    assert oct((tmp_path / "claims" / "ledger.json").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask():
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_resume_refuses_another_profile(ledger_dir):

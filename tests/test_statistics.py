@@ -121,10 +121,10 @@ def test_verdict_is_read_off_the_printed_interval_and_agrees_with_the_adjusted_p
         d = rng.normal(rng.uniform(-1.5, 1.5), rng.uniform(0.1, 1.0), int(rng.integers(6, 14)))
         result = compare_paired(d, test=test, hypothesis=hypothesis, family=Family("f", int(rng.integers(1, 4))))
         assert result.verdict == hypothesis.verdict(result.ci_low, result.ci_high)
-        assert (result.verdict == "supported") == (result.p_support <= 0.05), (trial, result)
-        if result.verdict != "supported":
-            assert (result.verdict == "refuted") == (result.p_refute <= 0.05), (trial, result)
-        if kind == "greater":
+        assert (result.verdict == "refuted") == (result.p_refute <= 0.05), (trial, result)
+        if result.verdict != "refuted":
+            assert (result.verdict == "supported") == (result.p_support <= 0.05), (trial, result)
+        if kind == "greater" and margin == 0:
             assert (result.verdict == "supported") == (result.ci_low > 0)
         if kind == "two-sided" and margin == 0:
             assert (result.p_adjusted <= 0.05) == result.significant
@@ -161,6 +161,13 @@ def test_bad_arguments_are_one_clear_error():
         Family("f", 0)
     with pytest.raises(ValueError, match="confidence"):
         compare_paired([1.0, 2.0, 3.0], confidence=1.0)
+
+
+def test_a_margin_is_the_smallest_effect_the_claim_is_about():
+    inside = np.random.default_rng(8).normal(0.1, 0.01, 10)  # real, but inside (0, 0.3)
+    assert compare_paired(inside, hypothesis=Hypothesis("greater", 0.3)).verdict == "refuted"
+    assert compare_paired(inside, hypothesis=Hypothesis("two-sided", 0.3)).verdict == "refuted"
+    assert compare_paired(inside, hypothesis=Hypothesis("greater")).verdict == "supported"
 
 
 def test_exact_rows_decide_by_every_computed_value():

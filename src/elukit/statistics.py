@@ -41,7 +41,10 @@ equivalence          lies inside (-m, m)              lies beyond -m or beyond m
 non-inferiority      lies above -m                    lies below -m
 ===================  ==============================  =====================================
 
-("supported" takes precedence where both hold, e.g. an interval inside (0, m).) Exact rows
+A margin m > 0 is the smallest difference the claim is about, so where both outcomes hold (an
+interval inside (0, m): a real difference, but smaller than the claim's) the row is *refuted*; with
+m = 0 the two cannot both hold, and "supported" is exactly "the interval excludes zero on the
+predicted side". Exact rows
 (theory: no sampling noise) use the same table with the interval [min d, max d].
 
 Power: `Comparison.minimum_detectable_effect` is the smallest true mean difference the test would
@@ -306,7 +309,7 @@ class Hypothesis:
             supported, refuted = -m < low and high < m, low > m or high < -m
         else:
             supported, refuted = low > -m, high < -m
-        return "supported" if supported else "refuted" if refuted else "inconclusive"
+        return "refuted" if refuted else "supported" if supported else "inconclusive"
 
     def outcome_p_values(self, one_sided: Callable[[float, str], float]) -> tuple[float, float]:
         """Unadjusted p-values of "supported" and "refuted", from `one_sided(delta, side)`: the one-sided
@@ -391,6 +394,11 @@ class Comparison:
     @property
     def tested(self) -> bool:
         return self.status in ("tested", "exact")
+
+    @property
+    def exact(self) -> bool:
+        """Computed without sampling noise (theory): decided by [min, max], no p-value."""
+        return self.status == "exact"
 
     @property
     def significant(self) -> bool:

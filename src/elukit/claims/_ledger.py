@@ -12,7 +12,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,6 +21,8 @@ import numpy as np
 
 from elukit.claims._context import LEDGER_SCHEMA, REGIMES, Context, Profile, independent_arms, prefetch
 from elukit.claims._registry import Claim
+from elukit._files import atomic_output
+from elukit._provenance import provenance, provenance_line
 from elukit.claims._rules import combine, decide
 from elukit.experiments.store import Store
 
@@ -90,10 +91,14 @@ def run_ledger(claims: Sequence[Claim], profile: Profile, out: str | os.PathLike
         make_executor(executor, ray_address)  # refuses an unknown executor or a stray --ray-address
     torch.set_num_threads(threads)
     try:
-        return _run_ledger(claims, profile, out, resume, seeds_given, progress, cache_dir, workers, runner)
+        ledger = _run_ledger(claims, profile, out, resume, seeds_given, progress, cache_dir, workers, runner)
     finally:
         if runner is not None:
             runner.close()
+    record = provenance(threads=threads)
+    record["workers"] = workers
+    record["executor"] = executor
+    return {"provenance": record, **ledger}
 
 
 def _run_ledger(claims: Sequence[Claim], profile: Profile, out: str | os.PathLike[str], resume: bool,
@@ -123,41 +128,69 @@ def _run_ledger(claims: Sequence[Claim], profile: Profile, out: str | os.PathLik
     for claim, rows in measured:
         outcomes = decided[position:position + len(rows)]
         position += len(rows)
-        verdict = combine([outcome[2] for outcome in outcomes])
-        primary = outcomes[0][0]
-        ledger_claims.append({
-            "id": claim.id,
-            "statement": claim.statement,
-            "sources": list(claim.sources),
-            "quantity": claim.quantity,
-            "predicts": claim.predicts,
-            "measurement": claim.measurement,
-            "rule": claim.rule.describe(),
-            "verdict": verdict,
-            "expected": claim.expected,
-            "effect": _finite(primary.effect),
-            "ci_low": _finite(primary.ci_low),
-            "ci_high": _finite(primary.ci_high),
-            "n": primary.n,
-            "effect_of": f"{rows[0].regime}: {rows[0].comparison}",
-            "regimes": [{
-                "regime": row.regime, "comparison": row.comparison, "verdict": outcome[2], "exact": result.exact,
-                "effect": _finite(result.effect), "ci_low": _finite(result.ci_low), "ci_high": _finite(result.ci_high),
-                "n": result.n, "p_value": result.p_value, "p_holm": outcome[1], "note": row.note,
-                "differences": [_finite(v) for v in row.differences],
-                "treatment": [_finite(v) for v in row.treatment], "baseline": [_finite(v) for v in row.baseline],
-            } for row, outcome, result in zip(rows, outcomes, (o[0] for o in outcomes))],
-            "measured_by": [measurement.description for measurement in claim.measure],
-            "command": command_for([claim.id], profile, seeds_given),
-        })
+        ledger_claims.append(_claim_record(claim, rows, outcomes, profile, seeds_given))
     return {
         "command": command_for([c.id for c in claims] if len(claims) < len(_all_ids()) else [], profile, seeds_given),
         "profile": profile.as_dict(),
         "regimes": {name: REGIMES[name].description for name in profile.regimes},
         "ledger_id": ledger_id,
-        "holm_family": sum(1 for outcome in decided if not outcome[0].exact),
+        "multiplicity": "Bonferroni within each claim: each claim's sampled rows are one family; every row's "
+                        "interval is printed at the family-adjusted level and its verdict read off it",
         "measure_seconds": seconds,
         "claims": ledger_claims,
+    }
+
+
+def deciding_rows(verdict: str, row_verdicts: Sequence[str]) -> list[bool]:
+    """Which rows decided a claim's verdict: those that agree with it (both sides when mixed); none
+    when it is inconclusive."""
+    if verdict == "mixed":
+        return [v in ("supported", "refuted") for v in row_verdicts]
+    if verdict == "inconclusive":
+        return [False] * len(row_verdicts)
+    return [v == verdict for v in row_verdicts]
+
+
+def _claim_record(claim: Claim, rows: Sequence[Any], outcomes: Sequence[tuple], profile: Profile,
+                  seeds_given: int | None) -> dict[str, Any]:
+    verdict = combine([outcome[2] for outcome in outcomes])
+    decides = deciding_rows(verdict, [outcome[2] for outcome in outcomes])
+    # the summary shows the row that decided (the strongest when several did), else the first row
+    shown = min((i for i, d in enumerate(decides) if d), key=lambda i: outcomes[i][1], default=0)
+    primary = outcomes[shown][0]
+    regimes = []
+    for row, (result, p_outcome, row_verdict), decided in zip(rows, outcomes, decides):
+        record = result.as_dict()
+        record.update(regime=row.regime, comparison=row.comparison, verdict=row_verdict, exact=result.exact,
+                      p_outcome=_finite(p_outcome), decides=decided, note=row.note,
+                      differences=[_finite(v) for v in row.differences],
+                      treatment=[_finite(v) for v in row.treatment], baseline=[_finite(v) for v in row.baseline])
+        for key in ("effect", "ci_low", "ci_high", "p_value", "p_adjusted", "p_support", "p_refute",
+                    "minimum_detectable_effect"):
+            record[key] = _finite(getattr(result, key))
+        regimes.append(record)
+    return {
+        "id": claim.id,
+        "statement": claim.statement,
+        "sources": list(claim.sources),
+        "quantity": claim.quantity,
+        "predicts": claim.predicts,
+        "measurement": claim.measurement,
+        "rule": claim.rule.describe(),
+        "verdict": verdict,
+        "expected": claim.expected,
+        "effect": _finite(primary.effect),
+        "ci_low": _finite(primary.ci_low),
+        "ci_high": _finite(primary.ci_high),
+        "level": primary.level,
+        "n": primary.n,
+        "effect_of": f"{rows[shown].regime}: {rows[shown].comparison}",
+        "deciding_rows": sum(decides),
+        "family": outcomes[0][0].family.name,
+        "family_size": outcomes[0][0].family.size,
+        "regimes": regimes,
+        "measured_by": [measurement.description for measurement in claim.measure],
+        "command": command_for([claim.id], profile, seeds_given),
     }
 
 
@@ -170,65 +203,112 @@ def _all_ids() -> list[str]:
 # -- writing ----------------------------------------------------------------------------------------
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    with atomic_output(path) as temporary:  # the user's umask, like the report's files
+        temporary.write_bytes(data)
 
 
 def _number(value: float | None, digits: int = 3) -> str:
     if value is None:
         return "n/a"
+    if math.isinf(value):
+        return "-inf" if value < 0 else "+inf"
     if value == 0 or 1e-3 <= abs(value) < 1e5:
         return f"{value:+.{digits}f}"
     return f"{value:+.{digits - 1}e}"
 
 
+def _interval(row: dict[str, Any]) -> str:
+    """'[low, high] (98.8%)' for a tested row, '[min, max] (computed)' for an exact one, 'n/a' else."""
+    if row.get("exact"):
+        low, high = row["ci_low"], row["ci_high"]
+        return f"{_number(low)}" if low == high else f"[{_number(low)}, {_number(high)}] (computed)"
+    if row.get("status", "tested") != "tested":
+        return f"(not tested: {row['status']})"
+    low = row["ci_low"] if row["ci_low"] is not None else -math.inf
+    high = row["ci_high"] if row["ci_high"] is not None else math.inf
+    return f"[{_number(low)}, {_number(high)}] ({100 * row['level']:.3g}%)"
+
+
+def _deciding(claim: dict[str, Any]) -> dict[str, Any]:
+    """The row the summary shows: the strongest deciding row, else the first."""
+    deciding = [r for r in claim["regimes"] if r.get("decides")]
+    return min(deciding, key=lambda r: r["p_outcome"] if r["p_outcome"] is not None else 1.0) if deciding else claim["regimes"][0]
+
+
 def table_rows(ledger: dict[str, Any]) -> list[list[str]]:
-    """One row per claim: id, verdict, effect [interval], n, measurement, regimes decided."""
+    """One row per claim: id, verdict, the deciding row's effect and interval, n, which row, counts, command."""
     rows = []
     for claim in ledger["claims"]:
         counts = {v: sum(1 for r in claim["regimes"] if r["verdict"] == v) for v in ("supported", "refuted", "inconclusive")}
         verdict = claim["verdict"] + (f" (expected {claim['expected']})" if claim["expected"] else "")
-        rows.append([claim["id"], verdict, f"{_number(claim['effect'])} [{_number(claim['ci_low'])}, "
-                     f"{_number(claim['ci_high'])}]", str(claim["n"]),
+        shown = _deciding(claim)
+        which = f"{shown['regime']}: {shown['comparison']}" + ("" if shown.get("decides") else " (no row decides)")
+        rows.append([claim["id"], verdict, f"{_number(shown['effect'])} {_interval(shown)}", str(shown["n"]), which,
                      f"{counts['supported']}/{counts['refuted']}/{counts['inconclusive']}", claim["command"]])
     return rows
 
 
-TABLE_HEADERS = ["claim", "verdict", "effect [95% CI] (first row)", "n", "rows +/-/?", "command"]
+TABLE_HEADERS = ["claim", "verdict", "effect [family-adjusted interval]", "n", "row shown (deciding)", "rows +/-/?",
+                 "command"]
+
+
+def banners(ledger: dict[str, Any]) -> list[str]:
+    """What a reader must see first: a tiny profile is a smoke test; a control that did not come out
+    as expected makes the ledger invalid."""
+    notes = []
+    if ledger["profile"]["name"] == "tiny":
+        notes.append("Profile tiny: a smoke test of the machinery, not evidence.")
+    for claim in ledger["claims"]:
+        if claim["expected"] and claim["verdict"] != claim["expected"]:
+            notes.append(f"This ledger is invalid: control {claim['id']} came out {claim['verdict']}, "
+                         f"expected {claim['expected']}.")
+    return notes
+
+
+COLOURS = {"supported": "tab:green", "refuted": "tab:red", "inconclusive": "tab:gray"}
 
 
 def _figure(claim: dict[str, Any]) -> bytes | None:
-    """A PNG: each row's paired differences (dots), mean and interval (bar); zero line."""
+    """A forest plot (PNG): every row's interval at its printed level in its verdict's colour, its
+    effect, its paired differences (dots), the zero line and the claim's margins."""
     try:
         from elukit.plots._matplotlib import pyplot
-    except ImportError:
-        return None
-    try:
+
         plt = pyplot()
     except ImportError:
         return None
     rows = claim["regimes"]
-    figure, axis = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
-    colours = {"supported": "tab:green", "refuted": "tab:red", "inconclusive": "tab:gray"}
+    figure, axis = plt.subplots(figsize=(7.5, 0.5 * len(rows) + 1.6))
+    finite = [v for r in rows for v in (*r["differences"], r["ci_low"], r["ci_high"]) if v is not None and math.isfinite(v)]
+    span = (min(finite + [0.0]), max(finite + [0.0]))
+    pad = 0.08 * (span[1] - span[0] or 1.0)
+    left, right = span[0] - pad, span[1] + pad
     for y, row in enumerate(rows):
-        values = np.asarray(row["differences"])
-        axis.scatter(values, np.full(len(values), y) + np.linspace(-0.12, 0.12, len(values)), s=10,
-                     color=colours[row["verdict"]], alpha=0.6)
-        if row["ci_low"] is not None and row["ci_high"] is not None:
-            axis.plot([row["ci_low"], row["ci_high"]], [y, y], color="black", linewidth=2)
+        colour = COLOURS[row["verdict"]]
+        values = np.asarray([v for v in row["differences"] if v is not None])
+        axis.scatter(values, np.full(len(values), y) + np.linspace(-0.15, 0.15, len(values)), s=9, color=colour, alpha=0.5)
+        if row["status"] in ("tested", "exact"):
+            low = left if row["ci_low"] is None or row["ci_low"] == -math.inf else row["ci_low"]
+            high = right if row["ci_high"] is None or row["ci_high"] == math.inf else row["ci_high"]
+            axis.plot([low, high], [y, y], color=colour, linewidth=3 if row.get("decides") else 1.8,
+                      solid_capstyle="butt")
         if row["effect"] is not None:
-            axis.plot([row["effect"]], [y], marker="|", color="black", markersize=14)
-    axis.axvline(0.0, color="black", linewidth=0.8, linestyle="--")
+            axis.plot([row["effect"]], [y], marker="D", color="black", markersize=5)
+    axis.axvline(0.0, color="black", linewidth=0.8)
+    margin = rows[0].get("margin") or 0.0
+    for edge in {margin, -margin} - {0.0}:
+        axis.axvline(edge, color="0.4", linewidth=0.8, linestyle=":")
+    axis.set_xlim(left, right)
     axis.set_yticks(range(len(rows)), [f"{r['regime']}\n{r['comparison']}" for r in rows], fontsize=7)
     axis.invert_yaxis()
+    handles = [plt.Line2D([], [], color=c, linewidth=3, label=v) for v, c in COLOURS.items()]
+    handles.append(plt.Line2D([], [], color="black", marker="D", linestyle="none", label="mean difference"))
+    if margin:
+        handles.append(plt.Line2D([], [], color="0.4", linestyle=":", label=f"margin +-{margin:g}"))
+    axis.legend(handles=handles, fontsize=7, loc="best")
     axis.set_title(f"{claim['id']}: {claim['verdict']}", fontsize=10)
-    axis.set_xlabel("paired difference (treatment - baseline); bar: 95% interval", fontsize=8)
+    axis.set_xlabel("treatment - baseline; bars: family-adjusted intervals (thick: the rows that decide); "
+                    "dots: seeds", fontsize=8)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
@@ -241,43 +321,74 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
+ROW_HEADERS = ["regime", "comparison", "verdict", "decides", "effect", "interval", "n", "test", "p", "p adjusted",
+               "MDE (80%)", "note"]
+
+
+def _row_cells(row: dict[str, Any]) -> list[str]:
+    exact = row["exact"]
+    verdict = row["verdict"] + (f" ({row['reason']})" if row.get("reason") else "")
+    p = "exact" if exact else ("n/a" if row["p_value"] is None else f"{row['p_value']:.3g}")
+    p_adjusted = "exact" if exact else ("n/a" if row["p_adjusted"] is None else f"{row['p_adjusted']:.3g}")
+    mde = "" if exact else _number(row["minimum_detectable_effect"])
+    return [row["regime"], row["comparison"], verdict, "yes" if row.get("decides") else "", _number(row["effect"]),
+            _interval(row), str(row["n"]), row["test_description"], p, p_adjusted, mde, row["note"]]
+
+
+def _header_lines(ledger: dict[str, Any]) -> list[str]:
+    record = ledger.get("provenance", {})
+    lines = [f"Command: `{ledger['command']}`"]
+    if record:
+        lines.append(provenance_line(record))
+    lines.append(f"Profile {ledger['profile']['name']}: {ledger['profile']['seeds']} seeds, datasets "
+                 f"{', '.join(ledger['profile']['datasets'])}, regimes " + "; ".join(
+                     f"{k}: {v}" for k, v in ledger["regimes"].items()) + ".")
+    lines.append(f"Multiplicity: {ledger['multiplicity']}.")
+    return lines
+
+
 def _markdown(ledger: dict[str, Any]) -> str:
-    lines = ["# elukit claims ledger", "", f"Command: `{ledger['command']}`", "",
-             f"Profile {ledger['profile']['name']}: {ledger['profile']['seeds']} seeds, datasets "
-             f"{', '.join(ledger['profile']['datasets'])}, regimes " + "; ".join(
-                 f"{k}: {v}" for k, v in ledger["regimes"].items()) + f". Holm family: {ledger['holm_family']} sampled rows.",
-             "", "| " + " | ".join(TABLE_HEADERS) + " |", "|" + "---|" * len(TABLE_HEADERS)]
-    lines += ["| " + " | ".join(cell if i != 5 else f"`{cell}`" for i, cell in enumerate(row)) + " |"
+    lines = ["# elukit claims ledger", ""]
+    lines += [f"> **{b}**" for b in banners(ledger)] + ([""] if banners(ledger) else [])
+    for line in _header_lines(ledger):
+        lines += [line, ""]
+    lines += ["| " + " | ".join(TABLE_HEADERS) + " |", "|" + "---|" * len(TABLE_HEADERS)]
+    lines += ["| " + " | ".join(_cell(cell) if i != len(row) - 1 else f"`{cell}`" for i, cell in enumerate(row)) + " |"
               for row in table_rows(ledger)]
     lines.append("")
     for claim in ledger["claims"]:
         lines += [f"## {claim['id']}: {claim['verdict']}", "", claim["statement"], "",
                   f"- Sources: {'; '.join(claim['sources'])}", f"- Quantity: {claim['quantity']}",
                   f"- Predicts: {claim['predicts']}", f"- Rule: {claim['rule']}",
+                  f"- Family: {claim['family']}",
                   f"- Measured by: {' | '.join(claim['measured_by'])}", f"- Command: `{claim['command']}`", "",
-                  "| regime | comparison | verdict | effect | 95% CI | n | p | p (Holm) | note |", "|---|---|---|---|---|---|---|---|---|"]
-        for row in claim["regimes"]:
-            p = "exact" if row["exact"] else f"{row['p_value']:.2g}"
-            ph = "exact" if row["exact"] else f"{row['p_holm']:.2g}"
-            lines.append(f"| {_cell(row['regime'])} | {_cell(row['comparison'])} | {row['verdict']} | {_number(row['effect'])} | "
-                         f"[{_number(row['ci_low'])}, {_number(row['ci_high'])}] | {row['n']} | {p} | {ph} | {_cell(row['note'])} |")
+                  "| " + " | ".join(ROW_HEADERS) + " |", "|" + "---|" * len(ROW_HEADERS)]
+        lines += ["| " + " | ".join(_cell(c) for c in _row_cells(row)) + " |" for row in claim["regimes"]]
         lines.append("")
     return "\n".join(lines)
 
 
-def _html(ledger: dict[str, Any], markdown_sections: list[str]) -> str:
+def _html(ledger: dict[str, Any], sections: list[str]) -> str:
+    rows = table_rows(ledger)
     table = ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in TABLE_HEADERS) + "</tr></thead><tbody>"
-             + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in table_rows(ledger))
+             + "".join("<tr>" + f'<td><a href="#{html.escape(row[0])}">{html.escape(row[0])}</a></td>'
+                       + f'<td class="{html.escape(row[1].split()[0])}">{html.escape(row[1])}</td>'
+                       + "".join(f"<td>{html.escape(c)}</td>" for c in row[2:]) + "</tr>" for row in rows)
              + "</tbody></table>")
-    sections = "".join(markdown_sections)
+    navigation = " · ".join(f'<a href="#{html.escape(c["id"])}" class="{c["verdict"]}">{html.escape(c["id"])}</a>'
+                            for c in ledger["claims"])
+    banner = "".join(f'<p class="banner">{html.escape(b)}</p>' for b in banners(ledger))
+    header = "".join(f"<p>{html.escape(line).replace('`', '')}</p>" for line in _header_lines(ledger))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>elukit claims ledger</title>
 <style>body{{font-family:sans-serif;max-width:1300px;margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #bbb;padding:3px 6px;font-size:90%}}
-img{{max-width:100%}}.supported{{color:#1a7f37}}.refuted{{color:#cf222e}}.mixed{{color:#9a6700}}</style></head>
-<body><h1>elukit claims ledger</h1><p>Command: <code>{html.escape(ledger['command'])}</code>. Profile
-{html.escape(ledger['profile']['name'])}, {ledger['profile']['seeds']} seeds, Holm family {ledger['holm_family']} rows.</p>
-{table}{sections}</body></html>
+img{{max-width:100%}}.supported{{color:#1a7f37}}.refuted{{color:#cf222e}}.mixed{{color:#9a6700}}
+.inconclusive{{color:#57606a}}nav{{position:sticky;top:0;background:#fff;padding:.4em 0;border-bottom:1px solid #ddd;font-size:90%}}
+.banner{{background:#fff3cd;border:2px solid #d29922;padding:.6em 1em;font-weight:bold}}</style></head>
+<body><nav><a href="#summary">summary</a> · {navigation}</nav>
+<h1 id="summary">elukit claims ledger</h1>{banner}{header}
+{table}{''.join(sections)}</body></html>
 """
 
 
@@ -290,22 +401,21 @@ def write_ledger(ledger: dict[str, Any], directory: str | os.PathLike[str]) -> d
     sections = []
     for claim in ledger["claims"]:
         png = _figure(claim)
-        image = (f'<img alt="{html.escape(claim["id"])}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-                 if png is not None else "<p>(install matplotlib for the figure: pip install 'elukit[plot]')</p>")
-        rows = "".join(
-            f"<tr><td>{html.escape(r['regime'])}</td><td>{html.escape(r['comparison'])}</td>"
-            f"<td class=\"{r['verdict']}\">{r['verdict']}</td><td>{_number(r['effect'])}</td>"
-            f"<td>[{_number(r['ci_low'])}, {_number(r['ci_high'])}]</td><td>{r['n']}</td>"
-            f"<td>{'exact' if r['exact'] else format(r['p_holm'], '.2g')}</td><td>{html.escape(r['note'])}</td></tr>"
-            for r in claim["regimes"])
+        image = (f'<img alt="forest plot of {html.escape(claim["id"])}" src="data:image/png;base64,'
+                 f'{base64.b64encode(png).decode()}">' if png is not None
+                 else "<p>(install matplotlib for the figure: pip install 'elukit[plot]')</p>")
+        rows = "".join("<tr>" + "".join(f'<td class="{r["verdict"]}">{html.escape(c)}</td>' if i == 2
+                                        else f"<td>{html.escape(c)}</td>" for i, c in enumerate(_row_cells(r))) + "</tr>"
+                       for r in claim["regimes"])
         sections.append(
             f"<h2 id=\"{html.escape(claim['id'])}\">{html.escape(claim['id'])}: <span class=\"{claim['verdict']}\">"
-            f"{claim['verdict']}</span></h2><p>{html.escape(claim['statement'])}</p><ul>"
+            f"{claim['verdict']}</span> <a href=\"#summary\" style=\"font-size:60%\">(top)</a></h2>"
+            f"<p>{html.escape(claim['statement'])}</p><ul>"
             f"<li>Sources: {html.escape('; '.join(claim['sources']))}</li><li>Quantity: {html.escape(claim['quantity'])}</li>"
             f"<li>Predicts: {html.escape(claim['predicts'])}</li><li>Rule: {html.escape(claim['rule'])}</li>"
+            f"<li>Family: {html.escape(claim['family'])}</li>"
             f"<li>Command: <code>{html.escape(claim['command'])}</code></li></ul>{image}"
-            "<table><tr><th>regime</th><th>comparison</th><th>verdict</th><th>effect</th><th>95% CI</th><th>n</th>"
-            f"<th>p (Holm)</th><th>note</th></tr>{rows}</table>")
+            "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in ROW_HEADERS) + f"</tr>{rows}</table>")
     _atomic_write(paths["html"], _html(ledger, sections).encode())
     return paths
 

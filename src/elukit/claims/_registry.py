@@ -106,7 +106,7 @@ CLAIMS: tuple[Claim, ...] = (
         predicts="elu - relu < 0",
         measure=(m.epochs_to_loss,),
         regimes=TRAINING,
-        rule=paired_difference("less"),
+        rule=paired_difference("less", test="sign-flip"),  # epoch counts: discrete, often tied
     ),
     Claim(
         id="higher-accuracy",
@@ -217,7 +217,7 @@ CLAIMS: tuple[Claim, ...] = (
         predicts="elu - relu > 0",
         measure=(m.best_learning_rate,),
         regimes=TRAINING,
-        rule=paired_difference("greater"),
+        rule=paired_difference("greater", test="sign-flip"),  # grid steps: discrete, often tied
     ),
     Claim(
         id="he-init",

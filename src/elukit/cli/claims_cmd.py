@@ -45,7 +45,7 @@ def claims_command(list_only: bool, only: str | None, profile: str, seeds: int |
     (supported / refuted / mixed / inconclusive) and the command that reproduces it. Writes
     OUT/claims/ledger.json, ledger.md and ledger.html and prints the table."""
     from elukit.claims import CLAIMS, check_profile, run_ledger, select, table_rows, write_ledger
-    from elukit.claims._ledger import TABLE_HEADERS
+    from elukit.claims._ledger import TABLE_HEADERS, banners
     from elukit.experiments.train import default_threads
 
     if list_only:
@@ -73,6 +73,8 @@ def claims_command(list_only: bool, only: str | None, profile: str, seeds: int |
         sys.exit(130)
     paths = write_ledger(ledger, out / "claims")
     rows = table_rows(ledger)
+    for banner in banners(ledger):
+        click.echo(f"*** {banner} ***")
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(TABLE_HEADERS[:-1])]
     for cells in [TABLE_HEADERS, *rows]:  # the command, last, unpadded
         click.echo("  ".join(c.ljust(w) for c, w in zip(cells, widths)) + "  " + cells[-1])

@@ -1,0 +1,55 @@
+"""What every report and ledger records about how it was made: the command, elukit's version, the
+date, the CPU and the threads. Reading it needs nothing beyond the standard library."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import shlex
+import sys
+from typing import Any
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command as typed (`elukit VERB ...`), quoted so that it can be pasted back into a shell."""
+    argv = sys.argv if argv is None else argv
+    program = os.path.basename(argv[0]) if argv else "python"
+    if program in ("__main__.py", "app.py") or program.startswith("python"):
+        program = "elukit"
+    return shlex.join([program, *argv[1:]])
+
+
+def provenance(threads: int | None = None, command: str | None = None) -> dict[str, Any]:
+    """{command, elukit_version, date (UTC, ISO 8601), cpu, cpu_count, threads, python, platform}."""
+    from elukit import __version__
+
+    return {
+        "command": command if command is not None else command_line(),
+        "elukit_version": __version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+    }
+
+
+def provenance_line(record: dict[str, Any]) -> str:
+    """One sentence for a report's header."""
+    threads = f", {record['threads']} torch thread{'s' if record['threads'] != 1 else ''}" if record.get("threads") else ""
+    return (f"Made by `{record['command']}` with elukit {record['elukit_version']} on {record['date']}, "
+            f"{record['cpu']} ({record['cpu_count']} CPUs{threads}), Python {record['python']}, {record['platform']}.")
