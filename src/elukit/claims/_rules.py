@@ -129,10 +129,7 @@ class PairedDifference(_Rule):
 
 
 @dataclasses.dataclass(frozen=True)
-class Equivalence(_Rule):
-    """The claim predicts |treatment - baseline| < margin (e.g. "variance stays near 1"): supported when
-    the interval lies inside (-margin, margin), refuted when it lies beyond one of them."""
-
+class _MarginRule(_Rule):
     margin: float
     confidence: float = 0.95
     test: str = "t"
@@ -142,6 +139,12 @@ class Equivalence(_Rule):
         _check_rule(self.confidence, self.test)
         if not (math.isfinite(self.margin) and self.margin > 0):
             raise ValueError(f"margin must be finite and > 0, got {self.margin!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Equivalence(_MarginRule):
+    """The claim predicts |treatment - baseline| < margin (e.g. "variance stays near 1"): supported when
+    the interval lies inside (-margin, margin), refuted when it lies beyond one of them."""
 
     @property
     def hypothesis(self) -> Hypothesis:
@@ -149,19 +152,9 @@ class Equivalence(_Rule):
 
 
 @dataclasses.dataclass(frozen=True)
-class NonInferiority(_Rule):
+class NonInferiority(_MarginRule):
     """The claim predicts treatment - baseline > -margin ("does as well as", within the margin):
     supported when the interval lies above -margin, refuted when it lies below."""
-
-    margin: float
-    confidence: float = 0.95
-    test: str = "t"
-    claimed_effect: float | None = None
-
-    def __post_init__(self) -> None:
-        _check_rule(self.confidence, self.test)
-        if not (math.isfinite(self.margin) and self.margin > 0):
-            raise ValueError(f"margin must be finite and > 0, got {self.margin!r}")
 
     @property
     def hypothesis(self) -> Hypothesis:
