@@ -378,7 +378,7 @@ def test_report_explains_its_columns_and_names_ties(tmp_path):
     assert "(k/n) says that k of the n seeds did" in notes and "--target-loss" in notes and "warm-up" in notes
 
 
-def test_report_figures_use_percent_and_a_readable_axis_when_all_zero(tmp_path, monkeypatch):
+def test_report_figures_use_percent_styles_legends_and_a_sentence_for_all_zero_panels(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     from elukit.experiments import report
     from elukit.plots import curves
@@ -386,17 +386,23 @@ def test_report_figures_use_percent_and_a_readable_axis_when_all_zero(tmp_path, 
     figures = {}
 
     def capture(figure, path):
-        figures[path.name] = [(axis.get_ylabel(), axis.get_ylim(), [np.max(line.get_ydata()) for line in axis.get_lines()])
+        figures[path.name] = [(axis.get_ylabel(), axis.get_ylim(), [np.max(line.get_ydata()) for line in axis.get_lines()],
+                               [line.get_linestyle() for line in axis.get_lines()], axis.get_legend() is not None,
+                               [t.get_text() for t in axis.get_yticklabels(minor=False)])
                               for axis in figure.axes]
         return path
 
     monkeypatch.setattr(curves, "save_atomically", capture)
-    report._figures(_results(), tmp_path)
-    label, (low, high), _ = figures["dead_fraction.png"][0]
-    assert "%" in label and low < 0 < high and high >= 1.0  # not -0.04..0.04 around all-zero data
-    label, _, peaks = figures["gradient_sparsity.png"][0]
-    assert "%" in label and max(peaks) == pytest.approx(25.0)
-    assert max(figures["learning_curves.png"][2][2]) == pytest.approx(90.0)  # test accuracy in percent
+    paths, sentences = report._figures(_results(), tmp_path)
+    assert "dead_fraction.png" not in figures  # every value 0: one sentence instead of an empty panel
+    assert any(s.startswith("Dead units % per layer: 0 in every layer") for s in sentences)
+    label, _, peaks, _, legend, _ = figures["gradient_sparsity.png"][0]
+    assert "%" in label and max(peaks) == pytest.approx(25.0) and legend
+    curves_panels = figures["learning_curves.png"]
+    assert max(curves_panels[2][2]) == pytest.approx(90.0)  # test accuracy in percent
+    assert all(panel[4] for panel in curves_panels)  # a legend on every panel
+    assert len(set(curves_panels[0][3])) == 3  # three activations, three line styles (they overlap here)
+    assert not any("10^" in t or "mathdefault" in t for t in curves_panels[0][5])  # log axis in plain numbers
 
 
 def test_compare_help_and_report_carry_no_stale_timing_figure(tmp_path):

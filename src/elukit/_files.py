@@ -82,3 +82,57 @@ def check_output_file(path: str | os.PathLike[str], option: str) -> None:
     if not parent.is_dir():
         raise ValueError(f"{option} {str(path)!r}: folder {str(parent)!r} does not exist")
     check_writable_directory(parent, option)
+
+
+LOCK_NAME = ".elukit.lock"
+
+
+@contextlib.contextmanager
+def exclusive_folder(folder: str | os.PathLike[str], option: str, command: str) -> Iterator[None]:
+    """Hold `folder` for one elukit process: a second process asking for it gets a ValueError
+    naming the holder (pid, command, start time) instead of mixing its study into the same files.
+
+    The lock is an advisory `fcntl.flock` on FOLDER/.elukit.lock, released by the kernel when the
+    process ends however it ends, so a crash never leaves a stale lock. (Without fcntl, on
+    Windows, no lock is taken.)
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    import json
+    import time
+
+    target = Path(folder)
+    check_writable_directory(target, option)
+    created = not target.exists()
+    target.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(target / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(os.pread(descriptor, 4096, 0).decode() or "{}")
+            except ValueError:
+                holder = {}
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
+            raise ValueError(f"{option} {str(target)!r} is in use by another elukit process (pid {holder.get('pid', '?')}, "
+                             f"`{holder.get('command', '?')}`, started {started}); wait for it to finish or give another "
+                             f"{option}") from None
+        record = json.dumps({"pid": os.getpid(), "command": command, "started": time.time()}).encode()
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, record, 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(descriptor, 0)
+            if created and [p.name for p in target.iterdir()] == [LOCK_NAME]:
+                # nothing was written (bad input found after the lock): leave no folder behind
+                os.unlink(target / LOCK_NAME)
+                with contextlib.suppress(OSError):
+                    target.rmdir()
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)

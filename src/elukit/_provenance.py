@@ -24,12 +24,12 @@ def cpu_model() -> str:
 
 
 def command_line(argv: list[str] | None = None) -> str:
-    """The command as typed (`elukit VERB ...`), quoted so that it can be pasted back into a shell."""
+    """This process's command line, quoted so that it can be pasted back into a shell (the CLI
+    passes its own canonical `elukit VERB ...` instead)."""
     argv = sys.argv if argv is None else argv
-    program = os.path.basename(argv[0]) if argv else "python"
-    if program in ("__main__.py", "app.py") or program.startswith("python"):
-        program = "elukit"
-    return shlex.join([program, *argv[1:]])
+    if argv and os.path.basename(argv[0]) == "elukit":
+        return shlex.join(["elukit", *argv[1:]])
+    return shlex.join([os.path.basename(sys.executable) or "python", *argv])
 
 
 def provenance(threads: int | None = None, command: str | None = None) -> dict[str, Any]:

@@ -67,7 +67,7 @@ def _finite(value: float) -> float | None:
 def run_ledger(claims: Sequence[Claim], profile: Profile, out: str | os.PathLike[str] = "elukit-results",
                resume: bool = False, seeds_given: int | None = None, progress: Callable[[str], None] | None = None,
                cache_dir: str | None = None, threads: int = 1, workers: int = 1, executor: str = "local",
-               ray_address: str | None = None) -> dict[str, Any]:
+               ray_address: str | None = None, command: str | None = None) -> dict[str, Any]:
     """Measure every claim, decide it, and return the ledger as a JSON-ready dict.
 
     Args:
@@ -95,7 +95,7 @@ def run_ledger(claims: Sequence[Claim], profile: Profile, out: str | os.PathLike
     finally:
         if runner is not None:
             runner.close()
-    record = provenance(threads=threads)
+    record = provenance(threads=threads, command=command)
     record["workers"] = workers
     record["executor"] = executor
     return {"provenance": record, **ledger}

@@ -312,7 +312,7 @@ def trained_mean_activation(context: Context) -> list[Evidence]:
 
 
 def _epochs_to(curves: np.ndarray, target: float) -> np.ndarray:
-    from elukit.experiments.stats import epochs_to_target
+    from elukit.statistics import epochs_to_target
 
     return epochs_to_target(np.where(np.isfinite(curves), curves, np.inf), target)
 

@@ -13,6 +13,31 @@ from elukit._registry import activations, get, parse
 from elukit._spec import Activation
 
 
+def invoked_command() -> str:
+    """The running verb as a command that reproduces it: `elukit VERB` and every option given a
+    value other than its default, in the order of the verb's options (the same whether elukit was
+    called from a shell, `python -m` or a test's CliRunner)."""
+    import shlex
+
+    context = click.get_current_context()
+    words = ["elukit", context.info_name or context.command.name or ""]
+    for param in context.command.params:
+        value = context.params.get(param.name)
+        if isinstance(param, click.Argument):
+            words += [str(v) for v in value] if isinstance(value, (tuple, list)) else ([str(value)] if value is not None else [])
+            continue
+        if value is None or value == param.default or getattr(param, "hidden", False):
+            continue
+        option = max(param.opts, key=len)
+        if getattr(param, "is_flag", False):
+            if isinstance(param, click.Option) and param.secondary_opts and not value:
+                option = max(param.secondary_opts, key=len)
+            words.append(option)
+        else:
+            words += [option, str(value)]
+    return shlex.join(words)
+
+
 def parameter_names() -> list[str]:
     """Every parameter name used by a registered activation (e.g. alpha, scale, slope)."""
     names: list[str] = []

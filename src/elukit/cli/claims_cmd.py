@@ -45,6 +45,8 @@ def claims_command(list_only: bool, only: str | None, profile: str, seeds: int |
     (supported / refuted / mixed / inconclusive) and the command that reproduces it. Writes
     OUT/claims/ledger.json, ledger.md and ledger.html and prints the table."""
     from elukit.claims import CLAIMS, check_profile, run_ledger, select, table_rows, write_ledger
+    from elukit._files import exclusive_folder
+    from elukit.cli._common import invoked_command
     from elukit.claims._ledger import TABLE_HEADERS, banners
     from elukit.experiments.train import default_threads
 
@@ -63,15 +65,17 @@ def claims_command(list_only: bool, only: str | None, profile: str, seeds: int |
         click.echo(f"profile {chosen_profile.name}: {chosen_profile.compute}", err=True)
     started = time.monotonic()
     progress = None if quiet else (lambda message: click.echo(f"  {message}", err=True))
-    try:
-        ledger = run_ledger(claims, chosen_profile, out, resume=resume, seeds_given=seeds, progress=progress,
-                            threads=1, workers=workers if workers is not None else default_threads("mlp"),
-                            executor=executor, ray_address=ray_address)
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: finished work is in {out / 'results.db'}; "
-                   f"run the same command with --resume to continue", err=True)
-        sys.exit(130)
-    paths = write_ledger(ledger, out / "claims")
+    command = invoked_command()
+    with exclusive_folder(out, "--out", command):
+        try:
+            ledger = run_ledger(claims, chosen_profile, out, resume=resume, seeds_given=seeds, progress=progress,
+                                threads=1, workers=workers if workers is not None else default_threads("mlp"),
+                                executor=executor, ray_address=ray_address, command=command)
+        except KeyboardInterrupt:
+            click.echo(f"\ninterrupted: finished work is in {out / 'results.db'}; "
+                       f"run the same command with --resume to continue", err=True)
+            sys.exit(130)
+        paths = write_ledger(ledger, out / "claims")
     rows = table_rows(ledger)
     for banner in banners(ledger):
         click.echo(f"*** {banner} ***")

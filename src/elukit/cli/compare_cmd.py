@@ -101,6 +101,8 @@ def compare_command(dataset, data_file, activations, seeds, epochs, model, width
     if activations is not None and not activations.strip(" ,"):
         raise ValueError(f"--activations {activations!r} names no activation; give e.g. --activations relu,elu")
     require("compare", ["torch", "matplotlib", *required_modules(dataset or "mnist1d", data_file)], "experiments")
+    from elukit._files import exclusive_folder
+    from elukit.cli._common import invoked_command
     from elukit.experiments.report import build_report
     from elukit.experiments.train import PRESETS, StudyConfig, default_threads, run_study
 
@@ -116,20 +118,24 @@ def compare_command(dataset, data_file, activations, seeds, epochs, model, width
 
         use_compiled_kernels(True)
     started = time.monotonic()
-    try:
-        store, study_id = run_study(config, out, resume=resume, progress=_ProgressBar(quiet),
-                                    threads=threads if threads is not None else default_threads(config.model),
-                                    executor=executor, ray_address=ray_address, workers=workers,
-                                    log=lambda line: click.echo(line, err=True))
-    except KeyboardInterrupt:
-        if (out / "results.db").is_file():
-            click.echo(f"\ninterrupted: finished epochs are in {out / 'results.db'}; "
-                       f"run the same command with --resume to continue", err=True)
-        else:
-            click.echo("\ninterrupted before any epoch was stored", err=True)
-        sys.exit(130)
-    store.close()
-    paths = build_report(out / "results.db", out / "report", study_id)
+    command = invoked_command()
+    with exclusive_folder(out, "--out", command):
+        try:
+            store, study_id = run_study(config, out, resume=resume, progress=_ProgressBar(quiet),
+                                        threads=threads if threads is not None else default_threads(config.model),
+                                        executor=executor, ray_address=ray_address, workers=workers,
+                                        log=lambda line: click.echo(line, err=True), command=command)
+        except KeyboardInterrupt:
+            if (out / "results.db").is_file():
+                click.echo(f"\ninterrupted: finished epochs are in {out / 'results.db'}; "
+                           f"run the same command with --resume to continue", err=True)
+            else:
+                click.echo("\ninterrupted before any epoch was stored", err=True)
+            sys.exit(130)
+        store.close()
+        paths = build_report(out / "results.db", out / "report", study_id)
+    if "earlier" in paths:
+        click.echo(f"the report of an earlier study that was in {out / 'report'} is kept in {paths['earlier']}")
     click.echo(f"study {study_id} done in {time.monotonic() - started:.0f} s; report: {paths['html']} "
                f"(and {paths['markdown'].name})")
 
@@ -153,6 +159,8 @@ def report_command(database: Path, output: Path, study: int | None, target_loss:
     from elukit.experiments.report import build_report
 
     paths = build_report(database, output, study, target_loss)
+    if "earlier" in paths:
+        click.echo(f"the report of another study that was in {output} is kept in {paths['earlier']}")
     click.echo(f"wrote {paths['html']} and {paths['markdown']}")
 
 

@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS metric (
     value REAL,
     PRIMARY KEY (run_id, epoch, name, layer)
 );
+CREATE TABLE IF NOT EXISTS provenance (
+    id INTEGER PRIMARY KEY,
+    study_id INTEGER NOT NULL REFERENCES study(id),
+    created REAL NOT NULL,
+    record TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS checkpoint (
     configuration_id INTEGER PRIMARY KEY REFERENCES configuration(id),
     epoch INTEGER NOT NULL,
@@ -140,6 +146,18 @@ class Store:
     def finish_study(self, study_id: int) -> None:
         with self.transaction() as db:
             db.execute("UPDATE study SET finished = ? WHERE id = ?", (time.time(), study_id))
+
+    def add_provenance(self, study_id: int, record: dict[str, Any]) -> None:
+        """How a session on this study was run (command, version, date, CPU, threads): one row per
+        start and per resume."""
+        with self.transaction() as db:
+            db.execute("INSERT INTO provenance (study_id, created, record) VALUES (?, ?, ?)",
+                       (study_id, time.time(), json.dumps(record, sort_keys=True)))
+
+    def provenance(self, study_id: int) -> list[dict[str, Any]]:
+        rows = self.connection.execute("SELECT record FROM provenance WHERE study_id = ? ORDER BY id",
+                                       (study_id,)).fetchall()
+        return [json.loads(row[0]) for row in rows]
 
     # -- configurations and runs ---------------------------------------------------------------
     def configuration(self, study_id: int, label: str, config: dict[str, Any], seeds: Sequence[int]

@@ -25,6 +25,7 @@ import numpy as np
 
 from elukit._registry import parse
 from elukit._files import check_writable_directory
+from elukit._provenance import provenance
 from elukit.experiments.data import DATASETS, Dataset, load_dataset, load_npz
 from elukit.experiments.executors import make_executor
 from elukit.experiments.models import INITS, build_model
@@ -316,7 +317,8 @@ def default_threads(model: str = "mlp", load: float | None = None) -> int:
 def run_study(config: StudyConfig, out: str | Path = "elukit-results", resume: bool = False,
               progress: Callable[[Progress], None] | None = None, threads: int = 1,
               cache_dir: str | None = None, log: Callable[[str], None] | None = None, executor: str = "local",
-              ray_address: str | None = None, workers: int | None = None) -> tuple[Store, int]:
+              ray_address: str | None = None, workers: int | None = None,
+              command: str | None = None) -> tuple[Store, int]:
     """Train every activation of `config` (or continue the latest study with `resume`).
 
     Everything that can be checked is checked before the store is touched: the config, the
@@ -327,7 +329,8 @@ def run_study(config: StudyConfig, out: str | Path = "elukit-results", resume: b
     `executor` decides where each configuration trains (`elukit.experiments.executors`): "local"
     (this process) or "ray" (Ray tasks; `ray_address` None starts a local instance, "auto" or
     "host:port" joins a cluster; `workers` caps the configurations training at once). Results are
-    the same rows either way."""
+    the same rows either way. `command` is recorded with the study's provenance (default: this
+    process's command line)."""
     config = config.validated()
     if config.data_file and not Path(config.data_file).is_file():
         raise ValueError(f"--data {config.data_file!r}: no such file")
@@ -341,13 +344,14 @@ def run_study(config: StudyConfig, out: str | Path = "elukit-results", resume: b
         check_writable_directory(out, "--out")
         dataset = load_study_data(config, cache_dir)
         torch.set_num_threads(threads)
-        return _run_study(config, path, resume, progress, threads, dataset, log, runner)
+        return _run_study(config, path, resume, progress, threads, dataset, log, runner, command)
     finally:
         runner.close()
 
 
 def _run_study(config: StudyConfig, path: Path, resume: bool, progress: Callable[[Progress], None] | None,
-               threads: int, dataset: Dataset, log: Callable[[str], None] | None, runner: Any) -> tuple[Store, int]:
+               threads: int, dataset: Dataset, log: Callable[[str], None] | None, runner: Any,
+               command: str | None = None) -> tuple[Store, int]:
     store = Store(path)
     try:
         if resume:
@@ -364,6 +368,9 @@ def _run_study(config: StudyConfig, path: Path, resume: bool, progress: Callable
                 log(f"resuming study {study_id} in {store.path}")
         else:
             study_id = store.create_study(config.as_dict())
+        record = provenance(threads=threads, command=command)
+        record.update(executor=runner.name, resumed=resume)
+        store.add_provenance(study_id, record)
     except BaseException:
         store.close()
         raise
