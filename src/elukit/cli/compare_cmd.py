@@ -43,7 +43,7 @@ class _ProgressBar:
     "compare",
     epilog=(
         "Examples:\n\n"
-        "  elukit compare                                   # MNIST-1D, relu/leaky_relu/elu/selu, 5 seeds\n\n"
+        "  elukit compare                                   # MNIST-1D, relu/leaky_relu/elu/selu, 8 seeds\n\n"
         "  elukit compare --dataset digits --activations relu,elu:alpha=0.5,celu:alpha=2 --seeds 10\n\n"
         "  elukit compare --preset clevert2016 --out clevert\n\n"
         "  elukit compare --data mydata.npz --model mlp --width 256 --depth 4 --batch-norm\n\n"
@@ -55,13 +55,13 @@ class _ProgressBar:
 @click.option("--data", "data_file", type=click.Path(dir_okay=False), default=None,
               help="Your own .npz with x_train, y_train, x_test, y_test (instead of --dataset).")
 @click.option("--activations", default=None, help="Comma-separated, e.g. relu,leaky_relu,elu:alpha=0.5,selu.")
-@click.option("--seeds", type=int, default=None, help="Seeds per activation, trained as one batched ensemble [5].")
-@click.option("--epochs", type=int, default=None, help="Training epochs [30].")
+@click.option("--seeds", type=int, default=None, help="Seeds per activation, trained as one batched ensemble [8].")
+@click.option("--epochs", type=int, default=None, help="Training epochs [60].")
 @click.option("--model", type=click.Choice(["mlp", "cnn"]), default=None, help="Network [mlp].")
 @click.option("--width", type=int, default=None, help="Hidden units (MLP) or channels (CNN) [100].")
 @click.option("--depth", type=int, default=None, help="Hidden layers (MLP) or conv layers (CNN) [2].")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default=None, help="Optimizer [adam].")
-@click.option("--lr", type=float, default=None, help="Learning rate [0.001].")
+@click.option("--lr", type=float, default=None, help="Learning rate [0.01].")
 @click.option("--batch-size", type=int, default=None, help="Minibatch size [100].")
 @click.option("--init", type=click.Choice(["gain", "torch", "he", "eoc"]), default=None,
               help="gain: elukit.theory's derived gain per activation; torch: PyTorch's default; he: sqrt(2); "

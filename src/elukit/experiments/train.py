@@ -46,13 +46,16 @@ class StudyConfig:
     data_file: str | None = None
     data_sha256: str | None = None
     activations: tuple[str, ...] = ("relu", "leaky_relu", "elu", "selu")
-    seeds: int = 5
-    epochs: int = 30
+    seeds: int = 8
+    epochs: int = 60
     model: str = "mlp"
     width: int = 100
     depth: int = 2
     optimizer: str = "adam"
-    lr: float = 1e-3
+    lr: float = 1e-2
+    """Adam 1e-2 trains the default MLP on MNIST-1D to the MNIST-1D paper's level (ReLU 67.7% at
+    epoch 50-60, 4 seeds), where 1e-3 left it at 56% after 30 epochs and 3e-3 at 61.5% after 80:
+    the default study compares trained networks, not half-trained ones (docs/experiments.md)."""
     batch_size: int = 100
     init: str = "gain"
     batch_norm: bool = False
@@ -97,7 +100,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # He initialisation, ReLU / Leaky ReLU (0.1) / ELU; on the offline MNIST-1D data.
         "activations": ("relu", "leaky_relu:slope=0.1", "elu"),
         "model": "mlp", "width": 128, "depth": 8, "optimizer": "sgd", "lr": 0.01,
-        "batch_size": 64, "init": "he", "epochs": 30,
+        "batch_size": 64, "init": "he", "epochs": 30, "seeds": 5,
     },
 }
 
