@@ -213,6 +213,7 @@ def test_a_tiny_ledger_at_two_seeds_decides_nothing_and_says_so(tmp_path):
     page = (tmp_path / "claims" / "ledger.html").read_text()
     assert 'class="banner"' in page and "<nav>" in page and 'href="#faster-learning"' in page
     assert set(ledger["provenance"]) >= {"command", "elukit_version", "date", "cpu", "threads"}
+    assert "trained here: MLP 2x12 (width scaled by 0.125)" in ledger["regimes"]["shallow-adam"]  # not the 2x100 it names
     assert oct((tmp_path / "claims" / "ledger.json").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 
 

@@ -41,6 +41,11 @@ class Regime:
         return dict(self.settings)
 
 
+def trained_width(regime: str, profile: Profile) -> int:
+    """The hidden width a profile trains in a regime: the regime's width times the profile's width_scale."""
+    return max(2, int(round(REGIMES[regime].config["width"] * profile.width_scale)))
+
+
 REGIMES: dict[str, Regime] = {
     "shallow-adam": Regime(
         "shallow-adam", "MLP 2x100, Adam, batch 100, elukit's derived gain (elukit compare's default)",
@@ -226,7 +231,7 @@ class Context:
         from elukit.experiments.train import StudyConfig
 
         settings = REGIMES[arm.regime].config
-        settings["width"] = max(2, int(round(settings["width"] * self.profile.width_scale)))
+        settings["width"] = trained_width(arm.regime, self.profile)
         if arm.init is not None:
             settings["init"] = arm.init
         if arm.lr is not None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from elukit.claims._context import LEDGER_SCHEMA, REGIMES, Context, Profile, independent_arms, prefetch
+from elukit.claims._context import LEDGER_SCHEMA, REGIMES, Context, Profile, independent_arms, prefetch, trained_width
 from elukit.claims._registry import Claim
 from elukit._files import atomic_output
 from elukit._provenance import provenance, provenance_line
@@ -132,13 +132,22 @@ def _run_ledger(claims: Sequence[Claim], profile: Profile, out: str | os.PathLik
     return {
         "command": command_for([c.id for c in claims] if len(claims) < len(_all_ids()) else [], profile, seeds_given),
         "profile": profile.as_dict(),
-        "regimes": {name: REGIMES[name].description for name in profile.regimes},
+        "regimes": {name: _trained_regime(name, profile) for name in profile.regimes},
         "ledger_id": ledger_id,
         "multiplicity": "Bonferroni within each claim: each claim's sampled rows are one family; every row's "
                         "interval is printed at the family-adjusted level and its verdict read off it",
         "measure_seconds": seconds,
         "claims": ledger_claims,
     }
+
+
+def _trained_regime(name: str, profile: Profile) -> str:
+    """The regime's description with the width this profile actually trains (its width_scale)."""
+    config = REGIMES[name].config
+    width = trained_width(name, profile)
+    trained = f"trained here: MLP {config['depth']}x{width}"
+    return REGIMES[name].description + (f"; {trained} (width scaled by {profile.width_scale:g})"
+                                        if width != config["width"] else f"; {trained}")
 
 
 def deciding_rows(verdict: str, row_verdicts: Sequence[str]) -> list[bool]:
