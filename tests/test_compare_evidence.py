@@ -49,7 +49,8 @@ def test_conclusions_state_each_comparison_with_its_family_interval_test_and_pow
     assert "paired t, n=4" in conclusions and "p adjusted" in conclusions
     assert any(phrase in conclusions for phrase in ("no detectable difference at 4 seeds", "higher than relu at 4 seeds",
                                                     "a significant deficit against relu at 4 seeds"))
-    assert "elukit compare --dataset wine" in text and "elukit 0.1.0" in text and "torch thread" in text
+    command = "elukit compare --dataset wine --activations relu,elu,sigmoid --seeds 4 --epochs 4 --width 8 --out"
+    assert f"Made by `{command} {tmp_path} --quiet` with elukit 0.1.0" in text and "torch thread" in text
 
 
 def test_a_diverged_study_is_marked_and_left_out_of_the_means(tmp_path):

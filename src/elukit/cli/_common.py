@@ -14,27 +14,24 @@ from elukit._spec import Activation
 
 
 def invoked_command() -> str:
-    """The running verb as a command that reproduces it: `elukit VERB` and every option given a
-    value other than its default, in the order of the verb's options (the same whether elukit was
-    called from a shell, `python -m` or a test's CliRunner)."""
+    """The running verb as a command that reproduces it: `elukit VERB` and every option the user
+    gave (on the command line or through the environment), in the order of the verb's options;
+    the same whether elukit was called from a shell, `python -m` or a test's CliRunner."""
     import shlex
 
     context = click.get_current_context()
     words = ["elukit", context.info_name or context.command.name or ""]
     for param in context.command.params:
+        if param.name is None or context.get_parameter_source(param.name) in (
+                click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP, None):
+            continue
         value = context.params.get(param.name)
         if isinstance(param, click.Argument):
-            words += [str(v) for v in value] if isinstance(value, (tuple, list)) else ([str(value)] if value is not None else [])
-            continue
-        if value is None or value == param.default or getattr(param, "hidden", False):
-            continue
-        option = max(param.opts, key=len)
-        if getattr(param, "is_flag", False):
-            if isinstance(param, click.Option) and param.secondary_opts and not value:
-                option = max(param.secondary_opts, key=len)
-            words.append(option)
+            words += [str(v) for v in value] if isinstance(value, (tuple, list)) else [str(value)]
+        elif isinstance(param, click.Option) and param.is_flag:
+            words.append(max(param.opts if value or not param.secondary_opts else param.secondary_opts, key=len))
         else:
-            words += [option, str(value)]
+            words += [max(param.opts, key=len), str(value)]
     return shlex.join(words)
 
 
