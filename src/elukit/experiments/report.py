@@ -443,7 +443,7 @@ def _claims(rows: list[dict[str, Any]], results: StudyResults) -> list[str]:
         fastest = [r["activation"] for r in everywhere if r["epochs_to_target"].mean == best]
         tie = f" (a tie: {len(fastest)} activations at the same mean)" if len(fastest) > 1 else ""
         notes.append(f"Fewest epochs to the target training loss, among activations whose every seed reached it: "
-                     f"{' and '.join(fastest)}, {best:.3g} epochs on average{tie}.")
+                     f"{' and '.join(fastest)}, {best:.3g} epoch{'' if best == 1 else 's'} on average{tie}.")
     else:
         notes.append("No activation reached the target training loss with every seed.")
     dead = ", ".join(f"{r['activation']} {100 * r['dead_fraction']:.1f}%" for r in rows if math.isfinite(r["dead_fraction"]))
