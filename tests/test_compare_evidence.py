@@ -124,5 +124,5 @@ def test_one_seed_prints_no_nan_interval(tmp_path):
     result = compare(tmp_path, "--seeds", "1", "--epochs", "1", "--activations", "relu,elu")
     assert result.exit_code == 0, result.output
     text = report(tmp_path)
-    assert "nan" not in text.replace("mnist1d", "")
+    assert "nan" not in text.replace(str(tmp_path), "")
     assert "[+nan" not in text and "(1 seed: no interval)" in text and "1 seeds" not in text and "1 epochs" not in text
