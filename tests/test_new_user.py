@@ -181,3 +181,29 @@ def test_keras_without_its_default_backend_names_keras_backend(tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert "Keras is installed" in last and "KERAS_BACKEND=jax" in last and "KERAS_BACKEND=torch" in last, last
     assert "needs Keras 3" not in done.stderr
+
+
+# -- progress of the long accuracy runs -----------------------------------------------------------------------
+
+def test_accuracy_program_reports_progress_on_stderr():
+    pytest.importorskip("mpmath")
+    args = ["-m", "elukit.accuracy", "--points", "100", "--activation", "elu", "--dtype", "float32", "float64",
+            "--quantity", "value", "derivative", "--workers", "2", "--json"]
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)) == 4  # stdout stays the table alone
+    lines = [line for line in done.stderr.splitlines() if line.startswith("python -m elukit.accuracy: [")]
+    assert [line.split("]")[0].split("[")[1] for line in lines] == ["1/4", "2/4", "3/4", "4/4"]
+    assert all("elapsed" in line and "left" in line for line in lines)
+    quiet = subprocess.run([sys.executable, *args, "--quiet"], capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and "[1/4]" not in quiet.stderr
+
+
+def test_audit_reports_progress_on_stderr():
+    pytest.importorskip("mpmath")
+    result = cli("audit", "--points", "100", "--dtype", "float32", "--activation", "elu", "--activation", "relu", "--json")
+    assert result.exit_code == 0, result.output
+    json.loads(result.stdout)
+    assert "elukit audit: [1/2] elu float32" in result.stderr and "elukit audit: [2/2] relu float32" in result.stderr
+    quiet = cli("audit", "--points", "100", "--dtype", "float32", "--activation", "elu", "--quiet")
+    assert quiet.exit_code == 0 and "[1/1]" not in quiet.stderr
