@@ -111,3 +111,9 @@ def test_a_page_opens_in_headless_chromium(site, served, page, tmp_path):
         assert "wy-table-responsive" in done.stdout  # tables wrapped by the theme's JavaScript
     errors = [line for line in done.stderr.splitlines() if "CONSOLE" in line and re.search(r"Uncaught|Error", line)]
     assert errors == []
+
+
+def test_the_readme_names_the_command_that_builds_the_site():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "`mkdocs build --strict`" in readme
+    assert "mkdocs build --strict" in (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
