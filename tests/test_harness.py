@@ -238,7 +238,7 @@ def test_accuracy_program_skips_bfloat16_without_ml_dtypes_and_says_so(monkeypat
 
     monkeypatch.setitem(sys.modules, "ml_dtypes", None)
     measured = []
-    monkeypatch.setattr(accuracy, "accuracy_table", lambda rows, dtypes, *rest: measured.append(list(dtypes)) or [])
+    monkeypatch.setattr(accuracy, "accuracy_table", lambda rows, dtypes, *rest, **options: measured.append(list(dtypes)) or [])
     assert accuracy.main(["--points", "100", "--activation", "elu"]) == 0
     assert measured == [["float16", "float32", "float64"]]
     assert "skipped the bfloat16 rows" in capsys.readouterr().err

@@ -13,8 +13,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 import numpy as np
@@ -111,16 +112,53 @@ def _measure_task(task: tuple[str, dict[str, float], str, str, int, int]) -> dic
     return measure(get(name, **params), quantity, dtype_name, count=count, seed=seed).as_dict()
 
 
+Progress = Callable[[int, int, str, float], None]
+"""``progress(done, total, what, elapsed_seconds)``, called after each finished step."""
+
+
+def progress_line(program: str) -> Progress:
+    """A progress sink printing ``program: [done/total] what (elapsed, ~remaining left)`` to stderr."""
+
+    def report(done: int, total: int, what: str, elapsed: float) -> None:
+        left = elapsed / done * (total - done)
+        print(f"{program}: [{done}/{total}] {what} ({_duration(elapsed)} elapsed, ~{_duration(left)} left)",
+              file=sys.stderr, flush=True)
+
+    return report
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
 def accuracy_table(rows: Sequence[tuple[str, dict[str, float]]] = DEFAULT_ROWS,
                    dtypes: Sequence[str] = DEFAULT_DTYPES, quantities: Sequence[str] = QUANTITIES,
-                   count: int = 100_000, seed: int = 0, workers: int | None = None) -> list[dict[str, Any]]:
-    """One `ErrorSummary` dict per (activation, quantity, dtype), computed in parallel."""
+                   count: int = 100_000, seed: int = 0, workers: int | None = None,
+                   progress: Progress | None = None) -> list[dict[str, Any]]:
+    """One `ErrorSummary` dict per (activation, quantity, dtype), computed in parallel;
+    `progress` hears of each finished one (the full table takes minutes: issue 22)."""
     tasks = [(name, params, q, d, count, seed) for name, params in rows for q in quantities for d in dtypes]
     workers = workers or os.cpu_count() or 1
+    started = time.monotonic()
+
+    def finished(done: int, task: tuple) -> None:
+        if progress is not None:
+            name, params, quantity, dtype = task[:4]
+            progress(done, len(tasks), f"{get(name, **params).label()} {quantity} {dtype}", time.monotonic() - started)
+
     if workers == 1:
-        return [_measure_task(t) for t in tasks]
+        results = []
+        for task in tasks:
+            results.append(_measure_task(task))
+            finished(len(results), task)
+        return results
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_measure_task, tasks))
+        futures = {pool.submit(_measure_task, task): index for index, task in enumerate(tasks)}
+        results_by_index: dict[int, dict[str, Any]] = {}
+        for future in as_completed(futures):
+            results_by_index[futures[future]] = future.result()
+            finished(len(results_by_index), tasks[futures[future]])
+        return [results_by_index[i] for i in range(len(tasks))]
 
 
 def format_table(results: Sequence[dict[str, Any]]) -> str:
@@ -248,12 +286,14 @@ def _elukit_jax_implementation(spec: Activation) -> dict[str, Any] | None:
 
 
 def audit(rows: Sequence[tuple[str, dict[str, float]]] = AUDIT_ROWS, dtypes: Sequence[str] = ("float32", "float64"),
-          count: int = 20_000, seed: int = 0) -> list[dict[str, Any]]:
+          count: int = 20_000, seed: int = 0, progress: Progress | None = None) -> list[dict[str, Any]]:
     """ULP errors of f, f', f'' for elukit (NumPy, torch), PyTorch's native ops (regular and
     in-place, derivatives through autograd), the textbook NumPy formula and jax.nn (if installed),
-    against the same mpmath references on the same points."""
+    against the same mpmath references on the same points. `progress` hears of each finished
+    (activation, dtype)."""
     results = []
-    for name, params in rows:
+    started, steps = time.monotonic(), len(rows) * len(dtypes)
+    for row, (name, params) in enumerate(rows):
         spec = get(name, **params)
         implementations: dict[str, dict[str, Any]] = {
             "elukit (NumPy)": {q: getattr(spec, q) for q in QUANTITIES}}
@@ -280,6 +320,9 @@ def audit(rows: Sequence[tuple[str, dict[str, float]]] = AUDIT_ROWS, dtypes: Seq
                         got = np.asarray(functions[quantity](points.copy())).astype(np.float64)
                     summary = summarize(spec.label(), quantity, dtype, as_float, got, exact).as_dict()
                     results.append({"implementation": label, **summary})
+            if progress is not None:
+                progress(row * len(dtypes) + dtypes.index(dtype_name) + 1, steps, f"{spec.label()} {dtype_name}",
+                         time.monotonic() - started)
     return results
 
 
@@ -339,6 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
     if args.points <= 0:
         parser.error(f"--points must be > 0, got {args.points}")
@@ -357,7 +401,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from elukit._registry import parse
 
         rows = tuple((spec.name, spec.parameters) for spec in map(parse, args.activation))
-    results = accuracy_table(rows, args.dtype, args.quantity, args.points, args.seed, args.workers)
+    results = accuracy_table(rows, args.dtype, args.quantity, args.points, args.seed, args.workers,
+                             progress=None if args.quiet else progress_line("python -m elukit.accuracy"))
     if args.json:
         json.dump(results, sys.stdout, indent=1)
         print()

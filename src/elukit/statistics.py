@@ -459,7 +459,8 @@ def compare_paired(treatment: np.ndarray | Sequence[float], baseline: np.ndarray
             then says whether an effect of that size could have been seen.
         exact: the values are computed without sampling noise (theory): no test; the interval is
             [min, max] of the differences and decides by the same table.
-        rng, resamples: for the sign-flip test beyond n = 20 (default generator seeded with 0).
+        rng: random generator of the sign-flip test beyond n = 20 (default: seeded with 0).
+        resamples: random sign patterns of the sign-flip test beyond n = 20.
     Returns: a `Comparison`.
     """
     hypothesis = Hypothesis() if hypothesis is None else hypothesis

@@ -74,7 +74,40 @@ def build_activations(names: Sequence[str], given: dict[str, float | None]) -> l
     for spec in chosen:
         mine = {k: v for k, v in options.items() if any(p.name == k for p in spec.params)}
         result.append(spec.bind(**mine) if mine else spec)
+    warn_not_self_normalising(result)
     return result
+
+
+def _keeps_unit_gaussian(spec: Activation) -> tuple[bool, Any]:
+    """Whether `spec` maps N(0, 1) to mean 0 and second moment 1 (to 1e-9), and its moments."""
+    from elukit.theory import moments
+
+    m = moments(spec, mean=0.0, std=1.0)
+    return bool(abs(float(m.mean)) < 1e-9 and abs(float(m.second_moment) - 1.0) < 1e-9), m
+
+
+def warn_not_self_normalising(specs: Sequence[Activation]) -> None:
+    """One warning line on stderr for each activation whose default parameters self-normalise
+    (N(0, 1) -> mean 0, variance 1: SELU's alpha and scale) but whose given parameters do not.
+
+    ``selu --alpha 2`` is still computed (it is scale * ELU(alpha), which `elukit.theory` uses for
+    other fixed points), but it is no longer the self-normalising SELU, and nothing else says so
+    (issue 22)."""
+    for spec in specs:
+        defaults = {p.name: p.default for p in spec.params}
+        if spec.gaussian is None or spec.parameters == defaults:
+            continue
+        if not _keeps_unit_gaussian(get(spec.name))[0]:
+            continue
+        keeps, m = _keeps_unit_gaussian(spec)
+        if keeps:
+            continue
+        given = ", ".join(f"{k}={v:g}" for k, v in spec.parameters.items())
+        default = ", ".join(f"{k}={v:.6g}" for k, v in defaults.items())
+        click.echo(f"elukit: warning: {spec.name} with {given} is not self-normalising: it maps N(0, 1) to mean "
+                   f"{float(m.mean):+.4g}, variance {float(m.variance):.4g} ({spec.name}'s own {default} keep 0 "
+                   f"and 1); theory.self_normalizing_constants(mean, variance) gives the pair for another fixed "
+                   f"point", err=True)
 
 
 PACKAGE_NAMES = {"sklearn": "scikit-learn", "ml_dtypes": "ml_dtypes", "mpmath": "mpmath", "torch": "torch",

@@ -11,6 +11,10 @@ import numpy as np
 from elukit.cli._common import build_activations, echo_json, parameter_options
 
 
+ANY_Q_STAR = ("every q is a marginal fixed point: the variance map is V(q) = q, so each depth keeps the "
+              "input's variance, neither attracting nor repelling")
+
+
 def _number(value: float) -> float | str:
     return value if math.isfinite(value) else str(value)
 
@@ -70,14 +74,21 @@ def chaos_command(activations: tuple[str, ...], bias_variance: float, weight_var
         for label, entry in report.items():
             if entry["reason"] and not math.isfinite(float(entry["edge_of_chaos_weight_variance"])):
                 click.echo(f"{label}: no edge of chaos at sigma_b^2 = {bias_variance:g}: {entry['reason']}")
+            elif math.isnan(float(entry["edge_of_chaos_q_star"])):
+                # a finite edge with no q*: V(q) = sigma_w^2 E[f'^2] q = q, so every q is a fixed point
+                click.echo(f"{label}: edge of chaos at sigma_b^2 = {bias_variance:g}: "
+                           f"sigma_w^2 = {float(entry['edge_of_chaos_weight_variance']):.6g}, q* = any "
+                           f"({ANY_Q_STAR})")
             else:
                 click.echo(f"{label}: edge of chaos at sigma_b^2 = {bias_variance:g}: "
                            f"sigma_w^2 = {float(entry['edge_of_chaos_weight_variance']):.6g}, "
                            f"q* = {float(entry['edge_of_chaos_q_star']):.6g}"
                            f"{'' if entry['edge_of_chaos_stable'] else ' (q* repels: not reached from other variances)'}")
             if "phase" in entry:
+                marginal = math.isnan(float(entry["q_star"])) and abs(float(entry["variance_slope"]) - 1) <= 1e-6
+                q_star = "any (marginal)" if marginal else f"{float(entry['q_star']):.6g}"
                 click.echo(f"  at sigma_w^2 = {float(entry['weight_variance']):.6g}: {entry['phase']}, "
-                           f"q* = {float(entry['q_star']):.6g}, c* = {float(entry['c_star']):.6g}, "
+                           f"q* = {q_star}, c* = {float(entry['c_star']):.6g}, "
                            f"chi_1 = {float(entry['chi_1']):.6g}, xi_q = {float(entry['xi_q']):.4g}, "
                            f"xi_c = {float(entry['xi_c']):.4g} layers")
             elif "depth_scales_error" in entry:

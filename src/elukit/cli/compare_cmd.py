@@ -2,11 +2,66 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
 
 import click
+
+
+class _PositiveFinite(click.ParamType):
+    """A float that is finite and > 0 (click.FloatRange lets inf and nan through)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not (math.isfinite(number) and number > 0):
+            self.fail(f"{number} is not finite and > 0.", param, ctx)
+        return number
+
+
+POSITIVE = click.IntRange(min=1)
+
+
+def _check_arguments(dataset: str | None, data_file: str | None, activations: str | None, model: str | None,
+                     batch_norm: bool | None, out: Path, resume: bool, executor: str, ray_address: str | None,
+                     workers: int | None) -> None:
+    """Every check that needs neither torch nor Ray, before either is imported (2.5-15 s): a bad
+    flag is one line at once, not after the imports (issue 22). The numeric ranges are the
+    options' click types; `run_study` checks everything again for callers of the library."""
+    from elukit._files import check_writable_directory
+    from elukit._registry import parse
+    from elukit.cli._common import warn_not_self_normalising
+    from elukit.experiments.data import DATASETS
+    from elukit.experiments.executors import check_reachable, make_executor
+
+    if dataset is not None and data_file is not None:
+        raise ValueError("give either --dataset or --data, not both")
+    if dataset is not None and dataset not in DATASETS:
+        raise ValueError(f"--dataset: unknown dataset {dataset!r}; known datasets: {', '.join(DATASETS)}")
+    if data_file is not None and not Path(data_file).is_file():
+        raise ValueError(f"--data {data_file!r}: no such file")
+    if activations is not None:
+        names = [a.strip() for a in activations.split(",") if a.strip()]
+        if not names:
+            raise ValueError(f"--activations {activations!r} names no activation; give e.g. --activations relu,elu")
+        specs = [parse(name) for name in names]  # one line naming an unknown activation or parameter
+        labels = [spec.label() for spec in specs]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"--activations lists an activation twice: {activations}")
+        warn_not_self_normalising(specs)
+    if model == "cnn" and batch_norm:
+        raise ValueError("--batch-norm is implemented for --model mlp only")
+    if resume and not (out / "results.db").is_file():
+        raise ValueError(f"--resume: no results database at {str(out / 'results.db')!r}; "
+                         "run without --resume to start a study")
+    if executor == "local":
+        make_executor("local", ray_address, workers)  # --ray-address or --workers without ray: one line
+    elif ray_address not in (None, "auto"):
+        check_reachable(ray_address)
+    check_writable_directory(out, "--out")
 
 
 class _ProgressBar:
@@ -55,14 +110,14 @@ class _ProgressBar:
 @click.option("--data", "data_file", type=click.Path(dir_okay=False), default=None,
               help="Your own .npz with x_train, y_train, x_test, y_test (instead of --dataset).")
 @click.option("--activations", default=None, help="Comma-separated, e.g. relu,leaky_relu,elu:alpha=0.5,selu.")
-@click.option("--seeds", type=int, default=None, help="Seeds per activation, trained as one batched ensemble [8].")
-@click.option("--epochs", type=int, default=None, help="Training epochs [60].")
+@click.option("--seeds", type=POSITIVE, default=None, help="Seeds per activation, trained as one batched ensemble [8].")
+@click.option("--epochs", type=POSITIVE, default=None, help="Training epochs [60].")
 @click.option("--model", type=click.Choice(["mlp", "cnn"]), default=None, help="Network [mlp].")
-@click.option("--width", type=int, default=None, help="Hidden units (MLP) or channels (CNN) [100].")
-@click.option("--depth", type=int, default=None, help="Hidden layers (MLP) or conv layers (CNN) [2].")
+@click.option("--width", type=POSITIVE, default=None, help="Hidden units (MLP) or channels (CNN) [100].")
+@click.option("--depth", type=POSITIVE, default=None, help="Hidden layers (MLP) or conv layers (CNN) [2].")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), default=None, help="Optimizer [adam].")
-@click.option("--lr", type=float, default=None, help="Learning rate [0.01].")
-@click.option("--batch-size", type=int, default=None, help="Minibatch size [100].")
+@click.option("--lr", type=_PositiveFinite(), default=None, help="Learning rate [0.01].")
+@click.option("--batch-size", type=POSITIVE, default=None, help="Minibatch size [100].")
 @click.option("--init", type=click.Choice(["gain", "torch", "he", "eoc"]), default=None,
               help="gain: elukit.theory's derived gain per activation; torch: PyTorch's default; he: sqrt(2); "
                    "eoc: the edge of chaos at bias variance 0 (elukit.theory.edge_of_chaos) [gain].")
@@ -96,10 +151,7 @@ def compare_command(dataset, data_file, activations, seeds, epochs, model, width
     from elukit.cli._common import require
     from elukit.experiments.data import required_modules
 
-    if dataset is not None and data_file is not None:
-        raise ValueError("give either --dataset or --data, not both")
-    if activations is not None and not activations.strip(" ,"):
-        raise ValueError(f"--activations {activations!r} names no activation; give e.g. --activations relu,elu")
+    _check_arguments(dataset, data_file, activations, model, batch_norm, out, resume, executor, ray_address, workers)
     require("compare", ["torch", "matplotlib", *required_modules(dataset or "mnist1d", data_file)], "experiments")
     from elukit._files import exclusive_folder
     from elukit.cli._common import invoked_command

@@ -22,6 +22,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from elukit.experiments.data import Dataset
@@ -32,6 +33,10 @@ RAY_HINT = "pip install 'elukit[ray]'"
 TEST_EXIT_AFTER_EPOCH = "ELUKIT_TEST_EXIT_AFTER_EPOCH"
 """Test hook: ``EPOCH:MARKER_FILE``: a Ray worker exits (as if killed) right after storing EPOCH,
 once (the marker file records that it happened)."""
+TEST_PAUSE_AFTER_EPOCH = "ELUKIT_TEST_PAUSE_AFTER_EPOCH"
+"""Test hook: ``EPOCH:MARKER_FILE``: the first Ray worker to store EPOCH writes its node id to the
+marker file and waits (up to 120 s), so that a test can remove that node from the cluster while a
+configuration is half trained on it."""
 
 
 def _import_ray():
@@ -115,11 +120,15 @@ class RayExecutor:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         here = ray.get_runtime_context().get_node_id()
+        # Every path is resolved here, on the driver: an actor's or a worker's working directory is
+        # the one its raylet was started in (`ray start`), not the driver's, so a relative --out
+        # would name a second, empty database there (issue 22).
+        database = str(Path(store.path).resolve())
         writer = ray.remote(num_cpus=0)(StoreWriter).options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(str(store.path))
+            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(database)
         task = ray.remote(_run_job).options(num_cpus=threads, max_retries=3, retry_exceptions=False)
         capacity = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
-        hook = os.environ.get(TEST_EXIT_AFTER_EPOCH)
+        hook = (_absolute_hook(os.environ.get(TEST_EXIT_AFTER_EPOCH)), _absolute_hook(os.environ.get(TEST_PAUSE_AFTER_EPOCH)))
         waiting = list(jobs)
         running: dict[Any, int] = {}
         seen: dict[str, Any] = {}
@@ -215,11 +224,27 @@ class StoreWriter:
         return dict(self.latest), lines
 
 
+def _absolute_hook(hook: str | None) -> str | None:
+    """A test hook ``EPOCH:MARKER_FILE`` with the marker's path resolved on the driver."""
+    if not hook:
+        return None
+    epoch, _, marker = hook.partition(":")
+    return f"{epoch}:{Path(marker).resolve()}"
+
+
+def _parse_hook(hook: str | None) -> tuple[int, str] | None:
+    if not hook:
+        return None
+    epoch, _, marker = hook.partition(":")
+    return int(epoch), marker
+
+
 class _RemoteStore:
     """What `train_configuration` sees of the store on a Ray worker: calls to the writer actor."""
 
-    def __init__(self, writer: Any, ray: Any, exit_after: tuple[int, str] | None) -> None:
-        self.writer, self.ray, self.exit_after = writer, ray, exit_after
+    def __init__(self, writer: Any, ray: Any, exit_after: tuple[int, str] | None,
+                 pause_after: tuple[int, str] | None = None) -> None:
+        self.writer, self.ray, self.exit_after, self.pause_after = writer, ray, exit_after, pause_after
 
     def __getattr__(self, name: str):
         method = getattr(self.writer, name)
@@ -231,21 +256,26 @@ class _RemoteStore:
             with open(self.exit_after[1], "w", encoding="utf-8") as marker:
                 marker.write(f"worker {os.getpid()} exited after storing epoch {epoch}\n")
             os._exit(1)  # as if the worker were killed: Ray retries the task
+        if self.pause_after is not None and epoch == self.pause_after[0]:
+            try:
+                descriptor = os.open(self.pause_after[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return  # another worker paused already (or this is the retry)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as marker:
+                marker.write(self.ray.get_runtime_context().get_node_id())
+            time.sleep(120)  # the test removes this node meanwhile
 
 
-def _run_job(writer: Any, function: Callable[..., Any], args: tuple, threads: int, hook: str | None) -> Any:
+def _run_job(writer: Any, function: Callable[..., Any], args: tuple, threads: int,
+             hook: tuple[str | None, str | None]) -> Any:
     """A Ray task: `function(store, *args, report)` with the store behind the writer actor."""
     import ray
 
     from elukit.torch._torch import torch
 
     torch.set_num_threads(threads)
-    exit_after = None
-    if hook:
-        epoch, _, marker = hook.partition(":")
-        exit_after = (int(epoch), marker)
     args = tuple(ray.get(a) if isinstance(a, ray.ObjectRef) else a for a in args)
-    return function(_RemoteStore(writer, ray, exit_after), *args,
+    return function(_RemoteStore(writer, ray, _parse_hook(hook[0]), _parse_hook(hook[1])), *args,
                     lambda update: (writer.record_log if isinstance(update, str) else writer.record_progress).remote(update))
 
 

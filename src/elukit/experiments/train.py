@@ -346,10 +346,27 @@ def run_study(config: StudyConfig, out: str | Path = "elukit-results", resume: b
     try:
         check_writable_directory(out, "--out")
         dataset = load_study_data(config, cache_dir)
+        _check_sample_shape(config, dataset, log)
         torch.set_num_threads(threads)
         return _run_study(config, path, resume, progress, threads, dataset, log, runner, command)
     finally:
         runner.close()
+
+
+def _check_sample_shape(config: StudyConfig, dataset: Dataset, log: Callable[[str], None] | None) -> None:
+    """Samples with more than one axis (images): the CNN, a 1-D convolution, would read them as one
+    long signal, so they are refused; the MLP flattens them, and says so (issue 22)."""
+    shape = dataset.x_train.shape[1:]
+    if len(shape) < 2:
+        return
+    where = f"--data {config.data_file!r}" if config.data_file else f"--dataset {config.dataset}"
+    size = math.prod(shape)
+    if config.model == "cnn":
+        raise ValueError(f"{where}: samples of shape {shape} have {len(shape)} axes; --model cnn convolves 1-D "
+                         f"signals and would read each as one signal of length {size}. Use --model mlp, or "
+                         f"reshape the data to (n, {size}) yourself if a 1-D signal is what you mean")
+    if log is not None:
+        log(f"{where}: samples of shape {shape} are flattened to {size} features for the MLP")
 
 
 def _run_study(config: StudyConfig, path: Path, resume: bool, progress: Callable[[Progress], None] | None,

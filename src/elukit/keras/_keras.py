@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from typing import Any
 
 try:
     import keras
-except ImportError as error:  # pragma: no cover - exercised only without the extra
-    raise ImportError("elukit.keras needs Keras 3: pip install 'elukit[keras]' (and 'elukit[jax]' or 'elukit[torch]')") from error
+except ImportError as error:
+    if importlib.util.find_spec("keras") is None:  # pragma: no cover - exercised only without the extra
+        raise ImportError("elukit.keras needs Keras 3: pip install 'elukit[keras]' (and 'elukit[jax]' or "
+                          "'elukit[torch]')") from error
+    # Keras is installed but its backend is not: by default Keras 3 imports TensorFlow (issue 22)
+    chosen = os.environ.get("KERAS_BACKEND")
+    backend = f"the backend KERAS_BACKEND={chosen}" if chosen else "its default backend (TensorFlow, or keras.json's)"
+    raise ImportError(f"Keras is installed, but importing it failed because {backend} cannot be imported "
+                      f"({type(error).__name__}: {error}). elukit.keras runs on JAX or PyTorch: set "
+                      f"KERAS_BACKEND=jax or KERAS_BACKEND=torch before importing keras (with "
+                      f"pip install 'elukit[jax]' or 'elukit[torch]')") from error
 
 if not hasattr(keras, "saving") or int(keras.__version__.split(".")[0]) < 3:  # pragma: no cover
     raise ImportError(f"elukit.keras needs Keras 3, found {keras.__version__}: pip install 'elukit[keras]'")

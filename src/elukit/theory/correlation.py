@@ -163,7 +163,8 @@ def covariance_map(activation: str | Activation | Callable[[np.ndarray], np.ndar
     Args:
         activation: a registry name, an `Activation`, or a callable f.
         c: correlations in [-1, 1]; any shape, broadcast with q1 and q2.
-        q1, q2: variances, finite and > 0 (q2 defaults to q1).
+        q1: variance of the first input, finite and > 0.
+        q2: variance of the second input, finite and > 0 (default: q1).
         quantity: "value" or "derivative".
         derivative: f' for a callable activation (needed for quantity="derivative").
         params: scalar activation parameters.

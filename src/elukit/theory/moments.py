@@ -74,7 +74,8 @@ def moments(activation: str | Activation | Callable[[np.ndarray], np.ndarray], m
 
     Args:
         activation: a registry name, an `Activation`, or a callable f(ndarray) -> ndarray.
-        mean, std: broadcastable arrays; finite, std > 0.
+        mean: mean of z, a broadcastable array; finite.
+        std: standard deviation of z, broadcastable with mean; finite and > 0.
         derivative: f' for a callable activation (else the derivative moments are NaN).
         quadrature: force Gauss-Hermite quadrature even where a closed form exists.
         params: activation parameters; arrays broadcast with mean and std (closed forms only).
