@@ -32,8 +32,9 @@ ARGS = ["--dataset", "digits", "--activations", "relu,elu", "--seeds", "2", "--e
 def rows(path):
     with sqlite3.connect(path) as db:
         return db.execute(
-            "SELECT c.label, r.seed, m.epoch, m.name, m.layer, m.value FROM metric m JOIN run r ON r.id = m.run_id "
-            "JOIN configuration c ON c.id = r.configuration_id ORDER BY 1, 2, 3, 4, 5").fetchall()
+            "SELECT c.study_id, c.label, r.seed, m.epoch, m.name, m.layer, m.value FROM metric m "
+            "JOIN run r ON r.id = m.run_id JOIN configuration c ON c.id = r.configuration_id "
+            "ORDER BY 1, 2, 3, 4, 5, 6").fetchall()
 
 
 @pytest.fixture
