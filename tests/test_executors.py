@@ -1,7 +1,6 @@
 """The Ray executor: the same rows as the local one, nothing lost when a worker dies or the driver
 is interrupted, and bad input refused before anything is written (a local Ray instance, 2 CPUs)."""
 
-import sqlite3
 import sys
 
 import pytest
@@ -12,6 +11,7 @@ ray = pytest.importorskip("ray")
 from click.testing import CliRunner  # noqa: E402
 
 from elukit.cli.app import main as cli  # noqa: E402
+from _store_rows import rows  # noqa: E402
 from elukit.experiments import executors  # noqa: E402
 from elukit.experiments.train import StudyConfig, run_study  # noqa: E402
 
@@ -23,14 +23,6 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield
     ray.shutdown()
-
-
-def rows(path):
-    """Every metric row of the study, without timings, in a fixed order."""
-    with sqlite3.connect(path) as db:
-        return db.execute(
-            "SELECT c.label, r.seed, m.epoch, m.name, m.layer, m.value FROM metric m JOIN run r ON r.id = m.run_id "
-            "JOIN configuration c ON c.id = r.configuration_id ORDER BY 1, 2, 3, 4, 5").fetchall()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ epoch 2 write its node id and wait; that node is then removed from the cluster, 
 task on the other node, which resumes from the stored epoch. The rows must be the local run's."""
 
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,19 +20,13 @@ pytest.importorskip("ray")
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
+from _store_rows import rows  # noqa: E402
 from elukit.experiments import executors  # noqa: E402
 from elukit.experiments.train import StudyConfig, run_study  # noqa: E402
 
 CONFIG = StudyConfig(dataset="digits", activations=("relu", "elu"), seeds=2, epochs=3, width=16)
 ARGS = ["--dataset", "digits", "--activations", "relu,elu", "--seeds", "2", "--epochs", "3", "--width", "16",
         "--threads", "1", "--quiet"]
-
-
-def rows(path):
-    with sqlite3.connect(path) as db:
-        return db.execute(
-            "SELECT c.label, r.seed, m.epoch, m.name, m.layer, m.value FROM metric m JOIN run r ON r.id = m.run_id "
-            "JOIN configuration c ON c.id = r.configuration_id ORDER BY 1, 2, 3, 4, 5").fetchall()
 
 
 @pytest.fixture
