@@ -31,6 +31,7 @@ from typing import Any
 
 from elukit._registry import get
 from elukit._spec import Activation
+from elukit.torch import _decompose
 from elukit.torch._torch import torch
 
 _NAMESPACE = "elukit"
@@ -385,6 +386,24 @@ def _inplace_autograd(keyset, x, name, params, exact=False):
 _LIBRARY.impl("activation", _activation_autograd, "Autograd", with_keyset=True)
 _LIBRARY.impl("activation_backward", _backward_autograd, "Autograd", with_keyset=True)
 _LIBRARY.impl("activation_", _inplace_autograd, "Autograd", with_keyset=True)
+
+
+# --- decompositions into core ATen (run_decompositions, the ONNX exporters, ExecuTorch-style lowering) --
+# Python-dispatcher CompositeImplicitAutograd kernels: torch.export's decomposition table picks them
+# up for every graph that holds an operator, while the C++ dispatcher (eager mode), torch.compile,
+# make_fx and FakeTensorMode never see them and keep the operators themselves.
+
+_CIA = torch._C.DispatchKey.CompositeImplicitAutograd
+
+
+@ACTIVATION.py_impl(_CIA)
+def _activation_decomposition(x, name, params, order=0, exact=False):
+    return _decompose.decompose(spec_for(name, tuple(params)), order, x)
+
+
+@ACTIVATION_BACKWARD.py_impl(_CIA)
+def _backward_decomposition(grad, x, name, params, order=0, exact=False):
+    return _decompose.decompose_backward(spec_for(name, tuple(params)), order, grad, x)
 
 
 from elukit.torch import functional as _functional  # noqa: E402 - the kernels live there; it imports this module

@@ -31,14 +31,14 @@ import functools
 import os
 import types
 import warnings
-from typing import Any
+from typing import Any, Dict  # noqa: UP035 - TorchScript reads typing.Dict
 
 import numpy as np
 
-from elukit import _native
+from elukit import _native, constants
 from elukit._registry import get
 from elukit._spec import Activation
-from elukit.torch import _ops
+from elukit.torch import _decompose, _ops
 from elukit.torch._torch import torch
 
 _forward_ad = torch.autograd.forward_ad
@@ -388,6 +388,8 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
     spec = _bound_spec(spec, params)
     if spec.torch is None:
         raise ValueError(f"activation {spec.name!r} has no torch kernels")
+    if torch.compiler.is_exporting() or torch.jit.is_tracing():  # artifacts hold core ATen ops (_decompose)
+        return _decomposed(spec, x, inplace)
     if torch.compiler.is_compiling() or isinstance(x, torch.fx.Proxy):  # no caches; the fake kernel checks the spec
         values = list(spec.parameters.values())
         if inplace:
@@ -414,6 +416,16 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
         _ops.ACTIVATION_INPLACE(x, name, values, exact)
         return x
     return _ops.ACTIVATION(x, name, values, 0, exact)
+
+
+def _decomposed(spec: Activation, x: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """f(x) from core ATen ops (`elukit.torch._decompose`): what exported and traced artifacts hold."""
+    values = _decompose.decompose(spec, 0, x)
+    if not inplace:
+        return values
+    _ops.check_inplace_allowed(x)
+    _ops.check_no_internal_overlap(x)
+    return x.copy_(values)
 
 
 _REGISTERED: dict[int, tuple[Activation, list[float]]] = {}
@@ -451,19 +463,43 @@ def _bound_spec(spec: str | Activation, params: dict[str, Any]) -> Activation:
     return get(spec, **params) if params or isinstance(spec, str) else spec
 
 
+def _script_result(x: torch.Tensor, values: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """Under torch.jit.script: the decomposition's values, written into x with inplace=True."""
+    if inplace:
+        return x.copy_(values)
+    return values
+
+
 def elu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool = False) -> torch.Tensor:
-    r"""ELU: :math:`x\ (x>0),\ \alpha\,\mathrm{expm1}(x)\ (x\le0)`; f'(0) = alpha (left branch)."""
-    return activation(x, "elu", inplace, exact, alpha=alpha)
+    r"""ELU: :math:`x\ (x>0),\ \alpha\,\mathrm{expm1}(x)\ (x\le0)`; f'(0) = alpha (left branch).
+
+    Inside a scripted ``forward`` it compiles to the core-ATen decomposition (`_decompose`), so a
+    saved script needs no elukit; `exact` has no effect there."""
+    if torch.jit.is_scripting():
+        return _script_result(x, _decompose.exponential_linear(x, 1.0, alpha, 1.0, 0), inplace)
+    return _activation_unscripted(x, "elu", inplace, exact, {"alpha": alpha})
 
 
 def selu(x: torch.Tensor, inplace: bool = False, exact: bool = False) -> torch.Tensor:
-    r"""SELU: :math:`\lambda\,\mathrm{ELU}(x; \alpha)` with elukit.SELU_SCALE and SELU_ALPHA."""
-    return activation(x, "selu", inplace, exact)
+    r"""SELU: :math:`\lambda\,\mathrm{ELU}(x; \alpha)` with elukit.SELU_SCALE and SELU_ALPHA (scripts as `elu` does)."""
+    if torch.jit.is_scripting():
+        values = _decompose.exponential_linear(x, constants.SELU_SCALE, constants.SELU_ALPHA, 1.0, 0)  # the spec's form
+        return _script_result(x, values, inplace)
+    return _activation_unscripted(x, "selu", inplace, exact, {})
 
 
 def celu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool = False) -> torch.Tensor:
-    r"""CELU: :math:`x\ (x>0),\ \alpha\,\mathrm{expm1}(x/\alpha)\ (x\le0)`."""
-    return activation(x, "celu", inplace, exact, alpha=alpha)
+    r"""CELU: :math:`x\ (x>0),\ \alpha\,\mathrm{expm1}(x/\alpha)\ (x\le0)` (scripts as `elu` does)."""
+    if torch.jit.is_scripting():
+        return _script_result(x, _decompose.exponential_linear(x, 1.0, alpha, alpha, 0), inplace)
+    return _activation_unscripted(x, "celu", inplace, exact, {"alpha": alpha})
+
+
+@torch.jit.unused
+def _activation_unscripted(x: torch.Tensor, name: str, inplace: bool, exact: bool,
+                           params: Dict[str, float]) -> torch.Tensor:  # noqa: UP006 - TorchScript reads typing.Dict
+    """`activation` for elu/selu/celu; TorchScript compiles a stub that is never called."""
+    return activation(x, name, inplace, exact, **params)
 
 
 def pelu(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
