@@ -223,6 +223,15 @@ def test_functional_form_inside_a_scripted_forward(backend):
     torch.testing.assert_close(leaf.grad, reference.grad, rtol=8e-16, atol=0)
 
 
+def test_functional_form_inside_a_scripted_forward_checks_alpha():
+    @torch.jit.script
+    def negative(x: torch.Tensor) -> torch.Tensor:
+        return EF.celu(x, -1.0)
+
+    with pytest.raises(torch.jit.Error, match="alpha must be finite and > 0"):
+        negative(torch.ones(2))
+
+
 def test_scripted_module_of_a_spec_without_a_decomposition_keeps_the_operator():
     # GELU has no TorchScript decomposition: its script calls elukit's operator (load needs elukit.torch)
     scripted = torch.jit.script(Activation("gelu"))

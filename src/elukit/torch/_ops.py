@@ -289,48 +289,106 @@ class BackwardFunction(_Function):
         return result
 
 
-class InplaceFunction(_Function):
-    """x <- f(x), saving f'(x) (computed before the write) for the first derivative.
+def second_over_first(spec: Activation) -> float | None:
+    """f''(x) / f'(x) on the branch x <= 0 where it is a constant (1/divisor for the ELU family, 0 for
+    piecewise-linear functions; 0 on x > 0 for both), or None (other specs)."""
+    form = spec.exponential_linear_form()
+    if form is not None:
+        return 1.0 / form[2]
+    return 0.0 if spec.linear_branches_form() is not None else None
 
-    `anchor` is a one-element reduction of x taken before the write (`anchor_of`): it keeps a
-    link to x's history, so that differentiating the first derivative again reaches
-    `SecondOrderGuard` and raises instead of treating f'(x) as a constant (which would silently
-    drop f''(x) from a Hessian)."""
+
+class InplaceFunction(_Function):
+    """x <- f(x), saving f'(x) (computed before the write) for the derivatives.
+
+    For the ELU and piecewise-linear families f'(x) is saved with its sign bit set on the branch
+    x <= 0 (f' >= 0, so the bit is free) together with the output f(x) (x's own memory): every
+    derivative follows from them (`ScaledByDerivative`), as PyTorch's OpInfo test_inplace_gradgrad
+    expects, without keeping x. For other specs f''/f' is not a constant of the branch:
+    `anchor` (`anchor_of`) keeps a link to x's history, so that differentiating the first
+    derivative again reaches `SecondOrderGuard` and raises instead of dropping f''(x).
+
+    x is the only output, so x may be a view (autograd refuses a Function that writes a view in
+    place and returns more than one tensor); f'(x) reaches `setup_context` through `box`, a list
+    that forward fills.
+    """
 
     @staticmethod
-    def forward(x, anchor, name, params, exact, keyset):
+    def forward(x, anchor, name, params, exact, keyset, box):
+        ratio = second_over_first(spec_for(name, tuple(params)))
         with torch._C._AutoDispatchBelowAutograd():
             if keyset is None:
                 derivative = _activation_kernel(x, name, params, 1, exact)
+            else:
+                derivative = ACTIVATION(x, name, params, 1, exact)
+            if ratio is not None:  # the branch in the sign bit: -f' where x <= 0 (NaN included)
+                derivative = torch.where(x > 0, derivative, -derivative)
+            if keyset is None:
                 torch.autograd.graph.increment_version(x)
                 _inplace_kernel(x, name, params, exact)
             else:
-                derivative = ACTIVATION(x, name, params, 1, exact)
                 ACTIVATION_INPLACE.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, exact)
-        return x, derivative
+        box.append((derivative, ratio))
+        return x
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, anchor = inputs[0], inputs[1]
-        _, derivative = output
+        x, anchor, box = inputs[0], inputs[1], inputs[-1]
+        derivative, ctx.ratio = box.pop()
         ctx.mark_dirty(x)
-        ctx.mark_non_differentiable(derivative)
-        ctx.save_for_backward(derivative, anchor)
+        ctx.save_for_backward(derivative, output if ctx.ratio is not None else anchor)
         ctx.save_for_forward(derivative)
 
     @staticmethod
-    def backward(ctx, grad, _):
-        derivative, anchor = ctx.saved_tensors
+    def backward(ctx, grad):
+        derivative, kept = ctx.saved_tensors
+        if ctx.ratio is not None:
+            return ScaledByDerivative.apply(grad, derivative, kept, ctx.ratio), None, None, None, None, None, None
         gradient = grad * derivative
-        if torch.is_grad_enabled() and anchor.requires_grad:  # create_graph: keep the second order honest
-            gradient = SecondOrderGuard.apply(gradient, anchor)
-        return gradient, None, None, None, None, None
+        if torch.is_grad_enabled() and kept.requires_grad:  # create_graph: keep the second order honest
+            gradient = SecondOrderGuard.apply(gradient, kept)
+        return gradient, None, None, None, None, None, None
 
     @staticmethod
     def jvp(ctx, tangent, *_):
         (derivative,) = ctx.saved_tensors
-        tangent.mul_(derivative)
-        return tangent, None
+        tangent.mul_(derivative.abs() if ctx.ratio is not None else derivative)
+        return tangent
+
+
+class ScaledByDerivative(_Function):
+    """grad * |signed| (signed: f'(x), negative on the branch x <= 0), differentiable in grad and in
+    `output` = f(x), through which the next order reaches x: d f'(x) / d f(x) = f''(x) / f'(x), which
+    is `ratio` on the branch x <= 0 and 0 elsewhere. Each order is one multiplication more."""
+
+    @staticmethod
+    def forward(grad, signed, output, ratio):
+        return grad * signed.abs()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        grad, signed, kept, ctx.ratio = inputs
+        ctx.save_for_backward(grad, signed, kept)
+        ctx.save_for_forward(grad, signed)
+
+    @staticmethod
+    def jvp(ctx, grad_tangent, signed_tangent, output_tangent, _):
+        grad, signed = ctx.saved_tensors
+        result = None
+        if grad_tangent is not None:
+            result = grad_tangent * signed.abs()
+        if output_tangent is not None:
+            result = _add(result, grad * torch.where(signed.signbit(), ctx.ratio, 0.0).to(grad.dtype) * output_tangent)
+        return result
+
+    @staticmethod
+    def backward(ctx, outer):
+        grad, signed, kept = ctx.saved_tensors
+        wrt_grad = ScaledByDerivative.apply(outer, signed, kept, ctx.ratio) if ctx.needs_input_grad[0] else None
+        wrt_output = None
+        if ctx.needs_input_grad[2]:
+            wrt_output = outer * grad * torch.where(signed.signbit(), ctx.ratio, 0.0).to(grad.dtype)
+        return wrt_grad, None, wrt_output, None
 
 
 class SecondOrderGuard(_Function):
@@ -380,7 +438,7 @@ def _inplace_autograd(keyset, x, name, params, exact=False):
         return
     anchor = anchor_of(x) if recording else x.new_zeros(())
     with enable_single_level_autograd_function():
-        InplaceFunction.apply(x, anchor, name, params, exact, keyset)
+        InplaceFunction.apply(x, anchor, name, params, exact, keyset, [])
 
 
 _LIBRARY.impl("activation", _activation_autograd, "Autograd", with_keyset=True)
@@ -409,5 +467,5 @@ def _backward_decomposition(grad, x, name, params, order=0, exact=False):
 from elukit.torch import functional as _functional  # noqa: E402 - the kernels live there; it imports this module
 
 __all__ = ["ACTIVATION", "ACTIVATION_BACKWARD", "ACTIVATION_INPLACE", "ActivationFunction", "BackwardFunction",
-           "InplaceFunction", "SecondOrderGuard", "anchor_of", "check_inplace_allowed", "check_input", "check_no_internal_overlap", "direct_call_allowed",
+           "InplaceFunction", "ScaledByDerivative", "SecondOrderGuard", "anchor_of", "check_inplace_allowed", "check_input", "check_no_internal_overlap", "direct_call_allowed",
            "spec_for", "unobserved"]

@@ -31,7 +31,7 @@ import functools
 import os
 import types
 import warnings
-from typing import Any, Dict  # noqa: UP035 - TorchScript reads typing.Dict
+from typing import Any
 
 import numpy as np
 
@@ -114,8 +114,10 @@ def _numpy_backend(spec: Activation, quantity: str, x: torch.Tensor, exact: bool
     source = x.detach().contiguous()
     if x.dtype == torch.bfloat16:
         values = getattr(spec, quantity)(source.view(torch.int16).numpy().view(_ml_dtypes_bfloat16()), compiled=not exact)
-        return torch.from_numpy(np.ascontiguousarray(values).view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(np.ascontiguousarray(getattr(spec, quantity)(source.numpy(), compiled=not exact)))
+        result = torch.from_numpy(np.ascontiguousarray(values).view(np.int16)).view(torch.bfloat16)
+    else:
+        result = torch.from_numpy(np.ascontiguousarray(getattr(spec, quantity)(source.numpy(), compiled=not exact)))
+    return result.reshape(x.shape)  # np.ascontiguousarray makes a 0-dim array 1-dim
 
 
 def _narrow_kernel(spec: Activation, quantity: str, dtype: torch.dtype):
@@ -402,7 +404,7 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
             _ops.check_inplace_allowed(x)
             _ops.check_no_internal_overlap(x)
             if torch.is_grad_enabled() and x.requires_grad:
-                _ops.InplaceFunction.apply(x, _ops.anchor_of(x), name, values, exact, None)
+                _ops.InplaceFunction.apply(x, _ops.anchor_of(x), name, values, exact, None, [])
                 return x
             if x.is_inference() and not torch.is_inference_mode_enabled():
                 _ops.ACTIVATION_INPLACE(x, name, values, exact)  # raises PyTorch's inference-tensor error
@@ -463,6 +465,13 @@ def _bound_spec(spec: str | Activation, params: dict[str, Any]) -> Activation:
     return get(spec, **params) if params or isinstance(spec, str) else spec
 
 
+def _script_alpha(alpha: float) -> float:
+    """Under torch.jit.script: the spec's check of alpha (no registry there)."""
+    if not (alpha > 0.0 and alpha < float("inf")):
+        raise ValueError("alpha must be finite and > 0")
+    return alpha
+
+
 def _script_result(x: torch.Tensor, values: torch.Tensor, inplace: bool) -> torch.Tensor:
     """Under torch.jit.script: the decomposition's values, written into x with inplace=True."""
     if inplace:
@@ -476,8 +485,8 @@ def elu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool 
     Inside a scripted ``forward`` it compiles to the core-ATen decomposition (`_decompose`), so a
     saved script needs no elukit; `exact` has no effect there."""
     if torch.jit.is_scripting():
-        return _script_result(x, _decompose.exponential_linear(x, 1.0, alpha, 1.0, 0), inplace)
-    return _activation_unscripted(x, "elu", inplace, exact, {"alpha": alpha})
+        return _script_result(x, _decompose.exponential_linear(x, 1.0, _script_alpha(alpha), 1.0, 0), inplace)
+    return activation(x, "elu", inplace, exact, alpha=alpha)  # TorchScript skips what follows is_scripting()
 
 
 def selu(x: torch.Tensor, inplace: bool = False, exact: bool = False) -> torch.Tensor:
@@ -485,21 +494,15 @@ def selu(x: torch.Tensor, inplace: bool = False, exact: bool = False) -> torch.T
     if torch.jit.is_scripting():
         values = _decompose.exponential_linear(x, constants.SELU_SCALE, constants.SELU_ALPHA, 1.0, 0)  # the spec's form
         return _script_result(x, values, inplace)
-    return _activation_unscripted(x, "selu", inplace, exact, {})
+    return activation(x, "selu", inplace, exact)
 
 
 def celu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool = False) -> torch.Tensor:
     r"""CELU: :math:`x\ (x>0),\ \alpha\,\mathrm{expm1}(x/\alpha)\ (x\le0)` (scripts as `elu` does)."""
     if torch.jit.is_scripting():
+        alpha = _script_alpha(alpha)
         return _script_result(x, _decompose.exponential_linear(x, 1.0, alpha, alpha, 0), inplace)
-    return _activation_unscripted(x, "celu", inplace, exact, {"alpha": alpha})
-
-
-@torch.jit.unused
-def _activation_unscripted(x: torch.Tensor, name: str, inplace: bool, exact: bool,
-                           params: Dict[str, float]) -> torch.Tensor:  # noqa: UP006 - TorchScript reads typing.Dict
-    """`activation` for elu/selu/celu; TorchScript compiles a stub that is never called."""
-    return activation(x, name, inplace, exact, **params)
+    return activation(x, "celu", inplace, exact, alpha=alpha)
 
 
 def pelu(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
