@@ -151,3 +151,14 @@ def test_derivatives_of_every_order_through_inplace(backend, name, order):
         (value,) = torch.autograd.grad(value.sum(), x, create_graph=True)
     spec = elukit.get(name, **PARAMS[name])
     torch.testing.assert_close(value, EF.evaluate_order(spec, order, x.detach()), rtol=2e-15, atol=0)
+
+
+@pytest.mark.parametrize("params", [{"alpha": 1.5}, {"alpha": 1.5, "scale": 0.5}], ids=["unsigned", "signed"])
+def test_second_derivative_in_place_takes_the_left_branch_at_zero_and_survives_underflow(params):
+    # scale < 1: 0.5 * 5e-324 rounds to 0, so the output no longer tells the branch; the sign bit does
+    spec = elukit.get("selu", **params)
+    x = torch.tensor([0.0, -0.0, 5e-324, -5e-324, 1.0], dtype=torch.float64, requires_grad=True)
+    (first,) = torch.autograd.grad(EF.activation(x * 1.0, spec, inplace=True).sum(), x, create_graph=True)
+    (second,) = torch.autograd.grad(first.sum(), x)
+    torch.testing.assert_close(first.detach(), EF.evaluate_order(spec, 1, x.detach()), rtol=0, atol=0)
+    torch.testing.assert_close(second, EF.evaluate_order(spec, 2, x.detach()), rtol=0, atol=0)

@@ -289,24 +289,38 @@ class BackwardFunction(_Function):
         return result
 
 
-def second_over_first(spec: Activation) -> float | None:
-    """f''(x) / f'(x) on the branch x <= 0 where it is a constant (1/divisor for the ELU family, 0 for
-    piecewise-linear functions; 0 on x > 0 for both), or None (other specs)."""
+def branch_constants(spec: Activation) -> tuple[float, bool] | None:
+    """(f''/f' on the branch x <= 0, signed) where f''/f' is a constant of each branch (1/divisor, or
+    0 for piecewise-linear functions; 0 on x > 0 for both), else None (other specs).
+
+    The branch of x is read from the output f(x) > 0, except where the slope of x > 0 is below 1
+    (f(x) could underflow to 0 there): then `signed` is True and the saved f'(x) carries the branch
+    in its sign bit (f' >= 0, so the bit is free), at the cost of one pass over it."""
     form = spec.exponential_linear_form()
     if form is not None:
-        return 1.0 / form[2]
-    return 0.0 if spec.linear_branches_form() is not None else None
+        return 1.0 / form[2], form[0] < 1.0
+    linear = spec.linear_branches_form()
+    return (0.0, linear[0] < 1.0) if linear is not None else None
+
+
+def _magnitude(derivative: torch.Tensor, signed: bool) -> torch.Tensor:
+    return derivative.abs() if signed else derivative
+
+
+def _on_the_left_branch(derivative: torch.Tensor, output: torch.Tensor, signed: bool) -> torch.Tensor:
+    """Where x <= 0 (or NaN), from what `InplaceFunction` saved (`branch_constants`)."""
+    return derivative.signbit() if signed else ~(output > 0)
 
 
 class InplaceFunction(_Function):
     """x <- f(x), saving f'(x) (computed before the write) for the derivatives.
 
-    For the ELU and piecewise-linear families f'(x) is saved with its sign bit set on the branch
-    x <= 0 (f' >= 0, so the bit is free) together with the output f(x) (x's own memory): every
-    derivative follows from them (`ScaledByDerivative`), as PyTorch's OpInfo test_inplace_gradgrad
-    expects, without keeping x. For other specs f''/f' is not a constant of the branch:
-    `anchor` (`anchor_of`) keeps a link to x's history, so that differentiating the first
-    derivative again reaches `SecondOrderGuard` and raises instead of dropping f''(x).
+    For the ELU and piecewise-linear families f'(x) is saved with the output f(x) (x's own memory)
+    and every derivative follows from them (`ScaledByDerivative`, `branch_constants`), as PyTorch's
+    OpInfo test_inplace_gradgrad expects, without keeping x. For other specs f''/f' is not a
+    constant of the branch: `anchor` (`anchor_of`) keeps a link to x's history, so that
+    differentiating the first derivative again reaches `SecondOrderGuard` and raises instead of
+    dropping f''(x).
 
     x is the only output, so x may be a view (autograd refuses a Function that writes a view in
     place and returns more than one tensor); f'(x) reaches `setup_context` through `box`, a list
@@ -315,35 +329,38 @@ class InplaceFunction(_Function):
 
     @staticmethod
     def forward(x, anchor, name, params, exact, keyset, box):
-        ratio = second_over_first(spec_for(name, tuple(params)))
+        constants = branch_constants(spec_for(name, tuple(params)))
         with torch._C._AutoDispatchBelowAutograd():
             if keyset is None:
                 derivative = _activation_kernel(x, name, params, 1, exact)
             else:
                 derivative = ACTIVATION(x, name, params, 1, exact)
-            if ratio is not None:  # the branch in the sign bit: -f' where x <= 0 (NaN included)
+            if constants is not None and constants[1]:  # the branch in the sign bit: -f' where x <= 0 or NaN
                 derivative = torch.where(x > 0, derivative, -derivative)
             if keyset is None:
                 torch.autograd.graph.increment_version(x)
                 _inplace_kernel(x, name, params, exact)
             else:
                 ACTIVATION_INPLACE.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, exact)
-        box.append((derivative, ratio))
+        box.append((derivative, constants))
         return x
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, anchor, box = inputs[0], inputs[1], inputs[-1]
-        derivative, ctx.ratio = box.pop()
+        derivative, ctx.constants = box.pop()
         ctx.mark_dirty(x)
-        ctx.save_for_backward(derivative, output if ctx.ratio is not None else anchor)
+        ctx.save_for_backward(derivative, output if ctx.constants is not None else anchor)
         ctx.save_for_forward(derivative)
 
     @staticmethod
     def backward(ctx, grad):
         derivative, kept = ctx.saved_tensors
-        if ctx.ratio is not None:
-            return ScaledByDerivative.apply(grad, derivative, kept, ctx.ratio), None, None, None, None, None, None
+        if ctx.constants is not None:
+            ratio, signed = ctx.constants
+            if not torch.is_grad_enabled():  # a first-order backward: one multiplication
+                return grad * _magnitude(derivative, signed), None, None, None, None, None, None
+            return ScaledByDerivative.apply(grad, derivative, kept, ratio, signed), None, None, None, None, None, None
         gradient = grad * derivative
         if torch.is_grad_enabled() and kept.requires_grad:  # create_graph: keep the second order honest
             gradient = SecondOrderGuard.apply(gradient, kept)
@@ -352,43 +369,48 @@ class InplaceFunction(_Function):
     @staticmethod
     def jvp(ctx, tangent, *_):
         (derivative,) = ctx.saved_tensors
-        tangent.mul_(derivative.abs() if ctx.ratio is not None else derivative)
+        tangent.mul_(_magnitude(derivative, ctx.constants is not None and ctx.constants[1]))
         return tangent
 
 
 class ScaledByDerivative(_Function):
-    """grad * |signed| (signed: f'(x), negative on the branch x <= 0), differentiable in grad and in
-    `output` = f(x), through which the next order reaches x: d f'(x) / d f(x) = f''(x) / f'(x), which
-    is `ratio` on the branch x <= 0 and 0 elsewhere. Each order is one multiplication more."""
+    """grad * f'(x) from the saved f'(x) and output = f(x), differentiable in grad and in the output,
+    through which the next order reaches x: d f'(x) / d f(x) = f''(x) / f'(x), which is `ratio` on
+    the branch x <= 0 and 0 elsewhere. Each order is one multiplication more."""
 
     @staticmethod
-    def forward(grad, signed, output, ratio):
-        return grad * signed.abs()
+    def forward(grad, derivative, output, ratio, signed):
+        return grad * _magnitude(derivative, signed)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        grad, signed, kept, ctx.ratio = inputs
-        ctx.save_for_backward(grad, signed, kept)
-        ctx.save_for_forward(grad, signed)
+        grad, derivative, kept, ctx.ratio, ctx.signed = inputs
+        ctx.save_for_backward(grad, derivative, kept)
+        ctx.save_for_forward(grad, derivative, kept)
 
     @staticmethod
-    def jvp(ctx, grad_tangent, signed_tangent, output_tangent, _):
-        grad, signed = ctx.saved_tensors
-        result = None
-        if grad_tangent is not None:
-            result = grad_tangent * signed.abs()
-        if output_tangent is not None:
-            result = _add(result, grad * torch.where(signed.signbit(), ctx.ratio, 0.0).to(grad.dtype) * output_tangent)
-        return result
+    def _ratio(ctx, grad, derivative, kept):
+        return torch.where(_on_the_left_branch(derivative, kept, ctx.signed), ctx.ratio, 0.0).to(grad.dtype)
 
     @staticmethod
     def backward(ctx, outer):
-        grad, signed, kept = ctx.saved_tensors
-        wrt_grad = ScaledByDerivative.apply(outer, signed, kept, ctx.ratio) if ctx.needs_input_grad[0] else None
-        wrt_output = None
+        grad, derivative, kept = ctx.saved_tensors
+        wrt_grad = wrt_output = None
+        if ctx.needs_input_grad[0]:
+            wrt_grad = ScaledByDerivative.apply(outer, derivative, kept, ctx.ratio, ctx.signed)
         if ctx.needs_input_grad[2]:
-            wrt_output = outer * grad * torch.where(signed.signbit(), ctx.ratio, 0.0).to(grad.dtype)
-        return wrt_grad, None, wrt_output, None
+            wrt_output = outer * grad * ScaledByDerivative._ratio(ctx, grad, derivative, kept)
+        return wrt_grad, None, wrt_output, None, None
+
+    @staticmethod
+    def jvp(ctx, grad_tangent, derivative_tangent, output_tangent, *_):
+        grad, derivative, kept = ctx.saved_tensors
+        result = None
+        if grad_tangent is not None:
+            result = grad_tangent * _magnitude(derivative, ctx.signed)
+        if output_tangent is not None:
+            result = _add(result, grad * ScaledByDerivative._ratio(ctx, grad, derivative, kept) * output_tangent)
+        return result
 
 
 class SecondOrderGuard(_Function):
