@@ -291,3 +291,24 @@ def test_onnx_files_hold_only_standard_operators():
     for node in onnx.load_from_string(program.model_proto.SerializeToString()).graph.node:
         assert node.domain in ("", "ai.onnx") and onnx.defs.has(node.op_type), (node.domain, node.op_type)
     assert np.all([domain.domain in ("", "ai.onnx") for domain in program.model_proto.opset_import])
+
+
+_AOTI_LOADER = textwrap.dedent("""
+    import sys
+    import torch
+    x, = torch.load(sys.argv[1] + "/aoti_input.pt")
+    torch.save(torch._inductor.aoti_load_package(sys.argv[1] + "/model.pt2")(x), sys.argv[1] + "/aoti_out.pt")
+    print(sorted(m for m in sys.modules if m.split(".")[0] == "elukit"))
+""")
+
+
+@pytest.mark.slow  # compiles C++ (minutes here); the exported program it compiles is the one tested above
+def test_aotinductor_package_runs_in_a_process_without_elukit(backend, tmp_path):
+    network = model(backend)
+    x = torch.randn(3, 6)
+    torch.save((x,), tmp_path / "aoti_input.pt")
+    torch._inductor.aoti_compile_and_package(torch.export.export(network, (x,)), package_path=str(tmp_path / "model.pt2"))
+    done = subprocess.run([sys.executable, "-c", _AOTI_LOADER, str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    torch.testing.assert_close(torch.load(tmp_path / "aoti_out.pt"), network(x))
