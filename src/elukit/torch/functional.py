@@ -390,9 +390,9 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
     spec = _bound_spec(spec, params)
     if spec.torch is None:
         raise ValueError(f"activation {spec.name!r} has no torch kernels")
-    if torch.compiler.is_exporting() or torch.jit.is_tracing():  # artifacts hold core ATen ops (_decompose)
-        return _decomposed(spec, x, inplace)
     if torch.compiler.is_compiling() or isinstance(x, torch.fx.Proxy):  # no caches; the fake kernel checks the spec
+        if torch.compiler.is_exporting():  # artifacts hold core ATen ops (_decompose)
+            return _decomposed(spec, x, inplace)
         values = list(spec.parameters.values())
         if inplace:
             _ops.ACTIVATION_INPLACE(x, spec.name, values, exact)
@@ -414,6 +414,8 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
         if torch.is_grad_enabled() and x.requires_grad:
             return _ops.ActivationFunction.apply(x, name, values, 0, exact, None)
         return evaluate_order(spec, 0, x, exact)
+    if torch.jit.is_tracing():  # checked after the eager path, which it would slow: the trace is an artifact
+        return _decomposed(spec, x, inplace)
     if inplace:
         _ops.ACTIVATION_INPLACE(x, name, values, exact)
         return x
