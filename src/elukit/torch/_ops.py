@@ -289,6 +289,7 @@ class BackwardFunction(_Function):
         return result
 
 
+@functools.lru_cache(maxsize=1024)
 def branch_constants(spec: Activation) -> tuple[float, bool] | None:
     """(f''/f' on the branch x <= 0, signed) where f''/f' is a constant of each branch (1/divisor, or
     0 for piecewise-linear functions; 0 on x > 0 for both), else None (other specs).
