@@ -2,9 +2,10 @@
 
 Run: python benchmarks/bench_torch.py
 
-Small tensors first (2^10 and 2^12 elements, float32, 1 thread), where the per-call overhead
-dominates: the time per call in microseconds for elukit and native, forward (no grad) and
-forward+backward, and the ratio. Then forward and forward+backward, float32 and float64, 2^16 and
+Small tensors first (64, 2^10 and 2^12 elements, float32, 1 thread), where the per-call overhead
+dominates: the time per call in microseconds for elukit and native, forward (no grad),
+forward+backward, and in-place forward+backward (on a non-leaf copy; elukit saves f'(x) with the
+branch in its sign bit, so it differentiates twice, as torch does), and the ratios. Then forward and forward+backward, float32 and float64, 2^16 and
 2^22 elements, 1 and 2 threads: the
 default path (elukit's compiled C kernels where they were built: float64 from the fast faithful
 kernels), exact=True (float64 from the correctly rounding double-double kernels; the NumPy backend
@@ -38,19 +39,28 @@ def forward_backward(function, x):
     return run
 
 
+def inplace_forward_backward(function, x):
+    def run():
+        leaf = x.detach().requires_grad_()
+        function(leaf * 1.0, inplace=True).sum().backward()
+    return run
+
+
 def small_tensors() -> None:
     """Per-call time where the overhead of a call dominates (elukit's calls go through Python)."""
     torch.set_num_threads(1)
     print(f"{'size':>6} {'fwd native us':>14} {'fwd elukit us':>14} {'fwd ratio':>10} "
-          f"{'f+b native us':>14} {'f+b elukit us':>14} {'f+b ratio':>10}")
-    for size in (2**10, 2**12):
+          f"{'f+b native us':>14} {'f+b elukit us':>14} {'f+b ratio':>10} {'inplace f+b ratio':>18}")
+    for size in (64, 2**10, 2**12):
         x = torch.randn(size) * 3
         native = best(lambda: F.elu(x), number=300)
         ours = best(lambda: E.elu(x), number=300)
         native_fb = best(forward_backward(F.elu, x), number=300)
         ours_fb = best(forward_backward(E.elu, x), number=300)
+        native_in = best(inplace_forward_backward(F.elu, x), number=300)
+        ours_in = best(inplace_forward_backward(E.elu, x), number=300)
         print(f"{size:>6} {1e6 * native:>14.1f} {1e6 * ours:>14.1f} {ours / native:>9.2f}x "
-              f"{1e6 * native_fb:>14.1f} {1e6 * ours_fb:>14.1f} {ours_fb / native_fb:>9.2f}x")
+              f"{1e6 * native_fb:>14.1f} {1e6 * ours_fb:>14.1f} {ours_fb / native_fb:>9.2f}x {ours_in / native_in:>17.2f}x")
 
 
 def main() -> None:
@@ -81,10 +91,14 @@ def main() -> None:
     for label, function in (("elukit inplace=True", lambda t: E.elu(t, inplace=True)),
                             ("elukit out-of-place", E.elu), ("torch F.elu_", F.elu_), ("torch F.elu", F.elu)):
         leaf = x.clone().requires_grad_()
-        saved = []
-        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t, lambda t: t):
-            function(leaf * 1.0)
-        print(f"{label:<22} keeps {sum(saved) / 2**20:6.1f} MiB for backward (input is {x.numel() * 4 / 2**20:.0f} MiB)")
+        saved = {}  # by storage: the in-place modes save the output, which is the input's own memory
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t: saved.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()) and t,
+                lambda t: t):
+            value = function(leaf * 1.0)
+        shared = "" if value.untyped_storage().data_ptr() not in saved else ", including the output"
+        print(f"{label:<22} keeps {sum(saved.values()) / 2**20:6.1f} MiB for backward{shared} "
+              f"(input is {x.numel() * 4 / 2**20:.0f} MiB)")
 
 
 if __name__ == "__main__":

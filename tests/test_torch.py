@@ -137,14 +137,18 @@ def test_piecewise_linear_kernels_run_in_the_input_dtype_with_the_numpy_bits(nam
         assert same.all(), (quantity, x[~same][:3])
 
 
-def test_inplace_writes_into_the_input_and_refuses_double_backward():
+def test_inplace_writes_into_the_input_and_differentiates_twice():
     x = torch.tensor([-1.0, 2.0])
     out = F.elu(x, inplace=True)
     assert out.data_ptr() == x.data_ptr() and abs(x[0].item() + 0.6321205496788025) < 1e-7
     leaf = torch.tensor([-1.0, 2.0], requires_grad=True)
     y = F.elu(leaf * 1.0, inplace=True)
     (g,) = torch.autograd.grad(y.sum(), leaf, create_graph=True)
-    with pytest.raises(RuntimeError):
+    (second,) = torch.autograd.grad(g.sum(), leaf)
+    assert second.tolist() == [pytest.approx(0.36787944117144233), 0.0]
+    y = F.activation(leaf * 1.0, "gelu", inplace=True)  # f''/f' is no branch constant: refused, not dropped
+    (g,) = torch.autograd.grad(y.sum(), leaf, create_graph=True)
+    with pytest.raises(RuntimeError, match="inplace=False"):
         torch.autograd.grad(g.sum(), leaf)
 
 

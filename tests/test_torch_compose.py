@@ -201,13 +201,15 @@ def test_torch_compile_fullgraph_in_every_mode(backend, inplace, compiler):
         torch.testing.assert_close(compiled(x), reference(x))
 
 
-def test_torch_export_holds_the_operators_and_gives_the_eager_result(backend):
+def test_torch_export_holds_aten_ops_and_gives_the_eager_result(backend):
+    # the exported graph holds the core-ATen decomposition (elukit.torch._decompose), so a saved
+    # program loads without elukit; its values are within 1 ulp of eager in float32
     model = model_with(backend)
     x = torch.randn(3, 4)
     exported = torch.export.export(model, (x,))
-    assert torch.equal(exported.module()(x), model(x))
+    torch.testing.assert_close(exported.module()(x), model(x))
     targets = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
-    assert ("elukit.activation.default" in targets) == (backend == "elukit")
+    assert not any(target.startswith("elukit.") for target in targets)
 
 
 @pytest.mark.parametrize("grad_mode", [False, True])
@@ -217,7 +219,7 @@ def test_jit_trace_in_both_grad_modes(backend, grad_mode):
     with torch.set_grad_enabled(grad_mode):
         traced = torch.jit.trace(model, x)  # the trace checker runs too
     y = torch.randn(6, 4)
-    assert torch.equal(traced(y), model(y))
+    torch.testing.assert_close(traced(y), model(y))  # elukit: the decomposition, within 1 ulp
     traced(y).sum().backward()
     assert model[0].weight.grad is not None
 
@@ -238,8 +240,8 @@ def test_jit_script_of_a_model_with_elukit_modules_and_its_saved_file(backend):
     buffer.seek(0)
     loaded = torch.jit.load(buffer)
     x = torch.randn(3, 4)
-    assert torch.equal(scripted(x), model(x))
-    assert torch.equal(loaded(x), model(x))
+    torch.testing.assert_close(scripted(x), model(x))  # elukit: the decomposition, within 1 ulp per activation
+    assert torch.equal(loaded(x), scripted(x))
 
 
 def test_meta_tensors_and_fake_tensor_mode(f):
@@ -315,15 +317,17 @@ def test_double_backward_through_inplace_is_exact_or_raises(f, name):
     torch.testing.assert_close(hessian, truth)
 
 
-def test_elukit_double_backward_through_inplace_names_the_alternative():
+def test_elukit_double_backward_through_inplace_of_a_spec_without_branch_constants_names_the_alternative():
+    # the ELU and piecewise-linear families differentiate any number of times in place (test_torch_views);
+    # GELU's f''/f' is no constant of a branch, so its in-place form refuses a second derivative
     x = torch.tensor([-1.0, 0.5], dtype=F64, requires_grad=True)
-    y = EF.elu(x.clone(), inplace=True)
+    y = EF.activation(x.clone(), "gelu", inplace=True)
     (first,) = torch.autograd.grad(y.sum(), x, create_graph=True)
-    torch.testing.assert_close(first.detach(), torch.from_numpy(elukit.get("elu").derivative(x.detach().numpy())))
+    torch.testing.assert_close(first.detach(), torch.from_numpy(elukit.get("gelu").derivative(x.detach().numpy())))
     with pytest.raises(RuntimeError, match="use inplace=False"):
         torch.autograd.grad(first.sum(), x)
     grad_output = torch.ones(2, dtype=F64, requires_grad=True)  # linear in the incoming gradient: allowed
-    y = EF.elu(x.clone(), inplace=True)
+    y = EF.activation(x.clone(), "gelu", inplace=True)
     (first,) = torch.autograd.grad(y, x, grad_output, create_graph=True)
     (wrt_grad_output,) = torch.autograd.grad(first.sum(), grad_output)
     torch.testing.assert_close(wrt_grad_output, first.detach())

@@ -31,6 +31,7 @@ from typing import Any
 
 from elukit._registry import get
 from elukit._spec import Activation
+from elukit.torch import _decompose
 from elukit.torch._torch import torch
 
 _NAMESPACE = "elukit"
@@ -288,48 +289,129 @@ class BackwardFunction(_Function):
         return result
 
 
-class InplaceFunction(_Function):
-    """x <- f(x), saving f'(x) (computed before the write) for the first derivative.
+@functools.lru_cache(maxsize=1024)
+def branch_constants(spec: Activation) -> tuple[float, bool] | None:
+    """(f''/f' on the branch x <= 0, signed) where f''/f' is a constant of each branch (1/divisor, or
+    0 for piecewise-linear functions; 0 on x > 0 for both), else None (other specs).
 
-    `anchor` is a one-element reduction of x taken before the write (`anchor_of`): it keeps a
-    link to x's history, so that differentiating the first derivative again reaches
-    `SecondOrderGuard` and raises instead of treating f'(x) as a constant (which would silently
-    drop f''(x) from a Hessian)."""
+    The branch of x is read from the output f(x) > 0, except where the slope of x > 0 is below 1
+    (f(x) could underflow to 0 there): then `signed` is True and the saved f'(x) carries the branch
+    in its sign bit (f' >= 0, so the bit is free), at the cost of one pass over it."""
+    form = spec.exponential_linear_form()
+    if form is not None:
+        return 1.0 / form[2], form[0] < 1.0
+    linear = spec.linear_branches_form()
+    return (0.0, linear[0] < 1.0) if linear is not None else None
+
+
+def _magnitude(derivative: torch.Tensor, signed: bool) -> torch.Tensor:
+    return derivative.abs() if signed else derivative
+
+
+def _on_the_left_branch(derivative: torch.Tensor, output: torch.Tensor, signed: bool) -> torch.Tensor:
+    """Where x <= 0 (or NaN), from what `InplaceFunction` saved (`branch_constants`)."""
+    return derivative.signbit() if signed else ~(output > 0)
+
+
+class InplaceFunction(_Function):
+    """x <- f(x), saving f'(x) (computed before the write) for the derivatives.
+
+    For the ELU and piecewise-linear families f'(x) is saved with the output f(x) (x's own memory)
+    and every derivative follows from them (`ScaledByDerivative`, `branch_constants`), as PyTorch's
+    OpInfo test_inplace_gradgrad expects, without keeping x. For other specs f''/f' is not a
+    constant of the branch: `anchor` (`anchor_of`) keeps a link to x's history, so that
+    differentiating the first derivative again reaches `SecondOrderGuard` and raises instead of
+    dropping f''(x).
+
+    x is the only output, so x may be a view (autograd refuses a Function that writes a view in
+    place and returns more than one tensor); f'(x) reaches `setup_context` through `box`, a list
+    that forward fills.
+    """
 
     @staticmethod
-    def forward(x, anchor, name, params, exact, keyset):
+    def forward(x, anchor, name, params, exact, keyset, box):
+        constants = branch_constants(spec_for(name, tuple(params)))
         with torch._C._AutoDispatchBelowAutograd():
             if keyset is None:
                 derivative = _activation_kernel(x, name, params, 1, exact)
+            else:
+                derivative = ACTIVATION(x, name, params, 1, exact)
+            if constants is not None and constants[1]:  # the branch in the sign bit: -f' where x <= 0 or NaN
+                derivative = torch.where(x > 0, derivative, -derivative)
+            if keyset is None:
                 torch.autograd.graph.increment_version(x)
                 _inplace_kernel(x, name, params, exact)
             else:
-                derivative = ACTIVATION(x, name, params, 1, exact)
                 ACTIVATION_INPLACE.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, exact)
-        return x, derivative
+        box.append((derivative, constants))
+        return x
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, anchor = inputs[0], inputs[1]
-        _, derivative = output
+        x, anchor, box = inputs[0], inputs[1], inputs[-1]
+        derivative, ctx.constants = box.pop()
         ctx.mark_dirty(x)
-        ctx.mark_non_differentiable(derivative)
-        ctx.save_for_backward(derivative, anchor)
+        ctx.save_for_backward(derivative, output if ctx.constants is not None else anchor)
         ctx.save_for_forward(derivative)
 
     @staticmethod
-    def backward(ctx, grad, _):
-        derivative, anchor = ctx.saved_tensors
+    def backward(ctx, grad):
+        derivative, kept = ctx.saved_tensors
+        if ctx.constants is not None:
+            ratio, signed = ctx.constants
+            if not torch.is_grad_enabled():  # a first-order backward: one multiplication
+                return grad * _magnitude(derivative, signed), None, None, None, None, None, None
+            return ScaledByDerivative.apply(grad, derivative, kept, ratio, signed), None, None, None, None, None, None
         gradient = grad * derivative
-        if torch.is_grad_enabled() and anchor.requires_grad:  # create_graph: keep the second order honest
-            gradient = SecondOrderGuard.apply(gradient, anchor)
-        return gradient, None, None, None, None, None
+        if torch.is_grad_enabled() and kept.requires_grad:  # create_graph: keep the second order honest
+            gradient = SecondOrderGuard.apply(gradient, kept)
+        return gradient, None, None, None, None, None, None
 
     @staticmethod
     def jvp(ctx, tangent, *_):
         (derivative,) = ctx.saved_tensors
-        tangent.mul_(derivative)
-        return tangent, None
+        tangent.mul_(_magnitude(derivative, ctx.constants is not None and ctx.constants[1]))
+        return tangent
+
+
+class ScaledByDerivative(_Function):
+    """grad * f'(x) from the saved f'(x) and output = f(x), differentiable in grad and in the output,
+    through which the next order reaches x: d f'(x) / d f(x) = f''(x) / f'(x), which is `ratio` on
+    the branch x <= 0 and 0 elsewhere. Each order is one multiplication more."""
+
+    @staticmethod
+    def forward(grad, derivative, output, ratio, signed):
+        return grad * _magnitude(derivative, signed)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        grad, derivative, kept, ctx.ratio, ctx.signed = inputs
+        ctx.save_for_backward(grad, derivative, kept)
+        ctx.save_for_forward(grad, derivative, kept)
+
+    @staticmethod
+    def _ratio(ctx, grad, derivative, kept):
+        return torch.where(_on_the_left_branch(derivative, kept, ctx.signed), ctx.ratio, 0.0).to(grad.dtype)
+
+    @staticmethod
+    def backward(ctx, outer):
+        grad, derivative, kept = ctx.saved_tensors
+        wrt_grad = wrt_output = None
+        if ctx.needs_input_grad[0]:
+            wrt_grad = ScaledByDerivative.apply(outer, derivative, kept, ctx.ratio, ctx.signed)
+        if ctx.needs_input_grad[2]:
+            wrt_output = outer * grad * ScaledByDerivative._ratio(ctx, grad, derivative, kept)
+        return wrt_grad, None, wrt_output, None, None
+
+    @staticmethod
+    def jvp(ctx, grad_tangent, derivative_tangent, output_tangent, *_):
+        grad, derivative, kept = ctx.saved_tensors
+        result = None
+        if grad_tangent is not None:
+            result = grad_tangent * _magnitude(derivative, ctx.signed)
+        if output_tangent is not None:
+            result = _add(result, grad * ScaledByDerivative._ratio(ctx, grad, derivative, kept) * output_tangent)
+        return result
 
 
 class SecondOrderGuard(_Function):
@@ -379,7 +461,7 @@ def _inplace_autograd(keyset, x, name, params, exact=False):
         return
     anchor = anchor_of(x) if recording else x.new_zeros(())
     with enable_single_level_autograd_function():
-        InplaceFunction.apply(x, anchor, name, params, exact, keyset)
+        InplaceFunction.apply(x, anchor, name, params, exact, keyset, [])
 
 
 _LIBRARY.impl("activation", _activation_autograd, "Autograd", with_keyset=True)
@@ -387,8 +469,26 @@ _LIBRARY.impl("activation_backward", _backward_autograd, "Autograd", with_keyset
 _LIBRARY.impl("activation_", _inplace_autograd, "Autograd", with_keyset=True)
 
 
+# --- decompositions into core ATen (run_decompositions, the ONNX exporters, ExecuTorch-style lowering) --
+# Python-dispatcher CompositeImplicitAutograd kernels: torch.export's decomposition table picks them
+# up for every graph that holds an operator, while the C++ dispatcher (eager mode), torch.compile,
+# make_fx and FakeTensorMode never see them and keep the operators themselves.
+
+_CIA = torch._C.DispatchKey.CompositeImplicitAutograd
+
+
+@ACTIVATION.py_impl(_CIA)
+def _activation_decomposition(x, name, params, order=0, exact=False):
+    return _decompose.decompose(spec_for(name, tuple(params)), order, x)
+
+
+@ACTIVATION_BACKWARD.py_impl(_CIA)
+def _backward_decomposition(grad, x, name, params, order=0, exact=False):
+    return _decompose.decompose_backward(spec_for(name, tuple(params)), order, grad, x)
+
+
 from elukit.torch import functional as _functional  # noqa: E402 - the kernels live there; it imports this module
 
 __all__ = ["ACTIVATION", "ACTIVATION_BACKWARD", "ACTIVATION_INPLACE", "ActivationFunction", "BackwardFunction",
-           "InplaceFunction", "SecondOrderGuard", "anchor_of", "check_inplace_allowed", "check_input", "check_no_internal_overlap", "direct_call_allowed",
+           "InplaceFunction", "ScaledByDerivative", "SecondOrderGuard", "anchor_of", "check_inplace_allowed", "check_input", "check_no_internal_overlap", "direct_call_allowed",
            "spec_for", "unobserved"]

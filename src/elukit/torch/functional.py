@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from elukit import _native
+from elukit import _native, constants
 from elukit._registry import get
 from elukit._spec import Activation
-from elukit.torch import _ops
+from elukit.torch import _decompose, _ops
 from elukit.torch._torch import torch
 
 _forward_ad = torch.autograd.forward_ad
@@ -114,8 +114,10 @@ def _numpy_backend(spec: Activation, quantity: str, x: torch.Tensor, exact: bool
     source = x.detach().contiguous()
     if x.dtype == torch.bfloat16:
         values = getattr(spec, quantity)(source.view(torch.int16).numpy().view(_ml_dtypes_bfloat16()), compiled=not exact)
-        return torch.from_numpy(np.ascontiguousarray(values).view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(np.ascontiguousarray(getattr(spec, quantity)(source.numpy(), compiled=not exact)))
+        result = torch.from_numpy(np.ascontiguousarray(values).view(np.int16)).view(torch.bfloat16)
+    else:
+        result = torch.from_numpy(np.ascontiguousarray(getattr(spec, quantity)(source.numpy(), compiled=not exact)))
+    return result.reshape(x.shape)  # np.ascontiguousarray makes a 0-dim array 1-dim
 
 
 def _narrow_kernel(spec: Activation, quantity: str, dtype: torch.dtype):
@@ -389,6 +391,8 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
     if spec.torch is None:
         raise ValueError(f"activation {spec.name!r} has no torch kernels")
     if torch.compiler.is_compiling() or isinstance(x, torch.fx.Proxy):  # no caches; the fake kernel checks the spec
+        if torch.compiler.is_exporting():  # artifacts hold core ATen ops (_decompose)
+            return _decomposed(spec, x, inplace)
         values = list(spec.parameters.values())
         if inplace:
             _ops.ACTIVATION_INPLACE(x, spec.name, values, exact)
@@ -400,7 +404,7 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
             _ops.check_inplace_allowed(x)
             _ops.check_no_internal_overlap(x)
             if torch.is_grad_enabled() and x.requires_grad:
-                _ops.InplaceFunction.apply(x, _ops.anchor_of(x), name, values, exact, None)
+                _ops.InplaceFunction.apply(x, _ops.anchor_of(x), name, values, exact, None, [])
                 return x
             if x.is_inference() and not torch.is_inference_mode_enabled():
                 _ops.ACTIVATION_INPLACE(x, name, values, exact)  # raises PyTorch's inference-tensor error
@@ -410,10 +414,22 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
         if torch.is_grad_enabled() and x.requires_grad:
             return _ops.ActivationFunction.apply(x, name, values, 0, exact, None)
         return evaluate_order(spec, 0, x, exact)
+    if torch.jit.is_tracing():  # checked after the eager path, which it would slow: the trace is an artifact
+        return _decomposed(spec, x, inplace)
     if inplace:
         _ops.ACTIVATION_INPLACE(x, name, values, exact)
         return x
     return _ops.ACTIVATION(x, name, values, 0, exact)
+
+
+def _decomposed(spec: Activation, x: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """f(x) from core ATen ops (`elukit.torch._decompose`): what exported and traced artifacts hold."""
+    values = _decompose.decompose(spec, 0, x)
+    if not inplace:
+        return values
+    _ops.check_inplace_allowed(x)
+    _ops.check_no_internal_overlap(x)
+    return x.copy_(values)
 
 
 _REGISTERED: dict[int, tuple[Activation, list[float]]] = {}
@@ -451,18 +467,43 @@ def _bound_spec(spec: str | Activation, params: dict[str, Any]) -> Activation:
     return get(spec, **params) if params or isinstance(spec, str) else spec
 
 
+def _script_alpha(alpha: float) -> float:
+    """Under torch.jit.script: the spec's check of alpha (no registry there)."""
+    if not (alpha > 0.0 and alpha < float("inf")):
+        raise ValueError("alpha must be finite and > 0")
+    return alpha
+
+
+def _script_result(x: torch.Tensor, values: torch.Tensor, inplace: bool) -> torch.Tensor:
+    """Under torch.jit.script: the decomposition's values, written into x with inplace=True."""
+    if inplace:
+        return x.copy_(values)
+    return values
+
+
 def elu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool = False) -> torch.Tensor:
-    r"""ELU: :math:`x\ (x>0),\ \alpha\,\mathrm{expm1}(x)\ (x\le0)`; f'(0) = alpha (left branch)."""
-    return activation(x, "elu", inplace, exact, alpha=alpha)
+    r"""ELU: :math:`x\ (x>0),\ \alpha\,\mathrm{expm1}(x)\ (x\le0)`; f'(0) = alpha (left branch).
+
+    Inside a scripted ``forward`` it compiles to the core-ATen decomposition (`_decompose`), so a
+    saved script needs no elukit; `exact` has no effect there."""
+    if torch.jit.is_scripting():
+        return _script_result(x, _decompose.exponential_linear(x, 1.0, _script_alpha(alpha), 1.0, 0), inplace)
+    return activation(x, "elu", inplace, exact, alpha=alpha)  # TorchScript skips what follows is_scripting()
 
 
 def selu(x: torch.Tensor, inplace: bool = False, exact: bool = False) -> torch.Tensor:
-    r"""SELU: :math:`\lambda\,\mathrm{ELU}(x; \alpha)` with elukit.SELU_SCALE and SELU_ALPHA."""
+    r"""SELU: :math:`\lambda\,\mathrm{ELU}(x; \alpha)` with elukit.SELU_SCALE and SELU_ALPHA (scripts as `elu` does)."""
+    if torch.jit.is_scripting():
+        values = _decompose.exponential_linear(x, constants.SELU_SCALE, constants.SELU_ALPHA, 1.0, 0)  # the spec's form
+        return _script_result(x, values, inplace)
     return activation(x, "selu", inplace, exact)
 
 
 def celu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool = False) -> torch.Tensor:
-    r"""CELU: :math:`x\ (x>0),\ \alpha\,\mathrm{expm1}(x/\alpha)\ (x\le0)`."""
+    r"""CELU: :math:`x\ (x>0),\ \alpha\,\mathrm{expm1}(x/\alpha)\ (x\le0)` (scripts as `elu` does)."""
+    if torch.jit.is_scripting():
+        alpha = _script_alpha(alpha)
+        return _script_result(x, _decompose.exponential_linear(x, 1.0, alpha, alpha, 0), inplace)
     return activation(x, "celu", inplace, exact, alpha=alpha)
 
 

@@ -5,7 +5,7 @@ from typing import Any, List  # noqa: UP035 - TorchScript reads typing.List, not
 
 from elukit._registry import get
 from elukit._spec import Activation as Spec
-from elukit.torch import _ops, functional
+from elukit.torch import _decompose, _ops, functional
 from elukit.torch._torch import torch
 
 nn = torch.nn
@@ -15,8 +15,11 @@ class Activation(nn.Module):
     """Any registered activation as a module: ``Activation("celu", alpha=2.0)``.
 
     Like PyTorch's activation modules it holds its configuration as plain attributes (nothing in
-    the state_dict), pickles, and works under torch.jit.script and trace: its forward is the
-    operator ``torch.ops.elukit.activation`` (or ``activation_`` with ``inplace=True``).
+    the state_dict), pickles, and works under torch.jit.script and trace. Eager and torch.compile
+    run the operator ``torch.ops.elukit.activation`` (or ``activation_`` with ``inplace=True``);
+    torch.export and jit.trace record its core-ATen decomposition, and torch.jit.script scripts a
+    `DecomposedActivation` where the spec has one (`elukit.torch._decompose`), so saved artifacts
+    load without elukit.
     """
 
     __constants__ = ["name", "inplace", "exact"]
@@ -48,16 +51,28 @@ class Activation(nn.Module):
         return self.param_values
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+        if not torch.jit.is_scripting():
             return self._eager(x)
         if self.inplace:
             torch.ops.elukit.activation_(x, self.name, self.parameter_values(), self.exact)
             return x
         return torch.ops.elukit.activation(x, self.name, self.parameter_values(), 0, self.exact)
 
+    def __prepare_scriptable__(self) -> nn.Module:
+        """torch.jit.script scripts a `DecomposedActivation` in place of this module where the spec
+        has a core-ATen decomposition (ELU family, piecewise linear): the saved script then needs
+        no elukit. Other specs script as this module, calling elukit's operator."""
+        form = _decompose.script_form(self.spec)
+        return DecomposedActivation(self.name, form, self.inplace) if form else self
+
     @torch.jit.unused
     def _eager(self, x: torch.Tensor) -> torch.Tensor:
-        return functional.activation(x, self.spec, self.inplace, self.exact)
+        if torch.compiler.is_compiling() and not torch.compiler.is_exporting():  # dynamo: the operators, no caches
+            if self.inplace:
+                torch.ops.elukit.activation_(x, self.name, self.parameter_values(), self.exact)
+                return x
+            return torch.ops.elukit.activation(x, self.name, self.parameter_values(), 0, self.exact)
+        return functional.activation(x, self.spec, self.inplace, self.exact)  # eager, jit.trace, torch.export
 
     def _flags(self) -> str:
         return (", inplace=True" if self.inplace else "") + (", exact=True" if self.exact else "")
@@ -65,6 +80,31 @@ class Activation(nn.Module):
     def extra_repr(self) -> str:
         items = [repr(self.name)] + [f"{k}={v!r}" for k, v in self.spec.parameters.items()]
         return ", ".join(items) + self._flags()
+
+
+class DecomposedActivation(nn.Module):
+    """What a scripted elukit module becomes (`Activation.__prepare_scriptable__`): the spec's
+    core-ATen decomposition (`elukit.torch._decompose`), within the bound documented there."""
+
+    __constants__ = ["name", "inplace"]
+    name: str
+    form: List[float]
+    inplace: bool
+
+    def __init__(self, name: str, form: List[float], inplace: bool = False) -> None:
+        super().__init__()
+        self.name = name
+        self.form = form
+        self.inplace = inplace
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values = _decompose.decompose_form(x, self.form, 0)
+        if self.inplace:
+            return x.copy_(values)
+        return values
+
+    def extra_repr(self) -> str:
+        return f"{self.name!r}, form={self.form}" + (", inplace=True" if self.inplace else "")
 
 
 class ELU(Activation):
@@ -200,4 +240,4 @@ class AlphaDropout(nn.Module):
         return f"p={self.p}, activation={self.activation!r}, a={self.a:.6g}, b={self.b:.6g}"
 
 
-__all__ = ["CELU", "ELU", "PELU", "SELU", "Activation", "AlphaDropout"]
+__all__ = ["CELU", "ELU", "PELU", "SELU", "Activation", "AlphaDropout", "DecomposedActivation"]

@@ -1,0 +1,157 @@
+r"""elukit's operators written in core ATen ops: what saved artifacts compute.
+
+An exported program (``torch.export``), a traced or scripted TorchScript module, an ONNX file or
+an AOTInductor package must run where elukit is not installed. There, elukit's operators are
+replaced by this decomposition, built only from ops every runtime has (``exp``, ``log``, ``mul``,
+``div``, ``where``, comparisons, casts): no ``expm1`` (the TorchScript ONNX exporter has none, and
+the dynamo exporter lowers it to ``Exp(x) - 1``, which returns 0 for |x| < 1e-16 and loses 4 digits
+at x = -1e-5 in float32; so does onnxruntime's own ``Elu``).
+
+For the ELU family, :math:`f(x) = \lambda x\ (x > 0),\ \lambda\alpha\,\mathrm{expm1}(x/\delta)\ (x \le 0)`,
+evaluated in float64 with Kahan's expm1,
+
+.. math:: \mathrm{expm1}(w) = (u - 1)\,w / \log u, \quad u = e^{w} \quad (w \text{ if } u = 1),
+
+whose rounding errors in u - 1 and log u cancel, then rounded to x's dtype (for float64 inputs
+with a divisor other than 1, the quotient's rounding error is carried as a residual: without it
+e^(x/divisor) would be off by |x/divisor| half-ulps). Measured against elukit's eager kernels
+(``tests/test_torch_export.py::test_decomposition_ulp_bound``: every float16 bit pattern, 300,005
+bfloat16/float32/float64 points spanning every binade, ELU(0.7), SELU, CELU(2), CELU(3), orders 0-2):
+
+- float32, float16, bfloat16: <= 1 ulp (ELU(0.7) float32: 99.5% of values equal, the others 1 ulp;
+  SELU, CELU(2), CELU(3) float32: all equal);
+- float64: <= 3 ulp (86-95% equal; eager float64 is faithful, <= 0.52 ulp).
+
+Gradients through it (autograd of the graph, as a trained artifact computes them) are within the
+same bounds (`test_autograd_through_the_decomposition_gives_the_exact_derivatives`).
+
+Derivatives of order n >= 1 are :math:`\lambda\ (n = 1)` or 0 for x > 0 and
+:math:`\lambda\alpha\delta^{-n} e^{x/\delta}` for x <= 0 (the left branch at 0, as eager).
+Piecewise-linear specs (ReLU, leaky ReLU) are exact in float64 and within 1 ulp in float32 (the
+product is rounded in float64 first). Other specs (GELU, SiLU, ...) run their
+torch kernels in float64, rounded once (twice for 16-bit dtypes); those are not TorchScript, so a
+*scripted* module with them keeps elukit's operator (and needs ``import elukit.torch`` to load).
+
+`exponential_linear` and `linear_branches` are TorchScript functions: the scripted modules and
+``elukit.torch.functional.elu/selu/celu`` inside a scripted ``forward`` compile to them.
+"""
+
+from __future__ import annotations
+
+from elukit._spec import Activation
+from elukit.torch._torch import torch
+
+
+def _clamp(t: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """clamp from where: the dynamo ONNX exporter writes a float64 Clip that onnxruntime rejects
+    (torch 2.13, onnxscript 0.7.2). NaN stays NaN; -0.0 stays -0.0."""
+    return torch.where(t > high, high, torch.where(t < low, low, t))
+
+
+def exponential_linear(x: torch.Tensor, scale: float, alpha: float, divisor: float, order: int = 0) -> torch.Tensor:
+    """The derivative of `order` of scale*x (x > 0), scale*alpha*expm1(x/divisor) (x <= 0), in
+    float64 from exp/log arithmetic, rounded to x's dtype (see the module docstring for the bound).
+
+    Autograd through it gives every higher derivative exactly: differentiating Kahan's quotient
+    would not (it is wrong by up to 100% where u rounds next to 1), so where x requires grad the
+    value of order 0 carries the derivatives of scale*alpha*exp(w) through a term that is exactly
+    +0 (s - s, with s finite), and the quotient itself is detached.
+    """
+    wide = x.to(torch.float64)
+    quotient = wide / divisor if divisor != 1.0 else wide
+    w = _clamp(quotient, -800.0, 0.0)  # e^-800 = 0 in float64
+    residual = _division_residual(wide, w, divisor) if x.dtype == torch.float64 and divisor != 1.0 else None
+    exponential = torch.exp(w)
+    if residual is not None:  # e^(x/divisor) = e^w (1 + residual), to float64's precision
+        exponential = exponential + exponential * residual
+    if order > 0:
+        positive = scale if order == 1 else 0.0
+        return torch.where(wide > 0, positive, scale * alpha / divisor ** order * exponential).to(x.dtype)
+    # Below w = -40, expm1(w) rounds to -1 in float64 (e^-40 = 4e-18 < 2^-54): the result is -1
+    # exactly, and the clamp keeps exp and log away from underflow. (TorchScript reads no float globals.)
+    w = _clamp(w, -41.0, 0.0)
+    u = torch.exp(w)
+    # Where u = 1 the quotient is the answer (and keeps -0.0). It comes in as the *second* operand of
+    # each where: onnxruntime's Where returns +0.0 for a -0.0 taken from its first operand.
+    away = u != 1.0
+    safe = torch.where(away, u, 0.5)  # keeps 0/0 out of the branch not taken
+    kahan = (safe - 1.0) * w / torch.log(safe)
+    expm1 = torch.where(away, torch.where(w < -40.0, -1.0, kahan), quotient)
+    if residual is not None:  # expm1(w + r) = expm1(w) + e^w r (not where u = 1: -0.0 + 0 = +0)
+        expm1 = torch.where(away, expm1 + u * residual, expm1)
+    coefficient = scale * alpha
+    negative = coefficient * expm1
+    if wide.requires_grad or torch.jit.is_tracing():  # a trace keeps one graph for either case
+        surrogate = coefficient * exponential  # d^n/dx^n of it: the derivatives wanted for x <= 0
+        negative = negative.detach() - (surrogate.detach() - surrogate)
+    positive_branch = wide * scale if scale != 1.0 else wide
+    return torch.where(wide > 0, positive_branch, negative).to(x.dtype)
+
+
+def _division_residual(x: torch.Tensor, w: torch.Tensor, divisor: float) -> torch.Tensor:
+    """r with x/divisor = w + r to float64's precision, w the rounded quotient: x - w*divisor
+    computed exactly (Dekker's product, no fused multiply-add needed). Without it, e^(x/divisor)
+    carries |w| times the quotient's rounding error (60 ulp at x/divisor = -105)."""
+    split = 134217729.0  # Veltkamp's split at 2^27 + 1
+    d_split = divisor * split
+    d_high = d_split - (d_split - divisor)  # Python floats: float64 arithmetic
+    d_low = divisor - d_high
+    product = w * divisor
+    w_split = w * split
+    w_high = w_split - (w_split - w)
+    w_low = w - w_high
+    error = ((w_high * d_high - product) + w_high * d_low + w_low * d_high) + w_low * d_low
+    residual = ((x - product) - error) / divisor
+    return torch.where(torch.isfinite(residual) & (x <= 0), residual, 0.0)
+
+
+def linear_branches(x: torch.Tensor, a: float, b: float, order: int = 0) -> torch.Tensor:
+    """The derivative of `order` of a*x (x > 0), b*x (x <= 0); b = 0 gives +0 for x <= 0, as ReLU.
+    One comparison and one multiplication in float64, rounded to x's dtype: exact in float64."""
+    wide = x.to(torch.float64)
+    if order == 0:
+        if b != 0.0:  # -0.0 comes from the second operand (see exponential_linear)
+            result = torch.where(wide > 0, wide * a, wide * b)
+        else:
+            result = torch.where(wide <= 0, 0.0, wide * a)
+    elif order == 1:
+        result = torch.where(wide <= 0, b, torch.where(wide > 0, a, wide))  # NaN -> NaN
+    else:
+        result = torch.where(torch.isnan(wide), wide, 0.0)  # f''(NaN) = NaN, as eager
+    return result.to(x.dtype)
+
+
+def script_form(spec: Activation) -> list[float]:
+    """[scale, alpha, divisor] (ELU family), [a, b] (piecewise linear) or [] (no TorchScript
+    decomposition): what a scripted module stores to call `decompose_form`."""
+    form = spec.exponential_linear_form() or spec.linear_branches_form()
+    return [float(v) for v in form] if form is not None else []
+
+
+def decompose_form(x: torch.Tensor, form: list[float], order: int = 0) -> torch.Tensor:
+    """`exponential_linear` or `linear_branches` chosen by the length of `form` (`script_form`)."""
+    if len(form) == 3:
+        return exponential_linear(x, form[0], form[1], form[2], order)
+    return linear_branches(x, form[0], form[1], order)
+
+
+def decompose(spec: Activation, order: int, x: torch.Tensor) -> torch.Tensor:
+    """f^(order)(x) of any spec from ATen ops (any order for the ELU and piecewise-linear families,
+    up to 2 for the others, which raise NotImplementedError beyond, as eager does)."""
+    form = script_form(spec)
+    if form:
+        return decompose_form(x, form, order)
+    if order > 2:
+        raise NotImplementedError(
+            f"elukit.torch: the derivative of order {order} of {spec.label()} is not available (its spec defines f, "
+            f"f' and f''); use torch's own function where derivatives of order {order} are needed")
+    kernel = getattr(spec.torch, ("value", "derivative", "second_derivative")[order])
+    return kernel(torch, x.to(torch.float64), **spec.parameters).to(x.dtype)
+
+
+def decompose_backward(spec: Activation, order: int, grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """grad * f^(order+1)(x) from ATen ops."""
+    return grad * decompose(spec, order + 1, x)
+
+
+__all__ = ["decompose", "decompose_backward", "decompose_form", "exponential_linear", "linear_branches", "script_form"]

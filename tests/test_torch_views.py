@@ -1,0 +1,164 @@
+"""In-place activations on views, 0-dim tensors of every dtype, OpInfo's 16-bit non-contiguous samples.
+
+Each case runs on elukit and, as a control, on torch.nn.functional's own function.
+"""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import elukit  # noqa: E402
+from elukit.torch import CELU, ELU, SELU  # noqa: E402
+from elukit.torch import functional as EF  # noqa: E402
+
+TF = torch.nn.functional
+PARAMS = {"elu": {"alpha": 0.7}, "selu": {}, "celu": {"alpha": 2.0}}
+VIEWS = {
+    "flatten": lambda t: t.flatten(1),
+    "slice": lambda t: t[1:3, :, 1:],
+    "transpose": lambda t: t.transpose(0, 2),
+    "diagonal": lambda t: t[:, 0].diagonal(),
+}
+
+
+@pytest.fixture(params=["elukit", "torch"])
+def backend(request):
+    return request.param
+
+
+@pytest.fixture(params=list(PARAMS))
+def name(request):
+    return request.param
+
+
+def function(backend, name):
+    if backend == "elukit":
+        return lambda t, inplace=False: getattr(EF, name)(t, inplace=inplace, **PARAMS[name])
+    return lambda t, inplace=False: getattr(TF, name)(t, inplace=inplace, **PARAMS[name])
+
+
+def derivative(name, t):
+    return torch.from_numpy(elukit.get(name, **PARAMS[name]).derivative(t.detach().numpy()))
+
+
+@pytest.mark.parametrize("view", list(VIEWS))
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_inplace_on_a_view_in_training(backend, name, view, compiled):
+    f = function(backend, name)
+    take = VIEWS[view]
+
+    def step(x, weights):
+        y = x * 1.5
+        f(take(y), inplace=True)
+        return (y * weights).sum()
+
+    if compiled:
+        torch._dynamo.reset()
+        step = torch.compile(step, fullgraph=True, backend="aot_eager")
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 3, dtype=torch.float64, generator=generator).requires_grad_()
+    weights = torch.randn(4, 3, 3, dtype=torch.float64, generator=generator)
+    step(x, weights).backward()
+    region = torch.zeros(4, 3, 3, dtype=torch.bool)
+    take(region).fill_(True)
+    wanted = 1.5 * weights * torch.where(region, derivative(name, x * 1.5), torch.ones_like(weights))
+    torch.testing.assert_close(x.grad, wanted)
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_flatten_then_inplace_activation_module(backend, compiled):
+    activation = ELU(0.5, inplace=True) if backend == "elukit" else torch.nn.ELU(0.5, inplace=True)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv1d(2, 3, 3), torch.nn.Flatten(), activation, torch.nn.Linear(12, 1))
+    reference = torch.nn.Sequential(model[0], torch.nn.Flatten(), torch.nn.ELU(0.5), model[3])
+    x = torch.randn(5, 2, 6)
+    run = torch.compile(model, fullgraph=True, backend="aot_eager") if compiled else model
+    if compiled:
+        torch._dynamo.reset()
+    run(x).sum().backward()
+    got = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    reference(x).sum().backward()
+    for g, p in zip(got, reference.parameters()):
+        torch.testing.assert_close(g, p.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("spec", ["elu", "selu", "celu", "gelu", "relu", "silu"])
+def test_zero_dim_inputs_keep_shape_in_every_mode(backend, dtype, spec):
+    f = (lambda t, inplace=False: EF.activation(t, spec, inplace=inplace)) if backend == "elukit" else (
+        lambda t, inplace=False: getattr(TF, spec)(t, inplace=inplace) if spec != "gelu" else TF.gelu(t))
+    x = torch.tensor(-0.75, dtype=dtype, requires_grad=True)
+    y = f(x)
+    assert y.shape == () and y.dtype == dtype
+    torch.testing.assert_close(y, f(x.detach().reshape(1))[0])
+    y.backward()
+    assert x.grad.shape == ()
+    if spec != "gelu":  # torch's gelu has no inplace form
+        z = torch.tensor(-0.75, dtype=dtype)
+        out = f(z, inplace=True)
+        assert out.shape == () and out is z
+        torch.testing.assert_close(z, y.detach())
+
+
+def _opinfo(name):
+    pytest.importorskip("expecttest")
+    from torch.testing._internal.common_methods_invocations import op_db
+
+    return next(op for op in op_db if op.name == f"nn.functional.{name}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_opinfo_noncontiguous_16_bit_samples(backend, name, dtype):
+    op = _opinfo(name)
+    ours = {"elu": EF.elu, "selu": EF.selu, "celu": EF.celu}[name]
+    f = ours if backend == "elukit" else op.op
+    for sample in op.sample_inputs("cpu", dtype, requires_grad=True):
+        for case in (sample, sample.noncontiguous()):
+            leaf = case.input.detach().requires_grad_()
+            got = f(leaf, *case.args, **case.kwargs)
+            # torch computes 16-bit ELUs in float32 and rounds once; elukit rounds the exact value once
+            wanted = op.op(case.input.detach().float(), *case.args, **case.kwargs).to(dtype)
+            torch.testing.assert_close(got, wanted)
+            if leaf.numel():
+                got.sum().backward()
+                assert leaf.grad.shape == leaf.shape
+
+
+def test_opinfo_inplace_gradgrad(backend, name):
+    """PyTorch's test_inplace_gradgrad: gradgradcheck of the in-place variant on a clone, with the
+    OpInfo's own forward-over-reverse flag."""
+    op = _opinfo(name)
+    ours = {"elu": EF.elu, "selu": EF.selu, "celu": EF.celu}[name]
+    f = ours if backend == "elukit" else op.op
+    for sample in op.sample_inputs("cpu", torch.float64, requires_grad=True):
+        if not sample.input.numel():
+            continue
+
+        def inplace(t, sample=sample):
+            return f(t.clone(), *sample.args, inplace=True, **sample.kwargs)
+
+        assert torch.autograd.gradcheck(inplace, (sample.input,), check_forward_ad=op.supports_forward_ad)
+        assert torch.autograd.gradgradcheck(inplace, (sample.input,), check_fwd_over_rev=op.supports_fwgrad_bwgrad)
+
+
+@pytest.mark.parametrize("order", [2, 3, 4])
+def test_derivatives_of_every_order_through_inplace(backend, name, order):
+    f = function(backend, name)
+    x = torch.tensor([-3.0, -1.0, -0.25, 0.5, 2.0], dtype=torch.float64, requires_grad=True)
+    value = f(x * 1.0, inplace=True).sum()
+    for _ in range(order):
+        (value,) = torch.autograd.grad(value.sum(), x, create_graph=True)
+    spec = elukit.get(name, **PARAMS[name])
+    torch.testing.assert_close(value, EF.evaluate_order(spec, order, x.detach()), rtol=2e-15, atol=0)
+
+
+@pytest.mark.parametrize("params", [{"alpha": 1.5}, {"alpha": 1.5, "scale": 0.5}], ids=["unsigned", "signed"])
+def test_second_derivative_in_place_takes_the_left_branch_at_zero_and_survives_underflow(params):
+    # scale < 1: 0.5 * 5e-324 rounds to 0, so the output no longer tells the branch; the sign bit does
+    spec = elukit.get("selu", **params)
+    x = torch.tensor([0.0, -0.0, 5e-324, -5e-324, 1.0], dtype=torch.float64, requires_grad=True)
+    (first,) = torch.autograd.grad(EF.activation(x * 1.0, spec, inplace=True).sum(), x, create_graph=True)
+    (second,) = torch.autograd.grad(first.sum(), x)
+    torch.testing.assert_close(first.detach(), EF.evaluate_order(spec, 1, x.detach()), rtol=0, atol=0)
+    torch.testing.assert_close(second, EF.evaluate_order(spec, 2, x.detach()), rtol=0, atol=0)
