@@ -41,8 +41,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="2^16 elements only")
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args(argv)
-    sizes = (16,) if args.quick else (16, 22)
-    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, median of {args.repeats}")
+    sizes = (16,) if args.quick else (16, 19, 22)
+    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, median of {args.repeats}, "
+          f"compiled float32 kernels: {elukit.jax.functional.COMPILED}, {os.cpu_count()} CPUs")
     print(f"{'dtype':8} {'n':>6} {'pass':8} {'jax.nn ms':>10} {'elukit ms':>10} {'ratio':>6}")
     rng = np.random.default_rng(0)
     for dtype in (jnp.float32, jnp.float64):
