@@ -366,7 +366,7 @@ def _eager_and_plain(x: torch.Tensor) -> bool:
 
 
 def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, exact: bool = False,
-               **params: Any) -> torch.Tensor:
+               backend: str | None = None, **params: Any) -> torch.Tensor:
     """Apply any registered activation (a name or a spec) with exact derivatives of every order.
 
     Runs as the PyTorch operators ``torch.ops.elukit.activation`` / ``activation_`` (see
@@ -382,7 +382,13 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
     ``inplace=True`` writes f(x) into x (bumping its version counter, with PyTorch's checks made
     before anything is written) and keeps f'(x) for backward: first derivatives are exact;
     differentiating twice through it raises.
+
+    ``backend="triton"`` forces the Triton kernels (`elukit.torch._triton`: CUDA tensors, or CPU
+    tensors under ``TRITON_INTERPRET=1``; ELU family and piecewise-linear specs): the same bits as
+    the CPU kernels, one pass over memory.
     """
+    if backend is not None:
+        return _with_backend(x, spec, inplace, exact, backend, params)
     if not isinstance(x, torch.fx.Proxy):  # torch.fx.symbolic_trace records the operator call below
         _check_tensor(x)
     spec = _bound_spec(spec, params)
@@ -414,6 +420,15 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
         _ops.ACTIVATION_INPLACE(x, name, values, exact)
         return x
     return _ops.ACTIVATION(x, name, values, 0, exact)
+
+
+def _with_backend(x, spec, inplace: bool, exact: bool, backend: str, params: dict[str, Any]) -> torch.Tensor:
+    """`activation` on the kernels of another backend (``"triton"``)."""
+    if backend != "triton":
+        raise ValueError(f"backend must be None (elukit's default kernels) or 'triton', got {backend!r}")
+    from elukit.torch import _triton  # ImportError naming `pip install triton==3.9.0` where Triton is missing
+
+    return _triton.activation(x, _bound_spec(spec, params), inplace, exact)
 
 
 _REGISTERED: dict[int, tuple[Activation, list[float]]] = {}
@@ -451,19 +466,22 @@ def _bound_spec(spec: str | Activation, params: dict[str, Any]) -> Activation:
     return get(spec, **params) if params or isinstance(spec, str) else spec
 
 
-def elu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool = False) -> torch.Tensor:
+def elu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool = False,
+        backend: str | None = None) -> torch.Tensor:
     r"""ELU: :math:`x\ (x>0),\ \alpha\,\mathrm{expm1}(x)\ (x\le0)`; f'(0) = alpha (left branch)."""
-    return activation(x, "elu", inplace, exact, alpha=alpha)
+    return activation(x, "elu", inplace, exact, backend, alpha=alpha)
 
 
-def selu(x: torch.Tensor, inplace: bool = False, exact: bool = False) -> torch.Tensor:
+def selu(x: torch.Tensor, inplace: bool = False, exact: bool = False,
+         backend: str | None = None) -> torch.Tensor:
     r"""SELU: :math:`\lambda\,\mathrm{ELU}(x; \alpha)` with elukit.SELU_SCALE and SELU_ALPHA."""
-    return activation(x, "selu", inplace, exact)
+    return activation(x, "selu", inplace, exact, backend)
 
 
-def celu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool = False) -> torch.Tensor:
+def celu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool = False,
+         backend: str | None = None) -> torch.Tensor:
     r"""CELU: :math:`x\ (x>0),\ \alpha\,\mathrm{expm1}(x/\alpha)\ (x\le0)`."""
-    return activation(x, "celu", inplace, exact, alpha=alpha)
+    return activation(x, "celu", inplace, exact, backend, alpha=alpha)
 
 
 def pelu(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:
