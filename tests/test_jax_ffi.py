@@ -80,6 +80,18 @@ def test_compiled_call_is_in_the_cpu_program_and_absent_from_a_gpu_one():
 
 
 @needs_compiled
+def test_exported_programs_hold_the_jnp_kernels_and_the_same_bits():
+    """jax.export refuses custom calls without compatibility guarantees, and a saved program must
+    load without elukit: exporting lowers the jnp kernels."""
+    from jax import export
+
+    x = _sample(np.float32, 2000)
+    exported = export.export(jax.jit(jax.grad(lambda t: ej.selu(t).sum())))(jax.ShapeDtypeStruct(x.shape, x.dtype))
+    assert "custom_call" not in exported.mlir_module()
+    np.testing.assert_array_equal(_bits(exported.call(x)), _bits(jax.jit(jax.grad(lambda t: ej.selu(t).sum()))(x)))
+
+
+@needs_compiled
 def test_subnormals_survive_xla_flushing_them():
     """XLA runs CPU programs with FTZ/DAZ set: the handler clears them around the kernels."""
     tiny = np.float32(np.finfo(np.float32).smallest_subnormal)

@@ -5,8 +5,8 @@ Every function here runs under ``jit``, ``vmap``, ``grad``, ``jacfwd``/``jacrev`
 C kernels through an XLA FFI custom call (`COMPILED`; one pass, about jax.nn.elu's time, measured by
 benchmarks/bench_jax.py); everywhere else (GPU, TPU, float16/bfloat16/float64, or an installation
 built without the FFI module) by the pure jax.numpy kernels below. Both give the same bits on float32
-(tests/test_jax_ffi.py); ``jax.lax.platform_dependent`` picks one per platform when a program is
-lowered, so a GPU program never holds the custom call. Derivatives come from
+(tests/test_jax_ffi.py); the lowering picks one per platform, so a GPU program never holds the
+custom call, and neither does a program exported with ``jax.export``. Derivatives come from
 ``jax.custom_jvp``: the derivative of the order-m function is the order-(m+1) function of the
 *input*, so every order is exact and none is computed from the output (``jax.nn.elu``'s gradient,
 ``f(x) + alpha``, is exactly 0 for x <= -17.3 in float32 and x <= -38 in float64).
@@ -46,6 +46,8 @@ from elukit._registry import get
 from elukit._spec import Activation
 from elukit.jax import _pairs
 from elukit.jax._jax import jax, jnp
+from jax.extend.core import Primitive  # noqa: E402 - after the install hint of elukit.jax._jax
+from jax.interpreters import batching, mlir  # noqa: E402
 
 try:
     from elukit.jax import _ffi_kernels
@@ -220,12 +222,30 @@ def _evaluate(x, plan: _Plan, order: int):
     return jnp.where(jnp.isnan(x), x, result)
 
 
-def _compiled_call(x, native: tuple[int, tuple]):
-    """The compiled kernels on x (float32/float64) through the XLA FFI custom call (CPU only)."""
+def _lower_jnp(ctx, x, *, plan: _Plan, order: int, native: tuple[int, tuple]):
+    return mlir.lower_fun(functools.partial(_evaluate, plan=plan, order=order), multiple_results=False)(ctx, x)
+
+
+def _lower_cpu(ctx, x, *, plan: _Plan, order: int, native: tuple[int, tuple]):
+    """The XLA FFI custom call into the compiled kernels; the jnp kernels where the program is
+    exported (jax.export refuses custom calls without compatibility guarantees, and an exported
+    program must not need elukit to load)."""
+    if ctx.module_context.lowering_parameters.for_export:
+        return _lower_jnp(ctx, x, plan=plan, order=order, native=native)
     kind, constants = native
-    attribute = np.array((kind, _THREADS, *constants), dtype=np.float64)
-    call = jax.ffi.ffi_call(_FFI_TARGET, jax.ShapeDtypeStruct(x.shape, x.dtype), vmap_method="broadcast_all")
-    return call(x, plan=attribute)
+    return jax.ffi.ffi_lowering(_FFI_TARGET)(ctx, x, plan=np.array((kind, _THREADS, *constants), dtype=np.float64))
+
+
+_COMPILED_PRIMITIVE = Primitive("elukit_exponential_linear")
+"""f^(order)(x) for float32: the compiled kernels in CPU programs, the jnp kernels in any other
+(lowering picks per platform). Elementwise, so vmap applies it to the batched array as it is."""
+_COMPILED_PRIMITIVE.def_abstract_eval(lambda x, **_: x)
+_COMPILED_PRIMITIVE.def_impl(lambda x, **params: jax.jit(functools.partial(_COMPILED_PRIMITIVE.bind, **params))(x))
+batching.primitive_batchers[_COMPILED_PRIMITIVE] = lambda args, dims, **params: (
+    _COMPILED_PRIMITIVE.bind(*args, **params), dims[0])
+mlir.register_lowering(_COMPILED_PRIMITIVE, _lower_jnp)
+if _ffi_kernels is not None:
+    mlir.register_lowering(_COMPILED_PRIMITIVE, _lower_cpu, platform="cpu")
 
 
 def _evaluate_anywhere(x, plan: _Plan, order: int, compiled: bool):
@@ -233,8 +253,7 @@ def _evaluate_anywhere(x, plan: _Plan, order: int, compiled: bool):
     native = plan.native(order) if compiled and str(x.dtype) in _COMPILED_DTYPES else None
     if native is None:
         return _evaluate(x, plan, order)
-    return jax.lax.platform_dependent(x, cpu=functools.partial(_compiled_call, native=native),
-                                      default=functools.partial(_evaluate, plan=plan, order=order))
+    return _COMPILED_PRIMITIVE.bind(x, plan=plan, order=order, native=native)
 
 
 @functools.lru_cache(maxsize=512)
