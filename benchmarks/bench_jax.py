@@ -1,7 +1,7 @@
 """jit(elukit.jax.elu) and its gradient against jit(jax.nn.elu), measured in one run.
 
-Prints the median time of each and the ratio elukit/jax.nn, for float32 and float64 and 2^16 and
-2^22 elements; forward and forward+backward (``grad(sum(elu(x)))``). Ratios, not pass/fail times.
+Prints the median time of each and the ratio elukit/jax.nn, for float32 and float64 and 2^16,
+2^19 and 2^22 elements; forward and forward+backward (``grad(sum(elu(x)))``). Ratios, not pass/fail times.
 
     python benchmarks/bench_jax.py            # all rows (about a minute on 2 cores)
     python benchmarks/bench_jax.py --quick    # 2^16 only
@@ -41,8 +41,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="2^16 elements only")
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args(argv)
-    sizes = (16,) if args.quick else (16, 22)
-    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, median of {args.repeats}")
+    sizes = (16,) if args.quick else (16, 19, 22)
+    print(f"jax {jax.__version__}, {jax.devices()[0].platform}, median of {args.repeats}, "
+          f"compiled float32 kernels: {elukit.jax.functional.COMPILED}, {len(os.sched_getaffinity(0))} CPUs usable")
     print(f"{'dtype':8} {'n':>6} {'pass':8} {'jax.nn ms':>10} {'elukit ms':>10} {'ratio':>6}")
     rng = np.random.default_rng(0)
     for dtype in (jnp.float32, jnp.float64):

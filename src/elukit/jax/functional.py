@@ -1,7 +1,12 @@
 r"""Exact ELU-family activations as JAX functions, built from the `Activation` specs.
 
-Every function here is pure jax.numpy (no host callback), so it runs under ``jit``, ``vmap``,
-``grad``, ``jacfwd``/``jacrev``, ``hessian`` and ``pmap`` on any backend. Derivatives come from
+Every function here runs under ``jit``, ``vmap``, ``grad``, ``jacfwd``/``jacrev``, ``hessian`` and
+``pmap`` on any backend, with no host callback. On the CPU, float32 is evaluated by elukit's compiled
+C kernels through an XLA FFI custom call (`COMPILED`; one pass, about jax.nn.elu's time, measured by
+benchmarks/bench_jax.py); everywhere else (GPU, TPU, float16/bfloat16/float64, or an installation
+built without the FFI module) by the pure jax.numpy kernels below. Both give the same bits on float32
+(tests/test_jax_ffi.py); the lowering picks one per platform, so a GPU program never holds the
+custom call, and neither does a program exported with ``jax.export``. Derivatives come from
 ``jax.custom_jvp``: the derivative of the order-m function is the order-(m+1) function of the
 *input*, so every order is exact and none is computed from the output (``jax.nn.elu``'s gradient,
 ``f(x) + alpha``, is exactly 0 for x <= -17.3 in float32 and x <= -38 in float64).
@@ -30,15 +35,42 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
+from elukit import _native
 from elukit._registry import get
 from elukit._spec import Activation
 from elukit.jax import _pairs
 from elukit.jax._jax import jax, jnp
+from jax.extend.core import Primitive  # noqa: E402 - after the install hint of elukit.jax._jax
+from jax.interpreters import batching, mlir  # noqa: E402
+
+try:
+    from elukit.jax import _ffi_kernels
+except ImportError:  # built without XLA's FFI header (see setup.py): the jnp kernels serve the CPU too
+    _ffi_kernels = None
+
+_FFI_TARGET = "elukit_exponential_linear"
+if _ffi_kernels is not None:
+    jax.ffi.register_ffi_target(_FFI_TARGET, _ffi_kernels.handler(), platform="cpu")
+
+COMPILED = _ffi_kernels is not None
+"""Whether jit programs on the CPU call elukit's compiled C kernels (an XLA FFI custom call) for
+float32 and float64; elsewhere (GPU, TPU, float16/bfloat16, or built without them) the jnp kernels
+below run. Both give the same correctly rounded values."""
+
+_COMPILED_DTYPES = ("float32",)
+"""float32 only: the compiled float32 kernels round correctly (a rounding test sends the hard cases
+to double-double and rounds to odd); the compiled float64 ones are faithful, not correctly rounded
+(about 3 results in 10^4 of a normal sample are 1 ulp from the jnp kernels' correctly rounded ones),
+so float64 stays on the jnp kernels to keep its values."""
+
+_SETTINGS = {"compiled": COMPILED}
+_THREADS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1), 64))
 
 _FORMATS = {name: _pairs.Format(np.dtype(name)) for name in ("float32", "float64")}
 _NARROW = ("float16", "bfloat16")
@@ -61,12 +93,29 @@ class _Plan:
         """slope*alpha exactly (rounding it to float64 would cost float64 results up to an ulp)."""
         return Fraction(self.slope) * Fraction(self.alpha)
 
+    def native(self, order: int) -> tuple[int, tuple] | None:
+        """(kind, constants) of the compiled kernels (`elukit._native`) for the derivative of
+        `order` (0: the value), or None where they cannot represent it."""
+        if self.exponential:
+            form = (self.slope, self.alpha, self.divisor)
+            constants = _native.derivative_constants(form, max(order, 1))
+            kind = _native.KIND["value" if order == 0 else "derivative"]
+        else:
+            quantity = _native_quantity(order)
+            constants = _native.linear_constants((self.slope, self.negative_slope), quantity)
+            kind = _native.KIND[quantity] | _native.LINEAR
+        return None if constants is None else (kind, constants)
+
     def derivative_coefficient(self, order: int) -> Fraction:
         """The x <= 0 factor of the order-th derivative: coefficient/divisor^order times
         exp(x/divisor), or the negative slope (order 1) / 0 (order >= 2) when linear."""
         if self.exponential:
             return self.coefficient / Fraction(self.divisor) ** order
         return Fraction(self.negative_slope) if order == 1 else Fraction(0)
+
+
+def _native_quantity(order: int) -> str:
+    return ("value", "derivative", "second_derivative")[min(order, 2)]
 
 
 def _plan(spec: Activation) -> _Plan:
@@ -173,11 +222,45 @@ def _evaluate(x, plan: _Plan, order: int):
     return jnp.where(jnp.isnan(x), x, result)
 
 
+def _lower_jnp(ctx, x, *, plan: _Plan, order: int, native: tuple[int, tuple]):
+    return mlir.lower_fun(functools.partial(_evaluate, plan=plan, order=order), multiple_results=False)(ctx, x)
+
+
+def _lower_cpu(ctx, x, *, plan: _Plan, order: int, native: tuple[int, tuple]):
+    """The XLA FFI custom call into the compiled kernels; the jnp kernels where the program is
+    exported (jax.export refuses custom calls without compatibility guarantees, and an exported
+    program must not need elukit to load)."""
+    if ctx.module_context.lowering_parameters.for_export:
+        return _lower_jnp(ctx, x, plan=plan, order=order, native=native)
+    kind, constants = native
+    return jax.ffi.ffi_lowering(_FFI_TARGET)(ctx, x, plan=np.array((kind, _THREADS, *constants), dtype=np.float64))
+
+
+_COMPILED_PRIMITIVE = Primitive("elukit_exponential_linear")
+"""f^(order)(x) for float32: the compiled kernels in CPU programs, the jnp kernels in any other
+(lowering picks per platform). Elementwise, so vmap applies it to the batched array as it is."""
+_COMPILED_PRIMITIVE.def_abstract_eval(lambda x, **_: x)
+_COMPILED_PRIMITIVE.def_impl(lambda x, **params: jax.jit(functools.partial(_COMPILED_PRIMITIVE.bind, **params))(x))
+batching.primitive_batchers[_COMPILED_PRIMITIVE] = lambda args, dims, **params: (
+    _COMPILED_PRIMITIVE.bind(*args, **params), dims[0])
+mlir.register_lowering(_COMPILED_PRIMITIVE, _lower_jnp)
+if _ffi_kernels is not None:
+    mlir.register_lowering(_COMPILED_PRIMITIVE, _lower_cpu, platform="cpu")
+
+
+def _evaluate_anywhere(x, plan: _Plan, order: int, compiled: bool):
+    """`_evaluate`, through the compiled kernels where the program runs on a CPU and they apply."""
+    native = plan.native(order) if compiled and str(x.dtype) in _COMPILED_DTYPES else None
+    if native is None:
+        return _evaluate(x, plan, order)
+    return _COMPILED_PRIMITIVE.bind(x, plan=plan, order=order, native=native)
+
+
 @functools.lru_cache(maxsize=512)
-def _function(plan: _Plan, order: int):
+def _function(plan: _Plan, order: int, compiled: bool = False):
     """The order-th derivative as a custom_jvp function whose derivative is order + 1."""
 
-    evaluate = jax.jit(functools.partial(_evaluate, plan=plan, order=order))  # eager calls: one dispatch
+    evaluate = jax.jit(functools.partial(_evaluate_anywhere, plan=plan, order=order, compiled=compiled))  # one dispatch
 
     @jax.custom_jvp
     def function(x):
@@ -186,9 +269,18 @@ def _function(plan: _Plan, order: int):
     @function.defjvp
     def _jvp(primals, tangents):
         (x,), (x_dot,) = primals, tangents
-        return function(x), _function(plan, order + 1)(x) * x_dot
+        return function(x), _function(plan, order + 1, compiled)(x) * x_dot
 
     return function
+
+
+def use_compiled_kernels(enabled: bool = True) -> None:
+    """Call the compiled CPU kernels (the default where they were built) or the jnp ones in the
+    calls that follow (programs already traced keep their choice). The values are the same."""
+    if enabled and not COMPILED:
+        raise RuntimeError("elukit.jax was built without its compiled kernels (XLA's FFI header was not found at "
+                           "build time): reinstall with jax installed, `pip install --no-build-isolation elukit`")
+    _SETTINGS["compiled"] = bool(enabled)
 
 
 def _check_array(x: Any):
@@ -222,7 +314,7 @@ def derivative(x: Any, spec: str | Activation, order: int = 1, **params: Any):
     if isinstance(order, bool) or not isinstance(order, int) or order < 0:
         raise ValueError(f"order must be an int >= 0, got {order!r}")
     plan = _plan_for(spec, params)
-    return _function(plan, order)(_check_array(x))
+    return _function(plan, order, _SETTINGS["compiled"])(_check_array(x))
 
 
 def activation(x: Any, spec: str | Activation, **params: Any):

@@ -31,7 +31,7 @@ import functools
 import os
 import types
 import warnings
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -368,7 +368,7 @@ def _eager_and_plain(x: torch.Tensor) -> bool:
 
 
 def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, exact: bool = False,
-               **params: Any) -> torch.Tensor:
+               backend: str | None = None, **params: Any) -> torch.Tensor:
     """Apply any registered activation (a name or a spec) with exact derivatives of every order.
 
     Runs as the PyTorch operators ``torch.ops.elukit.activation`` / ``activation_`` (see
@@ -384,7 +384,13 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
     ``inplace=True`` writes f(x) into x (bumping its version counter, with PyTorch's checks made
     before anything is written) and keeps f'(x) for backward: first derivatives are exact;
     differentiating twice through it raises.
+
+    ``backend="triton"`` forces the Triton kernels (`elukit.torch._triton`: CUDA tensors, or CPU
+    tensors under ``TRITON_INTERPRET=1``; ELU family and piecewise-linear specs): the same bits as
+    the CPU kernels, one pass over memory.
     """
+    if backend is not None:
+        return _with_backend(x, spec, inplace, exact, backend, params)
     if not isinstance(x, torch.fx.Proxy):  # torch.fx.symbolic_trace records the operator call below
         _check_tensor(x)
     spec = _bound_spec(spec, params)
@@ -430,6 +436,15 @@ def _decomposed(spec: Activation, x: torch.Tensor, inplace: bool) -> torch.Tenso
     _ops.check_inplace_allowed(x)
     _ops.check_no_internal_overlap(x)
     return x.copy_(values)
+
+
+def _with_backend(x, spec, inplace: bool, exact: bool, backend: str, params: dict[str, Any]) -> torch.Tensor:
+    """`activation` on the kernels of another backend (``"triton"``)."""
+    if backend != "triton":
+        raise ValueError(f"backend must be None (elukit's default kernels) or 'triton', got {backend!r}")
+    from elukit.torch import _triton  # ImportError naming `pip install triton==3.9.0` where Triton is missing
+
+    return _triton.activation(x, _bound_spec(spec, params), inplace, exact)
 
 
 _REGISTERED: dict[int, tuple[Activation, list[float]]] = {}
@@ -481,30 +496,32 @@ def _script_result(x: torch.Tensor, values: torch.Tensor, inplace: bool) -> torc
     return values
 
 
-def elu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool = False) -> torch.Tensor:
+def elu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool = False,
+        backend: Optional[str] = None) -> torch.Tensor:
     r"""ELU: :math:`x\ (x>0),\ \alpha\,\mathrm{expm1}(x)\ (x\le0)`; f'(0) = alpha (left branch).
 
     Inside a scripted ``forward`` it compiles to the core-ATen decomposition (`_decompose`), so a
     saved script needs no elukit; `exact` has no effect there."""
     if torch.jit.is_scripting():
         return _script_result(x, _decompose.exponential_linear(x, 1.0, _script_alpha(alpha), 1.0, 0), inplace)
-    return activation(x, "elu", inplace, exact, alpha=alpha)  # TorchScript skips what follows is_scripting()
+    return activation(x, "elu", inplace, exact, backend, alpha=alpha)  # TorchScript skips what follows is_scripting()
 
 
-def selu(x: torch.Tensor, inplace: bool = False, exact: bool = False) -> torch.Tensor:
+def selu(x: torch.Tensor, inplace: bool = False, exact: bool = False, backend: Optional[str] = None) -> torch.Tensor:
     r"""SELU: :math:`\lambda\,\mathrm{ELU}(x; \alpha)` with elukit.SELU_SCALE and SELU_ALPHA (scripts as `elu` does)."""
     if torch.jit.is_scripting():
         values = _decompose.exponential_linear(x, constants.SELU_SCALE, constants.SELU_ALPHA, 1.0, 0)  # the spec's form
         return _script_result(x, values, inplace)
-    return activation(x, "selu", inplace, exact)
+    return activation(x, "selu", inplace, exact, backend)
 
 
-def celu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool = False) -> torch.Tensor:
+def celu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool = False,
+         backend: Optional[str] = None) -> torch.Tensor:
     r"""CELU: :math:`x\ (x>0),\ \alpha\,\mathrm{expm1}(x/\alpha)\ (x\le0)` (scripts as `elu` does)."""
     if torch.jit.is_scripting():
         alpha = _script_alpha(alpha)
         return _script_result(x, _decompose.exponential_linear(x, 1.0, alpha, alpha, 0), inplace)
-    return activation(x, "celu", inplace, exact, alpha=alpha)
+    return activation(x, "celu", inplace, exact, backend, alpha=alpha)
 
 
 def pelu(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, channel_dim: int = 1) -> torch.Tensor:

@@ -1,0 +1,207 @@
+"""elukit.torch's Triton kernels (backend="triton"), run on CPU tensors by Triton's interpreter:
+the same bits as the CPU kernels (backend=None, the control) for values, gradients and higher
+orders, every dtype, every special value, a large random sample and every float16/bfloat16 input.
+
+TRITON_INTERPRET=1 is set per test (monkeypatch), never for the process: elukit loads its
+interpreted kernels as a separate copy with Triton's interpreter switched on for that load alone,
+so no other Triton code in this pytest worker changes mode.
+"""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+import elukit  # noqa: E402
+from elukit import _native  # noqa: E402
+from elukit.torch import functional as F  # noqa: E402
+from elukit.torch import _triton  # noqa: E402
+
+SPECS = [("elu", {}), ("selu", {}), ("celu", {"alpha": 3.0}), ("relu", {}), ("leaky_relu", {})]
+DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+_INTS = {torch.float64: torch.int64, torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
+
+
+@pytest.fixture(autouse=True)
+def interpret(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    torch.set_num_threads(1)
+
+
+def _sample(dtype: torch.dtype) -> torch.Tensor:
+    """Every bit pattern of a 16-bit dtype; for float32/float64 normal and log-uniform points of
+    both signs (every binade, subnormals included) and the special values."""
+    if dtype in (torch.float16, torch.bfloat16):
+        return torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16).view(dtype)
+    generator = torch.Generator().manual_seed(0)
+    info = torch.finfo(dtype)
+    normal = torch.randn(20000, generator=generator, dtype=torch.float64) * 6
+    exponents = torch.rand(20000, generator=generator, dtype=torch.float64) * (
+        np.log2(float(info.max)) - np.log2(float(info.smallest_normal) * float(info.eps))) + np.log2(
+        float(info.smallest_normal) * float(info.eps))
+    signs = torch.where(torch.rand(20000, generator=generator) < 0.5, -1.0, 1.0).to(torch.float64)
+    special = torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), -1e-300, -745.2, -708.4, -87.4,
+                            -103.9, -104.0, -1e-45, 1e-45, -17.5, -30.0, -60.0, -61.0], dtype=torch.float64)
+    return torch.cat([normal, signs * torch.exp2(exponents), special]).to(dtype)
+
+
+def _assert_same_bits(got: torch.Tensor, wanted: torch.Tensor, x: torch.Tensor, context: str) -> None:
+    assert got.dtype == wanted.dtype and got.shape == wanted.shape
+    nan = torch.isnan(wanted)
+    bad = ((got.view(_INTS[got.dtype]) != wanted.view(_INTS[got.dtype])) & ~nan) | (torch.isnan(got) != nan)
+    where = bad.nonzero()[:5, 0]
+    assert not bad.any(), (f"{context}: {int(bad.sum())} differ; x {x.reshape(-1)[where].tolist()}, triton "
+                           f"{got.reshape(-1)[where].tolist()}, cpu {wanted.reshape(-1)[where].tolist()}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name, params", SPECS)
+def test_every_order_and_gradient_has_the_cpu_kernels_bits(name, params, dtype):
+    spec = elukit.get(name, **params)
+    x = _sample(dtype)
+    grad = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(dtype)
+    modes = (False, True) if dtype == torch.float64 or dtype in (torch.float16, torch.bfloat16) else (False,)
+    for exact in modes:
+        for order in range(4):
+            if exact and dtype != torch.float64 and order < 3:
+                continue  # exact changes float64 and (through the float64 f'') narrow orders >= 3 only
+            context = f"{spec.label()} {dtype} order {order} exact={exact}"
+            _assert_same_bits(_triton.derivative(x, spec, order, exact), F.evaluate_order(spec, order, x, exact), x,
+                              context)
+            if order >= 1:
+                _assert_same_bits(_triton.gradient(grad, x, spec, order, exact),
+                                  F.gradient_times_derivative(spec, order, x, grad, exact), x, "grad * " + context)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("function, kwargs", [(F.elu, {}), (F.elu, {"alpha": 0.5}), (F.selu, {}),
+                                              (F.celu, {"alpha": 2.0})])
+def test_autograd_first_second_and_third_order_bits(function, kwargs, dtype):
+    generator = torch.Generator().manual_seed(2)
+    x = (torch.randn(3000, generator=generator, dtype=torch.float64) * 4).to(dtype)
+    outer = torch.randn(3000, generator=generator, dtype=torch.float64).to(dtype)
+    results = []
+    for backend in (None, "triton"):
+        leaf = x.clone().requires_grad_()
+        y = function(leaf, **kwargs, backend=backend)
+        (first,) = torch.autograd.grad(y, leaf, outer, create_graph=True)
+        (second,) = torch.autograd.grad(first, leaf, outer, create_graph=True)
+        (third,) = torch.autograd.grad(second.sum(), leaf)
+        results.append((y.detach(), first.detach(), second.detach(), third))
+    for label, got, wanted in zip(("f", "f'", "f''", "f'''"), results[1], results[0]):
+        _assert_same_bits(got, wanted, x, f"{function.__name__}{kwargs} {dtype} {label}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_inplace_writes_the_same_bits_and_keeps_the_gradient(dtype):
+    x = _sample(dtype)[:5000]
+    cpu = F.elu(x.clone(), alpha=0.7, inplace=True)
+    target = x.clone()
+    version = target._version
+    returned = F.elu(target, alpha=0.7, inplace=True, backend="triton")
+    assert returned is target and target._version > version
+    _assert_same_bits(target, cpu, x, f"in-place {dtype}")
+    finite = x[torch.isfinite(x)][:2000]
+    grads = []
+    for backend in (None, "triton"):
+        leaf = finite.clone().requires_grad_()
+        F.elu(leaf * 1, alpha=0.7, inplace=True, backend=backend).backward(torch.ones_like(finite))
+        grads.append(leaf.grad)
+    _assert_same_bits(grads[1], grads[0], finite, f"in-place gradient {dtype}")
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_gradcheck_and_gradgradcheck_away_from_the_kink(backend):
+    elu = (lambda t: torch.nn.functional.elu(t, alpha=1.3)) if backend == "torch" else (
+        lambda t: F.elu(t, alpha=1.3, backend="triton"))
+    x = torch.tensor([-1.2, 0.3], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(elu, (x,))
+    assert torch.autograd.gradgradcheck(elu, (x,))
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_kink_takes_the_left_branch(backend):
+    elu = torch.nn.functional.elu if backend == "torch" else (lambda t, alpha: F.elu(t, alpha, backend="triton"))
+    x = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    elu(x, alpha=2.0).backward()
+    assert x.grad.item() == 2.0
+
+
+def test_non_contiguous_and_empty_tensors():
+    x = torch.randn(64, 48, dtype=torch.float64).t()[::2]
+    _assert_same_bits(F.selu(x, backend="triton"), F.selu(x), x, "transposed view")
+    assert F.elu(torch.empty(0, 3), backend="triton").shape == (0, 3)
+    view = x.clone()
+    F.selu(view, inplace=True, backend="triton")
+    _assert_same_bits(view, F.selu(x), x, "in place on a transposed view")
+
+
+def test_the_exp2_table_is_the_c_kernels_table():
+    if not _native.AVAILABLE:
+        pytest.skip("elukit built without its compiled kernels")
+    high, low = _triton._exp2_table()
+    assert list(zip(high, low)) == list(_native._compiled.exp2_table())
+
+
+def test_the_interpreter_is_switched_on_for_elukit_alone():
+    import triton
+
+    os.environ.pop("TRITON_INTERPRET")
+    module = _triton._kernels.__wrapped__(True)  # a fresh load, whatever the cache holds
+    assert type(module.exponential_linear).__name__ == "InterpretedFunction"
+    assert not triton.knobs.runtime.interpret
+    assert "TRITON_INTERPRET" not in os.environ
+
+
+def test_cpu_tensors_without_the_interpreter_are_refused_in_one_line(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1") as error:
+        F.elu(torch.zeros(3), backend="triton")
+    assert "\n" not in str(error.value)
+
+
+def test_unknown_backend_and_family_without_kernels_are_value_errors():
+    with pytest.raises(ValueError, match="backend must be None"):
+        F.elu(torch.zeros(3), backend="cuda")
+    with pytest.raises(ValueError, match="has none: use backend=None"):
+        F.activation(torch.zeros(3), "gelu", backend="triton")
+    with pytest.raises(TypeError, match="floating-point tensor"):
+        F.elu(torch.zeros(3, dtype=torch.int32), backend="triton")
+
+
+def test_missing_triton_is_one_line_naming_the_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "triton", None)
+    monkeypatch.delitem(sys.modules, "elukit.torch._triton")
+    monkeypatch.delattr(sys.modules["elukit.torch"], "_triton")  # else `from elukit.torch import _triton` finds it
+    with pytest.raises(ImportError, match=r"pip install triton==3\.9\.0") as error:
+        F.elu(torch.zeros(3), backend="triton")
+    assert "\n" not in str(error.value)
+
+
+def test_operators_trace_into_a_graph_with_fake_tensors():
+    """make_fx (what torch.compile and torch.export build on) records the Triton operators."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def function(t):
+        return F.celu(t, alpha=2.0, backend="triton")
+
+    graph = make_fx(function, tracing_mode="fake")(torch.randn(8))
+    assert "elukit_triton.activation" in str(graph.graph)
+
+
+def test_torch_compile_runs_the_operators_with_the_same_bits():
+    """aot_eager: the AOT graph holds the operators (on the CPU the interpreted one, opaque)."""
+    torch._dynamo.reset()
+    x = torch.randn(500, dtype=torch.float32)
+    compiled = torch.compile(lambda t: F.elu(t, alpha=0.5, backend="triton") * 2, backend="aot_eager", fullgraph=True)
+    leaf = x.clone().requires_grad_()
+    y = compiled(leaf)
+    y.sum().backward()
+    reference = x.clone().requires_grad_()
+    (F.elu(reference, alpha=0.5) * 2).sum().backward()
+    _assert_same_bits(y.detach(), F.elu(x, alpha=0.5) * 2, x, "compiled forward")
+    _assert_same_bits(leaf.grad, reference.grad, x, "compiled backward")
