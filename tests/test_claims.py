@@ -233,3 +233,43 @@ def test_theory_parts_of_mixed_claims():
     assert elu_mean == pytest.approx(mean_rows[0].treatment[4], rel=1e-12)
     selu = get_claim("selu-self-normalizes").measure[0](context)
     assert selu[0].exact and selu[0].differences[0] < 1e-9  # SELU's constants put the fixed point at (0, 1)
+
+
+# -- a claim's verdict respects every row ------------------------------------------------------------------
+def test_one_supporting_row_cannot_outvote_a_large_opposite_estimate():
+    """higher-accuracy supported on one row while another row's estimate is large and opposite (not
+    significant): mixed, naming the regimes on each side, and both rows decide."""
+    from elukit.claims import combine_rows, lean
+
+    rule = get_claim("higher-accuracy").rule
+    rng = np.random.default_rng(4)
+    rows = [(None, Evidence("shallow/mnist1d", "accuracy elu - relu", 0.036 + 0.004 * rng.normal(size=8))),
+            (None, Evidence("deep/mnist1d", "accuracy elu - relu", -0.065 + 0.2 * rng.normal(size=8))),
+            (None, Evidence("deep/digits", "accuracy elu - relu", 0.01 + 0.3 * (z := rng.normal(size=8)) - 0.3 * z.mean()))]
+    outcomes = decide(rows, [rule] * 3)
+    assert [o[2] for o in outcomes] == ["supported", "inconclusive", "inconclusive"]
+    leans = [lean(o[0]) for o in outcomes]
+    assert leans == ["supported", "refuted", "supported"]
+    combined = combine_rows([o[2] for o in outcomes], leans, names=[e.regime for _, e in rows])
+    assert combined.verdict == "mixed" and combined.decides == (True, True, False)
+    assert combined.sides["supported"] == ["shallow/mnist1d"]
+    assert combined.sides["against (not significant)"] == ["deep/mnist1d"]
+    assert "supported in shallow/mnist1d; against (not significant) in deep/mnist1d" == combined.describe()
+    # the same rows where every other estimate points the predicted way: supported, one row decides
+    agreeing = combine_rows(["supported", "inconclusive", "inconclusive"], ["supported", "supported", "inconclusive"])
+    assert agreeing.verdict == "supported" and agreeing.decides == (True, False, False)
+
+
+def test_rows_outside_a_claims_scope_are_shown_and_never_decide():
+    from elukit.claims import combine_rows
+
+    combined = combine_rows(["refuted", "supported"], ["refuted", "supported"], applies=[False, True],
+                            names=["depth 2", "depth 32"])
+    assert combined.verdict == "supported" and combined.decides == (False, True)
+    assert combined.sides["does not apply"] == ["depth 2"]
+    assert combine_rows(["refuted", "supported"], ["refuted", "supported"]).verdict == "mixed"
+    assert combine_rows(["refuted", "inconclusive"], ["refuted", "supported"]).verdict == "mixed"
+    assert combine_rows(["refuted", "inconclusive"], ["refuted", "refuted"]).verdict == "refuted"
+    assert combine_rows(["inconclusive", "inconclusive"], ["supported", "refuted"]).verdict == "inconclusive"
+    with pytest.raises(ValueError, match="one entry per row"):
+        combine_rows(["supported"], ["supported", "refuted"])

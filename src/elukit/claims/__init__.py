@@ -15,23 +15,26 @@ from elukit.claims._ledger import run_ledger, table_rows, verdicts, write_ledger
 from elukit.claims._registry import CLAIMS, CONTROLS, Claim, claim_ids, get_claim, select
 from elukit.claims._rules import (
     VERDICTS,
+    ClaimVerdict,
     Equivalence,
     Evidence,
     NonInferiority,
     PairedDifference,
     RowResult,
     combine,
+    combine_rows,
     decide,
     equivalence,
     holm,
+    lean,
     non_inferiority,
     paired_difference,
     row_verdict,
 )
 
 __all__ = [
-    "CLAIMS", "CONTROLS", "PROFILES", "REGIMES", "VERDICTS", "Arm", "ArmResult", "Claim", "Context", "Equivalence", "Evidence",
-    "NonInferiority", "PairedDifference", "Profile", "Regime", "RowResult", "check_profile", "claim_ids", "combine",
+    "CLAIMS", "CONTROLS", "PROFILES", "REGIMES", "VERDICTS", "Arm", "ArmResult", "Claim", "ClaimVerdict", "Context", "Equivalence", "Evidence",
+    "NonInferiority", "PairedDifference", "Profile", "Regime", "RowResult", "check_profile", "claim_ids", "combine", "combine_rows", "lean",
     "decide", "equivalence", "get_claim", "holm", "non_inferiority", "paired_difference", "row_verdict", "run_ledger",
     "select", "table_rows", "Tuned", "verdicts", "write_ledger",
 ]
