@@ -31,13 +31,19 @@ def _open_ledger(store: Store, profile: Profile, resume: bool) -> int:
     with store.transaction() as db:
         for statement in filter(str.strip, LEDGER_SCHEMA.split(";")):
             db.execute(statement)
-    settings = {"profile": profile.as_dict()}
+    from elukit.claims._protocol import protocol_sha256
+
+    settings = {"profile": profile.as_dict(), "protocol_sha256": protocol_sha256()}
     if resume:
         row = store.connection.execute("SELECT id, settings FROM claims_ledger ORDER BY id DESC LIMIT 1").fetchone()
         if row is None:
             raise ValueError(f"--resume: {store.path} holds no claims ledger to resume")
         stored = json.loads(row[1])
         if stored != settings:
+            if stored.get("protocol_sha256") != settings["protocol_sha256"]:
+                raise ValueError(f"--resume refused: ledger {row[0]} in {store.path} was measured under protocol "
+                                 f"{stored.get('protocol_sha256', 'unrecorded (version 1)')}, this elukit's is "
+                                 f"{settings['protocol_sha256']}; start a new --out")
             old, new = stored["profile"], settings["profile"]
             details = "; ".join(f"{k}: stored {old.get(k)!r}, given {new.get(k)!r}"
                                 for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
@@ -98,7 +104,20 @@ def run_ledger(claims: Sequence[Claim], profile: Profile, out: str | os.PathLike
     record = provenance(threads=threads, command=command)
     record["workers"] = workers
     record["executor"] = executor
-    return {"provenance": record, **ledger}
+    return {**protocol_fields(profile), "provenance": record, **ledger}
+
+
+def protocol_fields(profile: Profile) -> dict[str, Any]:
+    """protocol_sha256 and version first; where the run's profile departs from the protocol's (e.g.
+    --seeds), the departures, said."""
+    from elukit.claims._context import PROFILES
+    from elukit.claims._protocol import PROTOCOL_VERSION, protocol_sha256
+
+    frozen = PROFILES.get(profile.name)
+    deviations = [] if frozen is None else [
+        f"{key}: {value!r} instead of the protocol's {frozen.as_dict()[key]!r}"
+        for key, value in profile.as_dict().items() if frozen.as_dict()[key] != value]
+    return {"protocol_sha256": protocol_sha256(), "protocol_version": PROTOCOL_VERSION, "protocol_deviations": deviations}
 
 
 def _run_ledger(claims: Sequence[Claim], profile: Profile, out: str | os.PathLike[str], resume: bool,
@@ -154,12 +173,14 @@ def deciding_rows(verdict: str, row_verdicts: Sequence[str]) -> list[bool]:
 
 def pooled_record(claim: Claim, rows: Sequence[Any], outcomes: Sequence[tuple]) -> dict[str, Any]:
     """The claim's random-effects estimate over its sampled rows (where it applies) of one quantity:
-    the comparison most of those rows share (the first such when tied)."""
+    the comparison most of those rows share (the first such when tied). Matched-rate rows reuse the
+    tuned rows' seeds (they are not independent of them), so only one row per regime and dataset
+    enters: the tuned one."""
     from elukit.statistics import pool_random_effects
 
     groups: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
-        if not row.exact and row.applies:
+        if not row.exact and row.applies and row.fields.get("rate") != "matched":
             groups.setdefault(row.comparison, []).append(i)
     if not groups:
         return {"status": "no sampled rows"}
@@ -276,6 +297,10 @@ def pooled_text(pooled: dict[str, Any] | None) -> str:
             f"({100 * pooled['level']:.3g}%), I^2 {100 * pooled['i2']:.0f}%, {pooled['k']} rows")
 
 
+def _some(names: Sequence[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" (+{len(names) - shown} more)" if len(names) > shown else "")
+
+
 def table_rows(ledger: dict[str, Any]) -> list[list[str]]:
     """One row per claim: id, verdict, the deciding row's effect and interval, n, which row (for a mixed
     claim: the regimes on each side), counts, the pooled estimate, command."""
@@ -285,8 +310,9 @@ def table_rows(ledger: dict[str, Any]) -> list[list[str]]:
         verdict = claim["verdict"] + (f" (expected {claim['expected']})" if claim["expected"] else "")
         shown = _deciding(claim)
         which = f"{shown['regime']}: {shown['comparison']}" + ("" if shown.get("decides") else " (no row decides)")
-        if claim["verdict"] == "mixed" and claim.get("why"):
-            which = claim["why"]
+        if claim["verdict"] == "mixed" and claim.get("sides"):
+            which = "; ".join(f"{side} in {_some(names)}" for side, names in claim["sides"].items()
+                              if names and side != "does not apply")
         rows.append([claim["id"], verdict, f"{_number(shown['effect'])} {_interval(shown)}", str(shown["n"]), which,
                      f"{counts['supported']}/{counts['refuted']}/{counts['inconclusive']}",
                      pooled_text(claim.get("pooled")), claim["command"]])
@@ -384,9 +410,16 @@ def _row_cells(row: dict[str, Any]) -> list[str]:
             _interval(row), str(row["n"]), row["test_description"], p, p_adjusted, mde, row["note"]]
 
 
+def protocol_line(ledger: dict[str, Any]) -> str:
+    line = f"Protocol {ledger.get('protocol_version', '?')}, sha256 {ledger.get('protocol_sha256', 'not recorded')}"
+    if ledger.get("protocol_deviations"):
+        line += " (departures: " + "; ".join(ledger["protocol_deviations"]) + ")"
+    return line + "."
+
+
 def _header_lines(ledger: dict[str, Any]) -> list[str]:
     record = ledger.get("provenance", {})
-    lines = [f"Command: `{ledger['command']}`"]
+    lines = [protocol_line(ledger), f"Command: `{ledger['command']}`"]
     if record:
         lines.append(provenance_line(record))
     lines.append(f"Profile {ledger['profile']['name']}: {ledger['profile']['seeds']} seeds, datasets "
@@ -409,7 +442,7 @@ def _markdown(ledger: dict[str, Any]) -> str:
         lines += [f"## {claim['id']}: {claim['verdict']}", "", claim["statement"], "",
                   f"- Sources: {'; '.join(claim['sources'])}", f"- Quantity: {claim['quantity']}",
                   f"- Predicts: {claim['predicts']}", f"- Rule: {claim['rule']}",
-                  f"- Family: {claim['family']}",
+                  f"- Family: {claim['family']}", f"- Protocol sha256: {ledger.get('protocol_sha256')}",
                   f"- Rows: {claim.get('why') or 'none decides'}",
                   f"- Pooled: {pooled_text(claim.get('pooled'))}",
                   f"- Measured by: {' | '.join(claim['measured_by'])}", f"- Command: `{claim['command']}`", "",
