@@ -176,6 +176,8 @@ def test_rules_refuse_bad_parameters_and_data():
     with pytest.raises(ValueError, match="finite"):
         _verdict(paired_difference("greater"), [1.0, np.nan])
     assert _verdict(paired_difference("greater"), [1.0]) == "inconclusive"  # one pair decides nothing
+    assert _verdict(paired_difference("greater"), []) == "inconclusive"  # every pair dropped (all seeds diverged)
+    assert _verdict(paired_difference("greater"), [], exact=True) == "inconclusive"
 
 
 def test_non_finite_pairs_are_dropped_and_said():

@@ -91,7 +91,9 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile("quick", seeds=8, datasets=("mnist1d", "digits", "breast_cancer"), regimes=("shallow-adam", "deep-sgd"),
                      cap=100, patience=10, width_scale=1.0, timing_rounds=15, random_net_width=256, tuning_seeds=4,
                      deep_depths=(32,),
-                     compute="every claim in about 20 minutes on 2 CPU cores (see docs/claims.md for the measurement)"),
+                     compute="an estimate, not yet measured end to end under protocol 2: about 70 minutes on 2 free CPU "
+                             "cores (about 8,000 CPU-seconds: 9 arms x 4 rates x 6 settings, 12-member ensembles, "
+                             "2.2 CPU-s per epoch of the deep MNIST-1D MLP, measured; see docs/claims.md)"),
     "full": Profile("full", seeds=16, datasets=("mnist1d", "digits", "breast_cancer", "wine"),
                     regimes=("shallow-adam", "deep-sgd"), cap=300, patience=20, width_scale=1.0, timing_rounds=40,
                     random_net_width=1024, tuning_seeds=8, deep_depths=(32, 64),

@@ -106,8 +106,9 @@ class _Rule:
     def decide(self, evidence: Evidence, family: Family) -> Comparison:
         """The row as a `Comparison` within its claim's family."""
         d = np.asarray(evidence.differences, dtype=np.float64).ravel()
-        if len(d) == 0 or not np.all(np.isfinite(d)):
-            raise ValueError(f"{evidence.regime}: differences must be finite and non-empty, got {d!r}")
+        if not np.all(np.isfinite(d)):
+            raise ValueError(f"{evidence.regime}: differences must be finite, got {d!r}")
+        # no pair left (every seed diverged, say): "inconclusive (n too small)", as any row with n <= 2
         return compare_paired(d, hypothesis=self.hypothesis, test=self.test, confidence=self.confidence,
                               family=family, claimed_effect=self.claimed_effect, exact=evidence.exact)
 
