@@ -120,6 +120,8 @@ def test_every_experimental_claim_is_supported_in_a_world_where_it_holds():
     assert {row.lr["elu"] for row in tuned} <= set(REGIMES["shallow-adam"].lr_grid[1:]) | set(REGIMES["deep-sgd"].lr_grid[1:])
     assert all(set(row.fields["near_tie"]) == {"elu", "relu"} and row.fields["cap_hits"] == {"elu": 0, "relu": 0}
                for row in tuned)
+    assert all(row.fields["checkpoint_epoch"] == {"elu": 10.0, "relu": 10.0} and row.fields["epochs_trained"]["elu"] == EPOCHS
+               for row in tuned)
     lr = [row for claim, row in measured if claim.id == "higher-learning-rate"][0]
     assert np.mean(lr.differences) > 0.5 and np.ptp(lr.differences) > 0  # ELU's good rates reach higher, seeds vary
     zero = [row for claim, row in measured if claim.id == "nonzero-gradient" and "share" in row.comparison]

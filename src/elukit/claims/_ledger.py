@@ -392,7 +392,7 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-ROW_HEADERS = ["regime", "comparison", "depth", "lr", "verdict", "decides", "effect", "interval", "n", "test", "p", "p adjusted",
+ROW_HEADERS = ["regime", "comparison", "depth", "lr", "epochs (checkpoint / trained)", "verdict", "decides", "effect", "interval", "n", "test", "p", "p adjusted",
                "MDE (80%)", "note"]
 
 
@@ -406,7 +406,9 @@ def _row_cells(row: dict[str, Any]) -> list[str]:
         verdict += " [does not apply: shown only]"
     lr = ", ".join(f"{arm} {value:g}" for arm, value in row["lr"].items()) if row.get("lr") else ""
     depth = "" if row.get("depth") is None else str(row["depth"])
-    return [row["regime"], row["comparison"], depth, lr, verdict, "yes" if row.get("decides") else "", _number(row["effect"]),
+    epochs = ", ".join(f"{arm} {row['checkpoint_epoch'][arm]:.0f} / {row['epochs_trained'][arm]}"
+                       for arm in row["checkpoint_epoch"]) if row.get("checkpoint_epoch") else ""
+    return [row["regime"], row["comparison"], depth, lr, epochs, verdict, "yes" if row.get("decides") else "", _number(row["effect"]),
             _interval(row), str(row["n"]), row["test_description"], p, p_adjusted, mde, row["note"]]
 
 
@@ -488,7 +490,7 @@ def write_ledger(ledger: dict[str, Any], directory: str | os.PathLike[str]) -> d
         image = (f'<img alt="forest plot of {html.escape(claim["id"])}" src="data:image/png;base64,'
                  f'{base64.b64encode(png).decode()}">' if png is not None
                  else "<p>(install matplotlib for the figure: pip install 'elukit[plot]')</p>")
-        rows = "".join("<tr>" + "".join(f'<td class="{r["verdict"]}">{html.escape(c)}</td>' if i == 4
+        rows = "".join("<tr>" + "".join(f'<td class="{r["verdict"]}">{html.escape(c)}</td>' if i == 5
                                         else f"<td>{html.escape(c)}</td>" for i, c in enumerate(_row_cells(r))) + "</tr>"
                        for r in claim["regimes"])
         sections.append(

@@ -470,7 +470,10 @@ class Side:
 
 
 def _row_fields(rate: str, results: dict[str, ArmResult], tuned: dict[str, Tuned] | None = None) -> dict:
-    fields: dict = {"rate": rate, "cap_hits": {name: r.cap_hits for name, r in results.items()}}
+    fields: dict = {"rate": rate, "cap_hits": {name: r.cap_hits for name, r in results.items()},
+                    # training length: the mean checkpoint epoch and the most epochs any seed trained
+                    "checkpoint_epoch": {name: float(np.mean(r.best)) for name, r in results.items()},
+                    "epochs_trained": {name: int(np.max(_last_trained(r))) for name, r in results.items()}}
     if tuned:
         fields["near_tie"] = {name: t.near_tie for name, t in tuned.items()}
         fields["grid_edge"] = {name: t.edge for name, t in tuned.items()}
