@@ -347,3 +347,23 @@ def test_a_and_a_through_the_whole_pipeline_decides_at_the_nominal_rate(tmp_path
     low, high = stats.binom.interval(0.999, replications, 0.05)
     assert len(rows) == replications and decided <= high, verdicts
     assert len({tuple(row.treatment) for row in rows}) == replications  # every replication trained its own seeds
+
+
+def test_resume_refuses_a_store_measured_under_another_protocol(tmp_path):
+    from elukit.claims._context import LEDGER_SCHEMA
+    from elukit.claims._ledger import _open_ledger
+    from elukit.experiments.store import Store
+
+    store = Store(tmp_path / "results.db")
+    try:
+        with store.transaction() as db:
+            for statement in filter(str.strip, LEDGER_SCHEMA.split(";")):
+                db.execute(statement)
+            db.execute("INSERT INTO claims_ledger (created, settings) VALUES (0, ?)",
+                       (json.dumps({"profile": PROFILES["tiny"].as_dict()}),))  # protocol 1 recorded no hash
+        with pytest.raises(ValueError, match="measured under protocol unrecorded .version 1., this elukit's is"):
+            _open_ledger(store, PROFILES["tiny"], resume=True)
+        assert _open_ledger(store, PROFILES["tiny"], resume=False) == 2  # a new ledger starts fine
+        assert _open_ledger(store, PROFILES["tiny"], resume=True) == 2
+    finally:
+        store.close()
