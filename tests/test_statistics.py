@@ -267,3 +267,47 @@ def test_subset_means_are_sorted_and_complete():
     distribution = sign_flip_distribution([1.0, 2.0, 4.0])
     assert list(distribution.means) == sorted([1, 2, 4, 1.5, 2.5, 3, 7 / 3])
     assert distribution.patterns == 8 and distribution.exact
+
+
+# -- random-effects pooling (DerSimonian-Laird) -----------------------------------------------------------
+def _row(mean, variance_of_mean):
+    """Three values with the given mean and s^2/n = variance_of_mean (s^2 = a^2 for [m - a, m, m + a])."""
+    a = math.sqrt(3 * variance_of_mean)
+    return [mean - a, mean, mean + a]
+
+
+def test_pooling_matches_the_hand_computation():
+    """Means 1, 2, 4 with v_i = 1: y_FE = 7/3, Q = 42/9, tau^2 = (Q - 2) / (3 - 3/3) = 4/3, weights 3/7,
+    estimate 7/3, se = sqrt(7)/3, I^2 = 4/7, p(Q) = exp(-Q/2) (chi^2 with 2 df)."""
+    from elukit.statistics import pool_random_effects
+
+    pooled = pool_random_effects([_row(1, 1), _row(2, 1), _row(4, 1)], Hypothesis("greater"))
+    assert pooled.estimate == pytest.approx(7 / 3, rel=1e-12)
+    assert pooled.q == pytest.approx(42 / 9, rel=1e-12) and pooled.tau2 == pytest.approx(4 / 3, rel=1e-12)
+    assert pooled.standard_error == pytest.approx(math.sqrt(7) / 3, rel=1e-12)
+    assert pooled.i2 == pytest.approx(4 / 7, rel=1e-12)
+    assert pooled.p_heterogeneity == pytest.approx(math.exp(-21 / 9), rel=1e-10)
+    half = stats.norm.ppf(0.975) * math.sqrt(7) / 3
+    assert (pooled.ci_low, pooled.ci_high) == pytest.approx((7 / 3 - half, 7 / 3 + half), rel=1e-12)
+    assert pooled.verdict == "supported" and pooled.k == 3 and pooled.left_out == 0
+
+
+def test_pooling_without_heterogeneity_is_the_inverse_variance_mean_and_rows_that_cannot_be_weighted_are_left_out():
+    from elukit.statistics import pool_random_effects
+
+    rows = [_row(1.0, 0.5), _row(1.1, 0.25), [3.0, 3.0, 3.0], [5.0]]
+    pooled = pool_random_effects(rows, Hypothesis("less"))
+    weights = np.array([2.0, 4.0])
+    assert pooled.tau2 == 0.0 and pooled.i2 == 0.0  # Q = 0.0067 < k - 1
+    assert pooled.estimate == pytest.approx((2 * 1.0 + 4 * 1.1) / 6, rel=1e-12)
+    assert pooled.standard_error == pytest.approx(1 / math.sqrt(weights.sum()), rel=1e-12)
+    assert pooled.left_out == 2 and pooled.verdict == "refuted"
+    with pytest.raises(ValueError, match="pooling needs 2 or more rows"):
+        pool_random_effects([_row(1.0, 1.0), [2.0]])
+
+
+def test_pooled_rows_that_disagree_show_heterogeneity():
+    from elukit.statistics import pool_random_effects
+
+    pooled = pool_random_effects([_row(5.0, 0.01), _row(-5.0, 0.01)], Hypothesis("greater"))
+    assert pooled.i2 > 0.99 and pooled.verdict == "inconclusive" and pooled.ci_low < 0 < pooled.ci_high

@@ -528,6 +528,87 @@ def compare_paired(treatment: np.ndarray | Sequence[float], baseline: np.ndarray
                       "tested", reason, claimed_effect)
 
 
+# -- pooling rows: random effects ---------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Pooled:
+    """A random-effects estimate over k rows of one quantity (DerSimonian & Laird 1986).
+
+    Attributes:
+        estimate: the weighted mean of the rows' mean differences, weights 1/(v_i + tau^2).
+        ci_low, ci_high: the normal interval estimate +- z se at `level` (the method's own interval).
+        level: the interval's confidence.
+        standard_error: 1/sqrt(sum of the random-effects weights).
+        tau2: the between-row variance (method of moments, truncated at 0).
+        q: Cochran's Q about the fixed-effect mean; p_heterogeneity its chi^2(k - 1) upper tail.
+        i2: max(0, (Q - (k - 1)) / Q): the share of the rows' spread that is not sampling noise
+            (Higgins & Thompson 2002); 0 when Q = 0.
+        k: rows pooled; left_out: rows that could not be (n < 2, or no variance: no within-row variance).
+        verdict: the hypothesis read off the pooled interval (the table of the module docstring).
+    """
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    level: float
+    standard_error: float
+    tau2: float
+    q: float
+    p_heterogeneity: float
+    i2: float
+    k: int
+    left_out: int
+    hypothesis: Hypothesis
+    verdict: Verdict
+
+    def as_dict(self) -> dict[str, object]:
+        record = {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name != "hypothesis"}
+        record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+        record.update(method="DerSimonian-Laird random effects, normal interval", hypothesis=self.hypothesis.describe())
+        return record
+
+
+def pool_random_effects(rows: Sequence[np.ndarray | Sequence[float]], hypothesis: Hypothesis | None = None,
+                        confidence: float = 0.95) -> Pooled:
+    """Pool rows of paired differences (one array per row, e.g. per regime and dataset) by
+    DerSimonian-Laird random effects: row i contributes its mean y_i with variance v_i = s_i^2 / n_i;
+    tau^2 = max(0, (Q - (k - 1)) / (S1 - S2 / S1)) with w_i = 1 / v_i, S1 = sum w_i, S2 = sum w_i^2
+    and Q = sum w_i (y_i - y_FE)^2; the estimate weights rows by 1 / (v_i + tau^2).
+
+    Rows with fewer than 2 finite values or no variance cannot be weighted and are left out
+    (counted in `left_out`). Needs 2 or more rows left; else raises ValueError.
+    """
+    hypothesis = Hypothesis() if hypothesis is None else hypothesis
+    _check_confidence(confidence)
+    means, variances, left_out = [], [], 0
+    for row in rows:
+        d = np.asarray(row, dtype=np.float64).ravel()
+        d = d[np.isfinite(d)]
+        if len(d) < 2 or no_variance(d):
+            left_out += 1
+            continue
+        means.append(float(d.mean()))
+        variances.append(float(d.var(ddof=1)) / len(d))
+    k = len(means)
+    if k < 2:
+        raise ValueError(f"pooling needs 2 or more rows with n >= 2 and some variance, got {k} (left out {left_out})")
+    y, v = np.asarray(means), np.asarray(variances)
+    w = 1.0 / v
+    fixed = float(np.sum(w * y) / np.sum(w))
+    q = float(np.sum(w * (y - fixed) ** 2))
+    s1, s2 = float(np.sum(w)), float(np.sum(w**2))
+    tau2 = max(0.0, (q - (k - 1)) / (s1 - s2 / s1))
+    w_star = 1.0 / (v + tau2)
+    estimate = float(np.sum(w_star * y) / np.sum(w_star))
+    se = 1.0 / math.sqrt(float(np.sum(w_star)))
+    z = float(scipy_stats.norm.ppf(0.5 + confidence / 2))
+    low, high = estimate - z * se, estimate + z * se
+    i2 = max(0.0, (q - (k - 1)) / q) if q > 0 else 0.0
+    p_heterogeneity = float(scipy_stats.chi2.sf(q, k - 1))
+    return Pooled(estimate, low, high, confidence, se, tau2, q, p_heterogeneity, i2, k, left_out, hypothesis,
+                  hypothesis.verdict(low, high))
+
+
 def format_p(p_value: float) -> str:
     """p as printed everywhere, three significant digits: 'p = 0.0625', 'p = 2.1e-05', 'p n/a'
     (no test here can give p = 0: a sign-flip p is at least 1/2^n or 1/(resamples + 1))."""
@@ -537,7 +618,7 @@ def format_p(p_value: float) -> str:
 
 
 __all__ = [
-    "Comparison", "DEFAULT_RESAMPLES", "EXACT_SIGN_FLIP_LIMIT", "Family", "Hypothesis", "Interval", "KINDS", "MINIMUM_N",
+    "Comparison", "DEFAULT_RESAMPLES", "Pooled", "EXACT_SIGN_FLIP_LIMIT", "Family", "Hypothesis", "Interval", "KINDS", "MINIMUM_N",
     "SignFlipDistribution", "TESTS", "bonferroni", "bootstrap_interval", "compare_paired", "epochs_to_target", "format_p",
-    "holm", "mean_interval", "minimum_detectable_effect", "no_variance", "sign_flip_distribution", "sign_flip_test",
+    "holm", "mean_interval", "minimum_detectable_effect", "no_variance", "pool_random_effects", "sign_flip_distribution", "sign_flip_test",
 ]

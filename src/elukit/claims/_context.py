@@ -2,9 +2,10 @@
 
 A `Context` belongs to one ledger (a row of ``claims_ledger`` in OUT/results.db, the store of
 `elukit compare`). Experimental measurements ask it for *arms* (an activation trained in a regime
-on a dataset); it trains each arm once, until its validation loss stops improving
-(`elukit.experiments.converge`), as a configuration of the study of that regime and dataset, and
-reads its rows back. Other measurements (timings, Monte Carlo) go through `Context.cached`, which
+on a dataset at one learning rate); it trains each arm once, until its validation accuracy stops
+improving (`elukit.experiments.converge`), as a configuration of the study of that regime and
+dataset, and reads its rows back. Each arm's ensemble holds the comparison seeds and the tuning
+seeds (`TUNING_OFFSET` + i): rates are chosen on the tuning seeds only (`Context.tuned`). Other measurements (timings, Monte Carlo) go through `Context.cached`, which
 stores their result in ``claims_measurement``; `--resume` therefore redoes nothing.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable
 from functools import cached_property
@@ -26,10 +28,10 @@ from elukit.experiments.store import NETWORK, Store, config_key
 class Regime:
     """A training setup: the model and optimizer fields of a `StudyConfig`, and its learning-rate grid.
 
-    The grids were set after quick runs in which activations chose the top of (3e-4, 1e-3, 3e-3)
-    and then of (1e-3, 3e-3, 1e-2) for Adam, and of (0.01, 0.03, 0.1) and then (0.03, 0.1, 0.3) for
-    SGD: a choice on the edge of a grid is not a tuned rate. The regime's own ``lr`` (elukit compare's default, Clevert's 0.01) is used where a
-    claim is not about performance (gradient ratios at the first epoch)."""
+    Grids step by x2 (protocol 2; protocol 1's x3 grids, moved twice after runs had been seen, left
+    near-ties between neighbours undecidable). Rates are tuned on tuning seeds that no comparison
+    uses, and every comparison is also made at each grid point (matched rates). The regime's own
+    ``lr`` is used where a claim is not about performance."""
 
     name: str
     description: str
@@ -49,13 +51,19 @@ def trained_width(regime: str, profile: Profile) -> int:
 REGIMES: dict[str, Regime] = {
     "shallow-adam": Regime(
         "shallow-adam", "MLP 2x100, Adam, batch 100, elukit's derived gain (elukit compare's default)",
-        (("model", "mlp"), ("width", 100), ("depth", 2), ("optimizer", "adam"), ("lr", 1e-3),
-         ("batch_size", 100), ("init", "gain")), (1e-3, 3e-3, 1e-2, 3e-2)),
+        (("model", "mlp"), ("width", 100), ("depth", 2), ("optimizer", "adam"), ("lr", 4e-3),
+         ("batch_size", 100), ("init", "gain")), (2e-3, 4e-3, 8e-3, 1.6e-2)),
     "deep-sgd": Regime(
         "deep-sgd", "MLP 8x128, plain SGD, batch 64, He init (Clevert et al. 2016, sec. 4.1: --preset clevert2016)",
-        (("model", "mlp"), ("width", 128), ("depth", 8), ("optimizer", "sgd"), ("lr", 0.01),
-         ("batch_size", 64), ("init", "he")), (0.03, 0.1, 0.3, 1.0)),
+        (("model", "mlp"), ("width", 128), ("depth", 8), ("optimizer", "sgd"), ("lr", 0.1),
+         ("batch_size", 64), ("init", "he")), (0.05, 0.1, 0.2, 0.4)),
 }
+DEEP_REGIME = "deep-fc"
+"""Deep fully connected networks at initialisation (the setting of the SELU paper's experiments):
+depth `Profile.deep_depths`, width `Profile.random_net_width`, each activation's derived gain
+(LeCun normal for SELU), fed a batch of real inputs; no training."""
+TUNING_OFFSET = 10_000
+"""Tuning seeds are TUNING_OFFSET + 0 .. tuning_seeds - 1: no comparison uses them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +75,7 @@ class Profile:
     datasets: tuple[str, ...]
     regimes: tuple[str, ...]
     cap: int
-    """the most epochs a configuration trains (it stops earlier when validation loss stops improving)"""
+    """the most epochs a configuration trains (it stops earlier when validation accuracy stops improving)"""
     patience: int
     width_scale: float
     """hidden widths are the regime's times this"""
@@ -75,23 +83,31 @@ class Profile:
     random_net_width: int
     compute: str
     """the compute it needs, said up front"""
+    tuning_seeds: int = 4
+    """seeds that tune the learning rate (trained in the same ensembles, never compared)"""
+    deep_depths: tuple[int, ...] = (32,)
+    """depths of the deep fully connected networks of the depth claims"""
 
     def as_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
 PROFILES: dict[str, Profile] = {
-    "quick": Profile("quick", seeds=6, datasets=("mnist1d", "digits"), regimes=("shallow-adam", "deep-sgd"),
-                     cap=40, patience=4, width_scale=0.5, timing_rounds=30, random_net_width=256,
-                     compute="every claim in under 15 minutes on 2 CPU cores (measured: see docs/claims.md)"),
+    "quick": Profile("quick", seeds=8, datasets=("mnist1d", "digits", "breast_cancer"), regimes=("shallow-adam", "deep-sgd"),
+                     cap=100, patience=10, width_scale=1.0, timing_rounds=15, random_net_width=256, tuning_seeds=4,
+                     deep_depths=(32,),
+                     compute="an estimate, not yet measured end to end under protocol 2: about 70 minutes on 2 free CPU "
+                             "cores (about 8,000 CPU-seconds: 9 arms x 4 rates x 6 settings, 12-member ensembles, "
+                             "2.2 CPU-s per epoch of the deep MNIST-1D MLP, measured; see docs/claims.md)"),
     "full": Profile("full", seeds=16, datasets=("mnist1d", "digits", "breast_cancer", "wine"),
-                    regimes=("shallow-adam", "deep-sgd"), cap=150, patience=10, width_scale=1.0, timing_rounds=40,
-                    random_net_width=1024,
-                    compute="an estimate, not measured: 20-40x the quick profile's 441 CPU-seconds (16 seeds, 4 datasets, "
-                            "the regimes' full widths, up to 150 epochs), i.e. 3-5 CPU-hours; use --workers N on a "
-                            "machine with N cores"),
-    "tiny": Profile("tiny", seeds=3, datasets=("wine", "breast_cancer"), regimes=("shallow-adam", "deep-sgd"),
-                    cap=3, patience=1, width_scale=0.125, timing_rounds=3, random_net_width=32,
+                    regimes=("shallow-adam", "deep-sgd"), cap=300, patience=20, width_scale=1.0, timing_rounds=40,
+                    random_net_width=1024, tuning_seeds=8, deep_depths=(32, 64),
+                    compute="an estimate, not measured: 3-6x the quick profile's CPU time (twice the seeds in the "
+                            "same batched ensembles, one more dataset, up to 3x the epochs), i.e. 2-4 CPU-hours; "
+                            "use --workers N, or --executor ray on a cluster"),
+    "tiny": Profile("tiny", seeds=3, datasets=("wine",), regimes=("shallow-adam", "deep-sgd"),
+                    cap=3, patience=1, width_scale=0.125, timing_rounds=3, random_net_width=32, tuning_seeds=2,
+                    deep_depths=(32,),
                     compute="seconds; for tests of the machinery only (its verdicts are not evidence)"),
 }
 
@@ -147,22 +163,42 @@ class Arm:
 
 @dataclasses.dataclass
 class ArmResult:
-    """An arm's stored metrics: network[name] is (seeds, epochs + 1), layers[name] (seeds, layers, epochs + 1)."""
+    """An arm's stored metrics on its comparison seeds: network[name] is (seeds, epochs + 1), layers[name]
+    (seeds, layers, epochs + 1); `tuning` holds the network metrics of its tuning seeds (same shapes)."""
 
     arm: Arm
     network: dict[str, np.ndarray]
     layers: dict[str, np.ndarray]
+    tuning: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    patience: int = 10
+    cap: int = 0
 
     @cached_property
     def best(self) -> np.ndarray:
-        """Each seed's best-validation epoch (its converged model)."""
+        """Each seed's checkpoint: its best-validation-accuracy epoch (its converged model)."""
         from elukit.experiments.converge import best_epochs
 
-        return best_epochs(self.network["validation_loss"])
+        return best_epochs(self.network["validation_accuracy"], self.network.get("validation_loss"))
+
+    @property
+    def cap_hits(self) -> int:
+        """Comparison seeds that reached the cap still improving."""
+        from elukit.experiments.converge import cap_hits
+
+        return cap_hits(self.network["validation_accuracy"], self.network.get("validation_loss"), self.patience, self.cap)
 
     def at_best(self, name: str) -> np.ndarray:
-        """A network metric of each seed at its best-validation epoch."""
+        """A network metric of each seed at its checkpoint."""
         return self.network[name][np.arange(len(self.best)), self.best]
+
+    def tuning_score(self) -> np.ndarray:
+        """Each tuning seed's best validation accuracy (its checkpoint's); a diverged seed scores 0."""
+        from elukit.experiments.converge import best_epochs
+
+        accuracy = self.tuning["validation_accuracy"]
+        best = best_epochs(accuracy, self.tuning.get("validation_loss"))
+        score = accuracy[np.arange(len(best)), best]
+        return np.where(np.isfinite(score), score, 0.0)
 
     def layers_at(self, name: str, epochs: np.ndarray | int | None = None) -> np.ndarray:
         """A per-layer metric (seeds, layers) at each seed's best epoch (or the given epoch(s))."""
@@ -173,14 +209,40 @@ class ArmResult:
 
 @dataclasses.dataclass(frozen=True)
 class Tuned:
-    """An activation with its learning rate tuned on the validation split."""
+    """An arm with its learning rate tuned on tuning seeds (the validation split; never a compared seed)."""
 
     lr: float
     result: ArmResult
     """the arm at the chosen learning rate"""
     grid: dict[float, ArmResult]
     seed_best_lr: np.ndarray
-    """the learning rate each seed would have chosen on its own (lowest best validation loss)"""
+    """the learning rate each comparison seed would have chosen on its own (highest best validation accuracy)"""
+    near_tie: bool = False
+    """the choice beat the runner-up by less than one standard error (over the tuning seeds)"""
+    edge: bool = False
+    """the chosen rate is the grid's smallest or largest"""
+    margin: float = math.nan
+    """mean best validation accuracy of the choice minus the runner-up's"""
+
+    def describe(self, name: str) -> str:
+        flags = [flag for flag, on in (("near-tie", self.near_tie), ("grid edge", self.edge)) if on]
+        return f"{name} lr {self.lr:g}" + (f" ({', '.join(flags)})" if flags else "")
+
+
+def choose_rate(scores: dict[float, np.ndarray]) -> tuple[float, bool, float]:
+    """The rate with the highest mean tuning score (ties: the smaller rate), whether it beat the
+    runner-up by less than one standard error of their paired difference over the tuning seeds,
+    and by how much."""
+    rates = sorted(scores)
+    chosen = max(rates, key=lambda lr: (float(np.mean(scores[lr])), -lr))
+    others = [lr for lr in rates if lr != chosen]
+    if not others:
+        return chosen, False, math.nan
+    runner = max(others, key=lambda lr: (float(np.mean(scores[lr])), -lr))
+    difference = np.asarray(scores[chosen]) - np.asarray(scores[runner])
+    margin = float(difference.mean())
+    standard_error = float(difference.std(ddof=1)) / math.sqrt(len(difference)) if len(difference) > 1 else math.inf
+    return chosen, bool(margin <= standard_error), margin
 
 
 class Context:
@@ -196,7 +258,16 @@ class Context:
 
     @property
     def seeds(self) -> list[int]:
+        """The comparison seeds."""
         return list(range(self.profile.seeds))
+
+    @property
+    def tuning_seeds(self) -> list[int]:
+        """The seeds that tune learning rates: trained in the same ensembles, never compared."""
+        return [TUNING_OFFSET + s for s in range(self.profile.tuning_seeds)]
+
+    def arm_seeds(self, arm: Arm) -> list[int]:
+        return [s + arm.seed_offset for s in self.seeds + self.tuning_seeds]
 
     # -- cached computations ---------------------------------------------------------------------
     def cached(self, key: str, compute: Callable[[], Any]) -> Any:
@@ -250,7 +321,7 @@ class Context:
 
         study_id = self._study(arm.regime, arm.dataset)
         started = time.monotonic()
-        seeds = [s + arm.seed_offset for s in self.seeds]
+        seeds = self.arm_seeds(arm)
         stored = self.store.connection.execute(
             "SELECT finished FROM configuration WHERE study_id = ? AND label = ?", (study_id, arm.label)).fetchone()
         configuration_id = train_until_converged(self.store, study_id, self.study_config(arm), arm.activation,
@@ -266,33 +337,38 @@ class Context:
             """SELECT run.seed, metric.epoch, metric.name, metric.layer, metric.value FROM metric
                JOIN run ON run.id = metric.run_id WHERE run.configuration_id = ? ORDER BY run.seed""",
             (configuration_id,)).fetchall()
-        seeds = sorted({int(r[0]) for r in rows})
+        comparison = [s + arm.seed_offset for s in self.seeds]
+        tuning = [s + arm.seed_offset for s in self.tuning_seeds]
         epochs = max(int(r[1]) for r in rows)
         layer_count = max(int(r[3]) for r in rows) + 1
-        position = {seed: i for i, seed in enumerate(seeds)}
+        position = {seed: (True, i) for i, seed in enumerate(comparison)} | {seed: (False, i) for i, seed in enumerate(tuning)}
         network: dict[str, np.ndarray] = {}
         layers: dict[str, np.ndarray] = {}
+        tuned: dict[str, np.ndarray] = {}
         for seed, epoch, name, layer, value in rows:
             value = np.nan if value is None else value
+            compared, index = position[int(seed)]
             if layer == NETWORK:
-                network.setdefault(name, np.full((len(seeds), epochs + 1), np.nan))[position[seed], epoch] = value
-            else:
-                layers.setdefault(name, np.full((len(seeds), layer_count, epochs + 1), np.nan))[
-                    position[seed], layer, epoch] = value
-        return ArmResult(arm, network, layers)
+                target, count = (network, len(comparison)) if compared else (tuned, len(tuning))
+                target.setdefault(name, np.full((count, epochs + 1), np.nan))[index, epoch] = value
+            elif compared:
+                layers.setdefault(name, np.full((len(comparison), layer_count, epochs + 1), np.nan))[
+                    index, layer, epoch] = value
+        return ArmResult(arm, network, layers, tuned, self.profile.patience, self.profile.cap)
 
-    def tuned(self, regime: str, dataset: str, activation: str, batch_norm: bool = False, init: str | None = None
-              ) -> Tuned:
-        """The activation trained at each learning rate of the regime's grid; the chosen rate has the
-        lowest validation loss (each seed's best, averaged over seeds)."""
-        grid = {lr: self.result(Arm(regime, dataset, activation, batch_norm, init=init, lr=lr)) for lr in REGIMES[regime].lr_grid}
-        best_losses = {lr: np.min(np.where(np.isfinite(loss := r.network["validation_loss"][:, 1:]), loss, np.inf), axis=1)
-                       for lr, r in grid.items()}  # a diverged run (NaN) never wins
+    def tuned(self, regime: str, dataset: str, activation: str, batch_norm: bool = False, init: str | None = None,
+              seed_offset: int = 0) -> Tuned:
+        """The arm trained at each learning rate of the regime's grid; the chosen rate has the highest
+        mean best validation accuracy over the *tuning* seeds (`choose_rate`; a diverged seed scores 0),
+        flagged when it won by less than one standard error or lies on the grid's edge."""
+        lr_grid = REGIMES[regime].lr_grid
+        grid = {lr: self.result(Arm(regime, dataset, activation, batch_norm, init=init, lr=lr, seed_offset=seed_offset))
+                for lr in lr_grid}
+        chosen, near_tie, margin = choose_rate({lr: r.tuning_score() for lr, r in grid.items()})
         rates = list(grid)
-        chosen = min(rates, key=lambda lr: (float(np.mean(best_losses[lr])), lr))
-        stacked = np.stack([best_losses[lr] for lr in rates])  # (rates, seeds)
-        seed_best = np.asarray(rates)[np.argmin(stacked, axis=0)]
-        return Tuned(chosen, grid[chosen], grid, seed_best)
+        scores = np.stack([np.where(np.isfinite(s := r.at_best("validation_accuracy")), s, 0.0) for r in grid.values()])
+        seed_best = np.asarray(rates)[np.argmax(scores, axis=0)]
+        return Tuned(chosen, grid[chosen], grid, seed_best, near_tie, chosen in (min(rates), max(rates)), margin)
 
 
 class _Recorder(Context):
@@ -318,11 +394,12 @@ class _Recorder(Context):
             if normal not in self.independent:
                 self.independent.append(normal)
         seeds, epochs = self.profile.seeds, 2
-        network = {name: np.ones((seeds, epochs + 1)) for name in
-                   ("validation_loss", "test_accuracy", "noisy_test_accuracy", "train_loss")}
+        names = ("validation_loss", "validation_accuracy", "test_accuracy", "noisy_test_accuracy", "train_loss")
+        network = {name: np.ones((seeds, epochs + 1)) for name in names}
+        tuning = {name: np.ones((self.profile.tuning_seeds, epochs + 1)) for name in names}
         layers = {name: np.ones((seeds, 2, epochs + 1)) for name in
                   ("gradient_sparsity", "mean_activation", "dead_fraction", "activation_variance", "gradient_norm")}
-        return ArmResult(arm, network, layers)
+        return ArmResult(arm, network, layers, tuning, self.profile.patience, self.profile.cap)
 
     def tuned(self, *args: Any, **kwargs: Any) -> Tuned:
         self._in_grid = True
@@ -369,7 +446,7 @@ def _prefetch_on_ray(context: Context, arms: list[Arm], executor: Any) -> None:
     """The arms as Ray jobs (one torch thread each); each split goes once through the object store."""
     splits = {dataset: executor.ray.put(context.split(dataset)) for dataset in {arm.dataset for arm in arms}}
     jobs = [(_converge_job, (context._study(arm.regime, arm.dataset), context.study_config(arm), arm.activation,
-                             splits[arm.dataset], [s + arm.seed_offset for s in context.seeds], arm.label,
+                             splits[arm.dataset], context.arm_seeds(arm), arm.label,
                              context.profile.patience))
             for arm in arms]
     executor.run_jobs(context.store, jobs, threads=1, log=context.progress)
@@ -405,5 +482,5 @@ def prefetch(context: Context, arms: list[Arm], workers: int, executor: Any = No
             raise
 
 
-__all__ = ["Arm", "ArmResult", "Context", "LEDGER_SCHEMA", "PROFILES", "Profile", "REGIMES", "Regime", "Tuned",
-           "check_profile", "independent_arms", "prefetch"]
+__all__ = ["Arm", "ArmResult", "Context", "DEEP_REGIME", "LEDGER_SCHEMA", "PROFILES", "Profile", "REGIMES", "Regime",
+           "TUNING_OFFSET", "Tuned", "check_profile", "choose_rate", "independent_arms", "prefetch"]

@@ -31,13 +31,19 @@ def _open_ledger(store: Store, profile: Profile, resume: bool) -> int:
     with store.transaction() as db:
         for statement in filter(str.strip, LEDGER_SCHEMA.split(";")):
             db.execute(statement)
-    settings = {"profile": profile.as_dict()}
+    from elukit.claims._protocol import protocol_sha256
+
+    settings = {"profile": profile.as_dict(), "protocol_sha256": protocol_sha256()}
     if resume:
         row = store.connection.execute("SELECT id, settings FROM claims_ledger ORDER BY id DESC LIMIT 1").fetchone()
         if row is None:
             raise ValueError(f"--resume: {store.path} holds no claims ledger to resume")
         stored = json.loads(row[1])
         if stored != settings:
+            if stored.get("protocol_sha256") != settings["protocol_sha256"]:
+                raise ValueError(f"--resume refused: ledger {row[0]} in {store.path} was measured under protocol "
+                                 f"{stored.get('protocol_sha256', 'unrecorded (version 1)')}, this elukit's is "
+                                 f"{settings['protocol_sha256']}; start a new --out")
             old, new = stored["profile"], settings["profile"]
             details = "; ".join(f"{k}: stored {old.get(k)!r}, given {new.get(k)!r}"
                                 for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
@@ -98,7 +104,20 @@ def run_ledger(claims: Sequence[Claim], profile: Profile, out: str | os.PathLike
     record = provenance(threads=threads, command=command)
     record["workers"] = workers
     record["executor"] = executor
-    return {"provenance": record, **ledger}
+    return {**protocol_fields(profile), "provenance": record, **ledger}
+
+
+def protocol_fields(profile: Profile) -> dict[str, Any]:
+    """protocol_sha256 and version first; where the run's profile departs from the protocol's (e.g.
+    --seeds), the departures, said."""
+    from elukit.claims._context import PROFILES
+    from elukit.claims._protocol import PROTOCOL_VERSION, protocol_sha256
+
+    frozen = PROFILES.get(profile.name)
+    deviations = [] if frozen is None else [
+        f"{key}: {value!r} instead of the protocol's {frozen.as_dict()[key]!r}"
+        for key, value in profile.as_dict().items() if frozen.as_dict()[key] != value]
+    return {"protocol_sha256": protocol_sha256(), "protocol_version": PROTOCOL_VERSION, "protocol_deviations": deviations}
 
 
 def _run_ledger(claims: Sequence[Claim], profile: Profile, out: str | os.PathLike[str], resume: bool,
@@ -151,8 +170,9 @@ def _trained_regime(name: str, profile: Profile) -> str:
 
 
 def deciding_rows(verdict: str, row_verdicts: Sequence[str]) -> list[bool]:
-    """Which rows decided a claim's verdict: those that agree with it (both sides when mixed); none
-    when it is inconclusive."""
+    """Which rows decided a claim's verdict when every row applies and no estimate is read: those
+    that agree with it (both sides when mixed); none when it is inconclusive. The ledger uses
+    `elukit.claims._rules.combine_rows`, which also counts opposite estimates and scope."""
     if verdict == "mixed":
         return [v in ("supported", "refuted") for v in row_verdicts]
     if verdict == "inconclusive":
@@ -160,20 +180,50 @@ def deciding_rows(verdict: str, row_verdicts: Sequence[str]) -> list[bool]:
     return [v == verdict for v in row_verdicts]
 
 
+def pooled_record(claim: Claim, rows: Sequence[Any], outcomes: Sequence[tuple]) -> dict[str, Any]:
+    """The claim's random-effects estimate over its sampled rows (where it applies) of one quantity:
+    the comparison most of those rows share (the first such when tied). Matched-rate rows reuse the
+    tuned rows' seeds (they are not independent of them), so only one row per regime and dataset
+    enters: the tuned one."""
+    from elukit.statistics import pool_random_effects
+
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        if not row.exact and row.applies and row.fields.get("rate") != "matched":
+            groups.setdefault(row.comparison, []).append(i)
+    if not groups:
+        return {"status": "no sampled rows"}
+    quantity, members = max(groups.items(), key=lambda item: len(item[1]))
+    try:
+        pooled = pool_random_effects([rows[i].differences for i in members], outcomes[members[0]][0].hypothesis,
+                                     claim.rule.confidence)
+    except ValueError as error:
+        return {"status": f"not pooled: {error}", "quantity": quantity, "rows": [rows[i].regime for i in members]}
+    return {"status": "pooled", "quantity": quantity, "rows": [rows[i].regime for i in members], **pooled.as_dict()}
+
+
 def _claim_record(claim: Claim, rows: Sequence[Any], outcomes: Sequence[tuple], profile: Profile,
                   seeds_given: int | None) -> dict[str, Any]:
-    verdict = combine([outcome[2] for outcome in outcomes])
-    decides = deciding_rows(verdict, [outcome[2] for outcome in outcomes])
-    # the summary shows the row that decided (the strongest when several did), else the first row
-    shown = min((i for i, d in enumerate(decides) if d), key=lambda i: outcomes[i][1], default=0)
+    from elukit.claims._rules import combine_rows, lean
+
+    names = [f"{row.regime} ({row.comparison})" if sum(r.regime == row.regime for r in rows) > 1 else row.regime
+             for row in rows]
+    combined = combine_rows([outcome[2] for outcome in outcomes], [lean(outcome[0]) for outcome in outcomes],
+                            [row.applies for row in rows], names)
+    verdict, decides = combined.verdict, list(combined.decides)
+    # the summary shows the row that decided (the strongest when several did), else the first row that applies
+    first = next((i for i, row in enumerate(rows) if row.applies), 0)
+    shown = min((i for i, d in enumerate(decides) if d), key=lambda i: outcomes[i][1], default=first)
     primary = outcomes[shown][0]
     regimes = []
     for row, (result, p_outcome, row_verdict), decided in zip(rows, outcomes, decides):
         record = result.as_dict()
         record.update(regime=row.regime, comparison=row.comparison, verdict=row_verdict, exact=result.exact,
-                      p_outcome=_finite(p_outcome), decides=decided, note=row.note,
+                      p_outcome=_finite(p_outcome), decides=decided, applies=row.applies, lean=lean(result),
+                      depth=row.depth, lr=row.lr, note=row.note,
                       differences=[_finite(v) for v in row.differences],
                       treatment=[_finite(v) for v in row.treatment], baseline=[_finite(v) for v in row.baseline])
+        record.update(row.fields)
         for key in ("effect", "ci_low", "ci_high", "p_value", "p_adjusted", "p_support", "p_refute",
                     "minimum_detectable_effect"):
             record[key] = _finite(getattr(result, key))
@@ -187,6 +237,8 @@ def _claim_record(claim: Claim, rows: Sequence[Any], outcomes: Sequence[tuple], 
         "measurement": claim.measurement,
         "rule": claim.rule.describe(),
         "verdict": verdict,
+        "sides": combined.sides,
+        "why": combined.describe(),
         "expected": claim.expected,
         "effect": _finite(primary.effect),
         "ci_low": _finite(primary.ci_low),
@@ -195,6 +247,7 @@ def _claim_record(claim: Claim, rows: Sequence[Any], outcomes: Sequence[tuple], 
         "n": primary.n,
         "effect_of": f"{rows[shown].regime}: {rows[shown].comparison}",
         "deciding_rows": sum(decides),
+        "pooled": pooled_record(claim, rows, outcomes),
         "family": outcomes[0][0].family.name,
         "family_size": outcomes[0][0].family.size,
         "regimes": regimes,
@@ -241,24 +294,42 @@ def _interval(row: dict[str, Any]) -> str:
 def _deciding(claim: dict[str, Any]) -> dict[str, Any]:
     """The row the summary shows: the strongest deciding row, else the first."""
     deciding = [r for r in claim["regimes"] if r.get("decides")]
-    return min(deciding, key=lambda r: r["p_outcome"] if r["p_outcome"] is not None else 1.0) if deciding else claim["regimes"][0]
+    applying = [r for r in claim["regimes"] if r.get("applies", True)] or claim["regimes"]
+    return min(deciding, key=lambda r: r["p_outcome"] if r["p_outcome"] is not None else 1.0) if deciding else applying[0]
+
+
+def pooled_text(pooled: dict[str, Any] | None) -> str:
+    """'+0.012 [-0.004, +0.028] (95%), I^2 31%, 4 rows' or why there is no pooled estimate."""
+    if not pooled or pooled.get("status") != "pooled":
+        return "n/a" if not pooled else pooled["status"]
+    return (f"{_number(pooled['estimate'])} [{_number(pooled['ci_low'])}, {_number(pooled['ci_high'])}] "
+            f"({100 * pooled['level']:.3g}%), I^2 {100 * pooled['i2']:.0f}%, {pooled['k']} rows")
+
+
+def _some(names: Sequence[str], shown: int = 3) -> str:
+    return ", ".join(names[:shown]) + (f" (+{len(names) - shown} more)" if len(names) > shown else "")
 
 
 def table_rows(ledger: dict[str, Any]) -> list[list[str]]:
-    """One row per claim: id, verdict, the deciding row's effect and interval, n, which row, counts, command."""
+    """One row per claim: id, verdict, the deciding row's effect and interval, n, which row (for a mixed
+    claim: the regimes on each side), counts, the pooled estimate, command."""
     rows = []
     for claim in ledger["claims"]:
         counts = {v: sum(1 for r in claim["regimes"] if r["verdict"] == v) for v in ("supported", "refuted", "inconclusive")}
         verdict = claim["verdict"] + (f" (expected {claim['expected']})" if claim["expected"] else "")
         shown = _deciding(claim)
         which = f"{shown['regime']}: {shown['comparison']}" + ("" if shown.get("decides") else " (no row decides)")
+        if claim["verdict"] == "mixed" and claim.get("sides"):
+            which = "; ".join(f"{side} in {_some(names)}" for side, names in claim["sides"].items()
+                              if names and side != "does not apply")
         rows.append([claim["id"], verdict, f"{_number(shown['effect'])} {_interval(shown)}", str(shown["n"]), which,
-                     f"{counts['supported']}/{counts['refuted']}/{counts['inconclusive']}", claim["command"]])
+                     f"{counts['supported']}/{counts['refuted']}/{counts['inconclusive']}",
+                     pooled_text(claim.get("pooled")), claim["command"]])
     return rows
 
 
 TABLE_HEADERS = ["claim", "verdict", "effect [family-adjusted interval]", "n", "row shown (deciding)", "rows +/-/?",
-                 "command"]
+                 "pooled (random effects)", "command"]
 
 
 def banners(ledger: dict[str, Any]) -> list[str]:
@@ -330,7 +401,7 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-ROW_HEADERS = ["regime", "comparison", "verdict", "decides", "effect", "interval", "n", "test", "p", "p adjusted",
+ROW_HEADERS = ["regime", "comparison", "depth", "lr", "epochs (checkpoint / trained)", "verdict", "decides", "effect", "interval", "n", "test", "p", "p adjusted",
                "MDE (80%)", "note"]
 
 
@@ -340,13 +411,26 @@ def _row_cells(row: dict[str, Any]) -> list[str]:
     p = "exact" if exact else ("n/a" if row["p_value"] is None else f"{row['p_value']:.3g}")
     p_adjusted = "exact" if exact else ("n/a" if row["p_adjusted"] is None else f"{row['p_adjusted']:.3g}")
     mde = "" if exact else _number(row["minimum_detectable_effect"])
-    return [row["regime"], row["comparison"], verdict, "yes" if row.get("decides") else "", _number(row["effect"]),
+    if not row.get("applies", True):
+        verdict += " [does not apply: shown only]"
+    lr = ", ".join(f"{arm} {value:g}" for arm, value in row["lr"].items()) if row.get("lr") else ""
+    depth = "" if row.get("depth") is None else str(row["depth"])
+    epochs = ", ".join(f"{arm} {row['checkpoint_epoch'][arm]:.0f} / {row['epochs_trained'][arm]}"
+                       for arm in row["checkpoint_epoch"]) if row.get("checkpoint_epoch") else ""
+    return [row["regime"], row["comparison"], depth, lr, epochs, verdict, "yes" if row.get("decides") else "", _number(row["effect"]),
             _interval(row), str(row["n"]), row["test_description"], p, p_adjusted, mde, row["note"]]
+
+
+def protocol_line(ledger: dict[str, Any]) -> str:
+    line = f"Protocol {ledger.get('protocol_version', '?')}, sha256 {ledger.get('protocol_sha256', 'not recorded')}"
+    if ledger.get("protocol_deviations"):
+        line += " (departures: " + "; ".join(ledger["protocol_deviations"]) + ")"
+    return line + "."
 
 
 def _header_lines(ledger: dict[str, Any]) -> list[str]:
     record = ledger.get("provenance", {})
-    lines = [f"Command: `{ledger['command']}`"]
+    lines = [protocol_line(ledger), f"Command: `{ledger['command']}`"]
     if record:
         lines.append(provenance_line(record))
     lines.append(f"Profile {ledger['profile']['name']}: {ledger['profile']['seeds']} seeds, datasets "
@@ -369,7 +453,9 @@ def _markdown(ledger: dict[str, Any]) -> str:
         lines += [f"## {claim['id']}: {claim['verdict']}", "", claim["statement"], "",
                   f"- Sources: {'; '.join(claim['sources'])}", f"- Quantity: {claim['quantity']}",
                   f"- Predicts: {claim['predicts']}", f"- Rule: {claim['rule']}",
-                  f"- Family: {claim['family']}",
+                  f"- Family: {claim['family']}", f"- Protocol sha256: {ledger.get('protocol_sha256')}",
+                  f"- Rows: {claim.get('why') or 'none decides'}",
+                  f"- Pooled: {pooled_text(claim.get('pooled'))}",
                   f"- Measured by: {' | '.join(claim['measured_by'])}", f"- Command: `{claim['command']}`", "",
                   "| " + " | ".join(ROW_HEADERS) + " |", "|" + "---|" * len(ROW_HEADERS)]
         lines += ["| " + " | ".join(_cell(c) for c in _row_cells(row)) + " |" for row in claim["regimes"]]
@@ -413,7 +499,7 @@ def write_ledger(ledger: dict[str, Any], directory: str | os.PathLike[str]) -> d
         image = (f'<img alt="forest plot of {html.escape(claim["id"])}" src="data:image/png;base64,'
                  f'{base64.b64encode(png).decode()}">' if png is not None
                  else "<p>(install matplotlib for the figure: pip install 'elukit[plot]')</p>")
-        rows = "".join("<tr>" + "".join(f'<td class="{r["verdict"]}">{html.escape(c)}</td>' if i == 2
+        rows = "".join("<tr>" + "".join(f'<td class="{r["verdict"]}">{html.escape(c)}</td>' if i == 5
                                         else f"<td>{html.escape(c)}</td>" for i, c in enumerate(_row_cells(r))) + "</tr>"
                        for r in claim["regimes"])
         sections.append(
@@ -423,6 +509,8 @@ def write_ledger(ledger: dict[str, Any], directory: str | os.PathLike[str]) -> d
             f"<li>Sources: {html.escape('; '.join(claim['sources']))}</li><li>Quantity: {html.escape(claim['quantity'])}</li>"
             f"<li>Predicts: {html.escape(claim['predicts'])}</li><li>Rule: {html.escape(claim['rule'])}</li>"
             f"<li>Family: {html.escape(claim['family'])}</li>"
+            f"<li>Rows: {html.escape(claim.get('why') or 'none decides')}</li>"
+            f"<li>Pooled: {html.escape(pooled_text(claim.get('pooled')))}</li>"
             f"<li>Command: <code>{html.escape(claim['command'])}</code></li></ul>{image}"
             "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in ROW_HEADERS) + f"</tr>{rows}</table>")
     _atomic_write(paths["html"], _html(ledger, sections).encode())

@@ -16,9 +16,21 @@ a subset of claims (`--only`) cannot change any claim's verdict. Rows with n <= 
 are "inconclusive (n too small)" / "inconclusive (no variance)" and never decide. Exact rows
 (theory: no sampling noise) are decided by the same table on [min, max] of the computed values.
 
-A claim's verdict from its rows: *supported* when some row supports it and none refutes it,
-*refuted* in the mirror case, *mixed* when rows disagree (each is shown), *inconclusive* when no
-row decides.
+A claim's verdict from its rows (`combine_rows`), counting only the rows where the claim applies
+(a depth claim applies in deep networks; a row outside its scope is shown, marked, and never
+decides):
+
+* *supported*: some row supports it, none refutes it, and no other tested row's estimate lies on the
+  refuting side (its point estimate read through the same table: an opposite estimate that is not
+  significant still disagrees, so one supporting row cannot outvote a large opposite one);
+* *refuted*: the mirror case;
+* *mixed*: rows disagree, and the verdict names the regimes on each side;
+* *inconclusive*: no row decides.
+
+The rows behind the verdict carry ``decides``: the supporting (refuting) rows, or, when mixed, the
+rows on both sides. Each claim also gets ``pooled``: a DerSimonian-Laird random-effects estimate
+over its sampled rows of one quantity, with its interval and I^2
+(`elukit.statistics.pool_random_effects`); it summarises, it does not decide.
 """
 
 from __future__ import annotations
@@ -58,6 +70,14 @@ class Evidence:
     treatment: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0))
     baseline: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0))
     note: str = ""
+    applies: bool = True
+    """False where the claim does not apply (e.g. a 2-layer row of a claim about deep networks): shown, never decides."""
+    depth: int | None = None
+    """hidden layers of the network measured (None for theory that has no depth)"""
+    lr: dict[str, float] | None = None
+    """the learning rate of each arm, {arm: value}, for training rows"""
+    fields: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """further JSON-ready row fields (e.g. zero_derivative_share, cap_hits, near_tie)"""
 
 
 def _check_test(test: str) -> None:
@@ -86,8 +106,9 @@ class _Rule:
     def decide(self, evidence: Evidence, family: Family) -> Comparison:
         """The row as a `Comparison` within its claim's family."""
         d = np.asarray(evidence.differences, dtype=np.float64).ravel()
-        if len(d) == 0 or not np.all(np.isfinite(d)):
-            raise ValueError(f"{evidence.regime}: differences must be finite and non-empty, got {d!r}")
+        if not np.all(np.isfinite(d)):
+            raise ValueError(f"{evidence.regime}: differences must be finite, got {d!r}")
+        # no pair left (every seed diverged, say): "inconclusive (n too small)", as any row with n <= 2
         return compare_paired(d, hypothesis=self.hypothesis, test=self.test, confidence=self.confidence,
                               family=family, claimed_effect=self.claimed_effect, exact=evidence.exact)
 
@@ -185,16 +206,64 @@ def row_verdict(result: Comparison) -> str:
     return result.verdict
 
 
-def combine(row_verdicts: Sequence[str]) -> str:
-    """A claim's verdict from its rows' (see the module docstring)."""
-    supported, refuted = "supported" in row_verdicts, "refuted" in row_verdicts
-    if supported and refuted:
-        return "mixed"
-    if supported:
-        return "supported"
-    if refuted:
-        return "refuted"
-    return "inconclusive"
+def lean(result: Comparison) -> str:
+    """The side a row's point estimate lies on: the hypothesis's table read at [effect, effect]
+    ("inconclusive" for rows not tested, or an estimate exactly on the boundary)."""
+    if not result.tested or not math.isfinite(result.effect):
+        return "inconclusive"
+    return result.hypothesis.verdict(result.effect, result.effect)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimVerdict:
+    """A claim's verdict from its rows, with the rows that decided it and the regimes on each side."""
+
+    verdict: str
+    decides: tuple[bool, ...]
+    sides: dict[str, list[str]]
+    """"supported", "refuted": rows so decided; "against (not significant)": tested rows whose estimate
+    lies opposite to the verdict's side without deciding; "does not apply": rows outside the claim's scope"""
+
+    def describe(self) -> str:
+        parts = [f"{side} in {', '.join(names)}" for side, names in self.sides.items() if names]
+        return "; ".join(parts)
+
+
+def combine_rows(row_verdicts: Sequence[str], leans: Sequence[str] | None = None, applies: Sequence[bool] | None = None,
+                 names: Sequence[str] | None = None) -> ClaimVerdict:
+    """A claim's verdict from its rows' verdicts, their point estimates' sides (`lean`) and where the
+    claim applies (see the module docstring)."""
+    k = len(row_verdicts)
+    leans = list(leans) if leans is not None else ["inconclusive"] * k
+    applies = list(applies) if applies is not None else [True] * k
+    names = list(names) if names is not None else [str(i) for i in range(k)]
+    if not (len(leans) == len(applies) == len(names) == k):
+        raise ValueError("row_verdicts, leans, applies and names must have one entry per row")
+    rows = [i for i in range(k) if applies[i]]
+    supported = [i for i in rows if row_verdicts[i] == "supported"]
+    refuted = [i for i in rows if row_verdicts[i] == "refuted"]
+    undecided = [i for i in rows if row_verdicts[i] not in ("supported", "refuted")]
+    leaning_refuted = [i for i in undecided if leans[i] == "refuted"]
+    leaning_supported = [i for i in undecided if leans[i] == "supported"]
+    if supported and (refuted or leaning_refuted):
+        verdict, against, deciding = "mixed", leaning_refuted, supported + refuted + leaning_refuted
+    elif refuted and leaning_supported:
+        verdict, against, deciding = "mixed", leaning_supported, supported + refuted + leaning_supported
+    elif supported:
+        verdict, against, deciding = "supported", [], supported
+    elif refuted:
+        verdict, against, deciding = "refuted", [], refuted
+    else:
+        verdict, against, deciding = "inconclusive", [], []
+    sides = {"supported": [names[i] for i in supported], "refuted": [names[i] for i in refuted],
+             "against (not significant)": [names[i] for i in against],
+             "does not apply": [names[i] for i in range(k) if not applies[i]]}
+    return ClaimVerdict(verdict, tuple(i in deciding for i in range(k)), sides)
+
+
+def combine(row_verdicts: Sequence[str], leans: Sequence[str] | None = None, applies: Sequence[bool] | None = None) -> str:
+    """A claim's verdict from its rows' (see the module docstring and `combine_rows`)."""
+    return combine_rows(row_verdicts, leans, applies).verdict
 
 
 def _family_name(owner: Any) -> str:
@@ -223,5 +292,5 @@ def decide(rows: Sequence[tuple[Any, Evidence]], rules: Sequence[Rule]) -> list[
     return decided
 
 
-__all__ = ["Equivalence", "Evidence", "NonInferiority", "PairedDifference", "RowResult", "Rule", "VERDICTS", "Verdict", "combine",
-           "decide", "equivalence", "holm", "non_inferiority", "paired_difference", "row_verdict"]
+__all__ = ["ClaimVerdict", "Equivalence", "Evidence", "NonInferiority", "PairedDifference", "RowResult", "Rule", "VERDICTS", "Verdict", "combine", "combine_rows",
+           "decide", "lean", "equivalence", "holm", "non_inferiority", "paired_difference", "row_verdict"]

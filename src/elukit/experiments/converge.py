@@ -1,4 +1,4 @@
-"""Training until the validation loss stops improving, on a held-out split of the training set.
+"""Training until the validation accuracy stops improving, on a held-out split of the training set.
 
 `elukit compare` trains for a fixed number of epochs and reports the last one. A verdict about an
 activation is only worth something for converged models, so `elukit claims` trains each
@@ -8,9 +8,12 @@ configuration with `train_until_converged`:
   never looked at for a decision);
 * every epoch stores, besides the metrics of `elukit compare`, the validation loss and accuracy
   and the test accuracy under Gaussian input noise (``noisy_test_accuracy``, one fixed noise draw);
-* each member (seed) of the ensemble has its own best-validation epoch; the ensemble stops when
-  every member has gone `patience` epochs without improving it, or at the cap ``config.epochs``.
-  Readers take each member's metrics at its best-validation epoch (`best_epochs`).
+* each member (seed) of the ensemble has its own checkpoint: the epoch of its highest validation
+  accuracy (ties: the lowest validation loss among them, then the earliest); the ensemble stops
+  when every member has gone `patience` epochs (>= 10 in the ledger's profiles) without a better
+  one, or at the cap ``config.epochs``. Readers take each member's metrics at its checkpoint
+  (`best_epochs`) and count the members still improving at the cap (`cap_hits`): a row whose
+  models hit the cap says so.
 
 The loop uses the same store, ensemble models, optimizers, shuffling and diagnostics as
 `elukit.experiments.train`, so a configuration resumes from its last stored epoch exactly.
@@ -76,22 +79,37 @@ def validation_split(dataset: Dataset, fraction: float = 0.2, seed: int = 0) -> 
     return Split(train, dataset.x_train[validation], dataset.y_train[validation])
 
 
-def best_epochs(validation_loss: np.ndarray) -> np.ndarray:
-    """Per member, the epoch (>= 1) of the lowest validation loss; `validation_loss` is
-    (members, epochs + 1) with epoch 0 the initial model (NaN where not trained)."""
-    losses = np.where(np.isfinite(validation_loss), validation_loss, np.inf)
-    losses[:, 0] = np.inf
-    return np.argmin(losses, axis=1)
+def best_epochs(validation_accuracy: np.ndarray, validation_loss: np.ndarray | None = None) -> np.ndarray:
+    """Per member, the checkpoint epoch (>= 1): the highest validation accuracy, ties broken by the
+    lowest validation loss, then the earliest epoch. Both are (members, epochs + 1) with epoch 0 the
+    initial model (NaN where not trained or diverged)."""
+    accuracy = np.where(np.isfinite(validation_accuracy), validation_accuracy, -np.inf)
+    accuracy[:, 0] = -np.inf
+    if validation_loss is None:
+        return np.argmax(accuracy, axis=1)
+    loss = np.where(np.isfinite(validation_loss), validation_loss, np.inf)
+    top = accuracy == accuracy.max(axis=1, keepdims=True)
+    candidates = np.where(top, loss, np.inf)
+    return np.where(np.isfinite(candidates.min(axis=1)), np.argmin(candidates, axis=1), np.argmax(top, axis=1))
 
 
-def _stopped(validation_loss: np.ndarray, patience: int) -> bool:
-    """True when every member's best epoch lies `patience` or more epochs behind the last one."""
-    last = validation_loss.shape[1] - 1
-    return bool(np.all(last - best_epochs(validation_loss) >= patience))
+def cap_hits(validation_accuracy: np.ndarray, validation_loss: np.ndarray | None, patience: int, cap: int) -> int:
+    """Members that trained to the cap without `patience` epochs past their checkpoint: still improving."""
+    trained = np.isfinite(validation_accuracy).any(axis=0)
+    last = int(np.flatnonzero(trained).max()) if trained.any() else 0
+    if last < cap:
+        return 0
+    return int(np.sum(last - best_epochs(validation_accuracy, validation_loss) < patience))
 
 
-def _stored_validation_loss(store: Store, configuration_id: int, runs: Sequence[int]) -> dict[int, dict[int, float]]:
-    rows = store.metric_series(runs, "validation_loss")
+def _stopped(validation_accuracy: np.ndarray, validation_loss: np.ndarray, patience: int) -> bool:
+    """True when every member's checkpoint lies `patience` or more epochs behind the last epoch."""
+    last = validation_accuracy.shape[1] - 1
+    return bool(np.all(last - best_epochs(validation_accuracy, validation_loss) >= patience))
+
+
+def _stored_series(store: Store, runs: Sequence[int], name: str) -> dict[int, dict[int, float]]:
+    rows = store.metric_series(runs, name)
     losses: dict[int, dict[int, float]] = {run: {} for run in runs}
     for run, epoch, value in rows:
         losses[int(run)][int(epoch)] = float(value)
@@ -101,7 +119,7 @@ def _stored_validation_loss(store: Store, configuration_id: int, runs: Sequence[
 def train_until_converged(store: Store, study_id: int, config: StudyConfig, activation: str, split: Split,
                           seeds: Sequence[int], label: str, patience: int = 5, noise_std: float = 0.5,
                           progress: Callable[[str, int, int], None] | None = None) -> int:
-    """Train (or resume) one configuration's ensemble until validation loss stops improving.
+    """Train (or resume) one configuration's ensemble until validation accuracy stops improving.
 
     Args:
         config: the model and optimizer (``config.epochs`` is the cap; ``config.seeds`` is ignored).
@@ -109,7 +127,7 @@ def train_until_converged(store: Store, study_id: int, config: StudyConfig, acti
         split: `validation_split` of the dataset.
         seeds: the members' seeds (shuffling and initialisation as in `train_configuration`).
         label: the configuration's name in the study (unique within it).
-        patience: epochs without a better validation loss after which a member has converged (>= 1).
+        patience: epochs without a better validation accuracy after which a member has converged (>= 1).
         noise_std: std of the Gaussian noise of ``noisy_test_accuracy`` (inputs are standardised).
         progress: called with (label, epoch, cap) after each epoch.
     Returns: the configuration id in the store.
@@ -154,24 +172,27 @@ def train_until_converged(store: Store, study_id: int, config: StudyConfig, acti
         epoch, seconds, state = checkpoint
         _restore(state, model, optimizer)
         first = epoch + 1
-    stored = _stored_validation_loss(store, configuration_id, runs)
-    history = np.full((members, config.epochs + 1), np.nan)
-    for member, run in enumerate(runs):
-        for epoch, value in stored[run].items():
-            if epoch <= config.epochs:
-                history[member, epoch] = value
+    history = {name: np.full((members, config.epochs + 1), np.nan) for name in ("validation_accuracy", "validation_loss")}
+    for name, values in history.items():
+        stored = _stored_series(store, runs, name)
+        for member, run in enumerate(runs):
+            for epoch, value in stored[run].items():
+                if epoch <= config.epochs:
+                    values[member, epoch] = value
     monitor = Monitor(model, ensemble_dim=0, unit_dim=model.unit_dim)
     try:
         for epoch in range(first, config.epochs + 1):
-            if epoch > 1 and _stopped(history[:, :epoch], patience):
+            if epoch > 1 and _stopped(history["validation_accuracy"][:, :epoch], history["validation_loss"][:, :epoch],
+                                      patience):
                 break
             started = time.perf_counter()
             layer_rows = train_epoch(model, optimizer, monitor, data, seeds, runs, epoch, config.batch_size)
             rows = network_rows() + layer_rows
             seconds += time.perf_counter() - started
             store.write_epoch(configuration_id, epoch, rows, _serialize(model, optimizer), seconds)
-            by_run = {run: value for run, name, layer, value in rows if name == "validation_loss"}
-            history[:, epoch] = [by_run[run] for run in runs]
+            for metric, values in history.items():
+                by_run = {run: value for run, name, layer, value in rows if name == metric}
+                values[:, epoch] = [by_run[run] for run in runs]
             if progress is not None:
                 progress(label, epoch, config.epochs)
     finally:
@@ -180,4 +201,4 @@ def train_until_converged(store: Store, study_id: int, config: StudyConfig, acti
     return configuration_id
 
 
-__all__ = ["NOISE_SEED", "VALIDATION_METRICS", "Split", "best_epochs", "train_until_converged", "validation_split"]
+__all__ = ["NOISE_SEED", "VALIDATION_METRICS", "Split", "best_epochs", "cap_hits", "train_until_converged", "validation_split"]
