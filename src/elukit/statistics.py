@@ -110,8 +110,7 @@ def mean_interval(values: np.ndarray | Sequence[float], confidence: float = 0.95
     mean = float(values.mean())
     if n == 1:
         return Interval(mean, math.nan, math.nan, 1)
-    half = float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / math.sqrt(n))
-    low, high = mean - half, mean + half
+    low, high = _t_interval(values, confidence)
     if bounds is not None:
         low, high = max(low, bounds[0]), min(high, bounds[1])
     return Interval(mean, low, high, n)
@@ -175,6 +174,12 @@ def no_variance(differences: np.ndarray) -> bool:
 
 # -- the two tests ----------------------------------------------------------------------------------
 
+def _sign_flip_rank(level: float, patterns: int) -> int:
+    """k such that the two-sided sign-flip interval at `level` runs from the k-th smallest to the k-th
+    largest subset mean (k <= 0: the test cannot reject, the interval is unbounded)."""
+    return math.floor((1 - level) * patterns / 2 + 1e-9)
+
+
 @dataclasses.dataclass(frozen=True)
 class SignFlipDistribution:
     """The sign-flip test of one sample, as sorted subset means.
@@ -201,7 +206,7 @@ class SignFlipDistribution:
 
     def interval(self, level: float) -> tuple[float, float]:
         """The test inverted: {delta : two-sided p(delta) > 1 - level}, a closed interval of subset means."""
-        k = math.floor((1 - level) * self.patterns / 2 + 1e-9) - self.observed_again
+        k = _sign_flip_rank(level, self.patterns) - self.observed_again
         if k <= 0:
             return -math.inf, math.inf
         return float(self.means[k - 1]), float(self.means[len(self.means) - k])
@@ -325,7 +330,7 @@ class Hypothesis:
             support, refute = one_sided(0.0, "less"), one_sided(-m, "greater")
         elif self.kind == "two-sided":
             support = min(one_sided(0.0, "greater"), one_sided(0.0, "less"))
-            refute = max(one_sided(-m, "greater"), one_sided(m, "less")) if m else 0.5
+            refute = max(one_sided(-m, "greater"), one_sided(m, "less")) if m else 0.5  # nothing refutes: p 1
         elif self.kind == "equivalence":
             support = max(one_sided(-m, "greater"), one_sided(m, "less"))
             refute = min(one_sided(m, "greater"), one_sided(-m, "less"))
@@ -428,7 +433,7 @@ def minimum_detectable_effect(standard_deviation: float, n: int, level: float, t
     module docstring); inf where the test cannot reject at this n and level."""
     if n < 2 or not math.isfinite(standard_deviation):
         return math.inf
-    if test == "sign-flip" and n <= EXACT_SIGN_FLIP_LIMIT and math.floor((1 - level) * 2 ** n / 2 + 1e-9) <= 0:
+    if test == "sign-flip" and n <= EXACT_SIGN_FLIP_LIMIT and _sign_flip_rank(level, 2 ** n) <= 0:
         return math.inf
     quantiles = scipy_stats.t.ppf(1 - (1 - level) / 2, n - 1) + scipy_stats.t.ppf(power, n - 1)
     return float(quantiles * standard_deviation / math.sqrt(n))

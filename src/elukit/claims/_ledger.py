@@ -169,17 +169,6 @@ def _trained_regime(name: str, profile: Profile) -> str:
                                         if width != config["width"] else f"; {trained}")
 
 
-def deciding_rows(verdict: str, row_verdicts: Sequence[str]) -> list[bool]:
-    """Which rows decided a claim's verdict when every row applies and no estimate is read: those
-    that agree with it (both sides when mixed); none when it is inconclusive. The ledger uses
-    `elukit.claims._rules.combine_rows`, which also counts opposite estimates and scope."""
-    if verdict == "mixed":
-        return [v in ("supported", "refuted") for v in row_verdicts]
-    if verdict == "inconclusive":
-        return [False] * len(row_verdicts)
-    return [v == verdict for v in row_verdicts]
-
-
 def pooled_record(claim: Claim, rows: Sequence[Any], outcomes: Sequence[tuple]) -> dict[str, Any]:
     """The claim's random-effects estimate over its sampled rows (where it applies) of one quantity:
     the comparison most of those rows share (the first such when tied). Matched-rate rows reuse the

@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from elukit.statistics import Comparison, Family, Hypothesis, compare_paired, holm
+from elukit.statistics import TESTS, Comparison, Family, Hypothesis, compare_paired, holm
 
 Verdict = Literal["supported", "refuted", "mixed", "inconclusive"]
 VERDICTS: tuple[str, ...] = ("supported", "refuted", "mixed", "inconclusive")
@@ -81,8 +81,8 @@ class Evidence:
 
 
 def _check_test(test: str) -> None:
-    if test not in ("t", "sign-flip"):
-        raise ValueError(f"test must be t or sign-flip, got {test!r}")
+    if test not in TESTS:
+        raise ValueError(f"test must be {' or '.join(TESTS)}, got {test!r}")
 
 
 class _Rule:

@@ -176,7 +176,7 @@ def summary_table(results: StudyResults, target_loss: float | None = None, basel
             if name not in layer_stats:
                 return math.nan
             values = transform(layer_stats[name][..., epoch])
-            values = values[np.isfinite(diverged[label]) == False]  # noqa: E712  (rows of seeds that did not diverge)
+            values = values[~np.isfinite(diverged[label])]  # the seeds that did not diverge
             return float(np.mean(values[np.isfinite(values)])) if np.isfinite(values).any() else math.nan
 
         row = {
