@@ -218,6 +218,22 @@ def test_piecewise_linear_gradient_is_grad_times_slope_rounded_once():
 
 
 @needs_kernels
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_gradient_keeps_the_sign_of_zero_and_nan_of_every_grad(dtype):
+    """ReLU's kernels skip the product (its slopes are exactly 1 and 0): grad * f'(x) must still be
+    grad where x > 0 and grad * 0.0 elsewhere (a signed zero, NaN for an infinite grad), NaN x kept."""
+    spec = elukit.get("relu")
+    specials = np.array([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 3.0e38], dtype)
+    x = np.repeat(specials, len(specials))
+    grad = np.tile(specials, len(specials))
+    got = _run(spec, "derivative", x, grad)
+    with np.errstate(invalid="ignore"):
+        wanted = np.where(np.isnan(x), x, np.where(x > 0, grad, grad * dtype(0.0)))
+    same = (got.view(np.uint8) == wanted.view(np.uint8)).reshape(len(x), -1).all(axis=1) | (np.isnan(got) & np.isnan(wanted))
+    assert same.all(), (x[~same], grad[~same], got[~same], wanted[~same])
+
+
+@needs_kernels
 @MODES
 def test_large_gradients_times_a_vanishing_derivative(fast):
     """grad * f'(x) for grads far above 1: flushed to 0 where it underflows, and right where it

@@ -689,8 +689,34 @@ static void narrow(const double *restrict y, float *restrict out, Py_ssize_t n) 
     for (Py_ssize_t i = 0; i < n; i++) out[i] = (float)y[i];
 }
 
+/* ReLU's shape, a = 1 and b = 0: every product is x, g or a signed zero, exact in any precision, so
+   the float32 data need no widening and no double-double (the results equal linear_loop's bit for
+   bit: value x (x > 0), +0 (x <= 0, -0 and -inf too), NaN kept; derivative g or g * 0.0, NaN x kept). */
+#define ELUKIT_UNIT_STEP_LOOP(NAME, T)                                                                      \
+    ELUKIT_CLONES                                                                                            \
+    static void NAME(const T *restrict x, const T *restrict grad, T *restrict out, Py_ssize_t n, T grad_scalar, \
+                     int value) {                                                                            \
+        if (value)                                                                                           \
+            for (Py_ssize_t i = 0; i < n; i++) out[i] = x[i] > 0 ? x[i] : (x[i] != x[i] ? x[i] : (T)0);      \
+        else if (grad == NULL)                                                                               \
+            for (Py_ssize_t i = 0; i < n; i++)                                                               \
+                out[i] = x[i] != x[i] ? x[i] : (x[i] > 0 ? grad_scalar : grad_scalar * (T)0);                \
+        else                                                                                                 \
+            for (Py_ssize_t i = 0; i < n; i++) out[i] = x[i] != x[i] ? x[i] : (x[i] > 0 ? grad[i] : grad[i] * (T)0); \
+    }
+ELUKIT_UNIT_STEP_LOOP(unit_step_double, double)
+ELUKIT_UNIT_STEP_LOOP(unit_step_float, float)
+
 static void run_linear(const task *t) {
     int value = (t->kind & EXPONENTIAL) == VALUE;
+    double positive = value ? t->k->scale : t->k->positive, negative = value ? t->k->c_hi : t->k->m_hi;
+    if (positive == 1.0 && negative == 0.0 && (t->is_double || (float)t->k->grad_scalar == t->k->grad_scalar)) {
+        if (t->is_double)
+            unit_step_double((const double *)t->x, (const double *)t->grad, (double *)t->out, t->n, t->k->grad_scalar, value);
+        else
+            unit_step_float((const float *)t->x, (const float *)t->grad, (float *)t->out, t->n, (float)t->k->grad_scalar, value);
+        return;
+    }
     if (t->is_double) {
         linear_loop((const double *)t->x, (const double *)t->grad, (double *)t->out, t->n, t->k, value, 1);
         return;
