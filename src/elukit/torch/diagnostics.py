@@ -38,6 +38,10 @@ class LayerStatistics:
     gradient_norm: torch.Tensor
 
 
+def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
 class _Accumulator:
     def __init__(self) -> None:
         self.count = 0
@@ -88,10 +92,12 @@ class Monitor:
             with torch.no_grad():
                 x = inputs[0].detach()
                 derivative = functional.evaluate(spec, "derivative", x)
-                values = self._as_members_samples_units(output.detach().to(torch.float64))
+                values = self._as_members_samples_units(_at_least_float32(output.detach()))
                 zero = self._as_members_samples_units(derivative == 0)
-                total = values.sum(dim=(1, 2))
-                squares = (values * values).sum(dim=(1, 2))
+                # a batch's sums in the activation's dtype (float32: relative error ~1e-7 at these
+                # sizes), accumulated over the epoch in float64
+                total = values.sum(dim=(1, 2)).to(torch.float64)
+                squares = torch.linalg.vector_norm(values, dim=(1, 2)).to(torch.float64) ** 2
                 zeros = zero.sum(dim=(1, 2)).to(torch.float64)
                 alive = (~zero).any(dim=1)
                 if accumulator.total is None:
@@ -111,8 +117,8 @@ class Monitor:
     def _make_gradient_hook(self, accumulator: _Accumulator):
         def gradient_hook(grad):
             with torch.no_grad():
-                flat = self._as_members_samples_units(grad.detach().to(torch.float64))
-                norm = flat.pow(2).sum(dim=(1, 2)).sqrt()
+                flat = self._as_members_samples_units(_at_least_float32(grad.detach()))
+                norm = torch.linalg.vector_norm(flat, dim=(1, 2)).to(torch.float64)
                 accumulator.gradient_norm_sum = norm if accumulator.gradient_norm_sum is None else accumulator.gradient_norm_sum + norm
                 accumulator.gradient_batches += 1
 
