@@ -159,14 +159,48 @@ def test_a_rate_chosen_by_less_than_a_standard_error_is_flagged():
 
 
 def test_checkpoints_on_validation_accuracy_and_cap_hits():
-    from elukit.experiments.converge import best_epochs, cap_hits
+    from elukit.experiments.converge import best_epochs, cap_hits, last_improvement
 
     accuracy = np.array([[np.nan, 0.5, 0.7, 0.7, 0.6], [np.nan, 0.4, 0.5, 0.6, 0.65]])
     loss = np.array([[np.nan, 1.0, 0.9, 0.8, 1.0], [np.nan, 1.0, 0.9, 0.8, 0.7]])
     np.testing.assert_array_equal(best_epochs(accuracy, loss), [3, 4])  # a tie goes to the lower loss
     np.testing.assert_array_equal(best_epochs(accuracy), [2, 4])
-    assert cap_hits(accuracy, loss, patience=2, cap=4) == 2 and cap_hits(accuracy, loss, patience=1, cap=4) == 1
+    np.testing.assert_array_equal(last_improvement(accuracy), [2, 4])  # a tie at a lower loss is no improvement
+    # member 0 last improved at epoch 2: 2 epochs before the cap, so it stopped at patience 2 but not at 3
+    assert cap_hits(accuracy, loss, patience=2, cap=4) == 1 and cap_hits(accuracy, loss, patience=3, cap=4) == 2
+    assert cap_hits(accuracy, loss, patience=1, cap=4) == 1
     assert cap_hits(accuracy, loss, patience=2, cap=10) == 0  # stopped before the cap
+
+
+def test_training_stops_on_accuracy_and_evaluates_the_test_sets_at_checkpoints_only(tmp_path):
+    """A member whose validation accuracy stays flat while its loss falls has converged; the test
+    metrics exist at every member's checkpoint and epoch 0, and nowhere a checkpoint never was."""
+    from elukit.experiments.converge import best_epochs, last_improvement, train_until_converged, validation_split
+    from elukit.experiments.data import load_dataset
+    from elukit.experiments.store import Store
+    from elukit.experiments.train import StudyConfig
+
+    split = validation_split(load_dataset("wine"))
+    config = StudyConfig(dataset="wine", activations=("relu",), seeds=2, epochs=60, width=8, depth=2, lr=0.05,
+                         optimizer="adam", batch_size=32).validated()
+    store = Store(tmp_path / "r.db")
+    study = store.create_study({"test": 1})
+    configuration = train_until_converged(store, study, config, "relu", split, [0, 1], "relu", patience=3)
+    rows = store.connection.execute(
+        "SELECT run.seed, metric.epoch, metric.name, metric.value FROM metric JOIN run ON run.id = metric.run_id "
+        "WHERE run.configuration_id = ? AND metric.layer = -1", (configuration,)).fetchall()
+    last = max(r[1] for r in rows)
+    series = {name: np.full((2, last + 1), np.nan) for name in ("validation_accuracy", "validation_loss", "test_accuracy")}
+    for seed, epoch, name, value in rows:
+        if name in series:
+            series[name][seed, epoch] = value
+    improved = last_improvement(series["validation_accuracy"])
+    assert last < 60 and np.all(last - improved >= 3) and np.any(last - improved == 3)  # stopped on accuracy
+    tested = np.isfinite(series["test_accuracy"]).any(axis=0)
+    checkpoints = {0} | {int(e) for epoch in range(1, last + 1) for e in
+                         best_epochs(series["validation_accuracy"][:, :epoch + 1], series["validation_loss"][:, :epoch + 1])}
+    assert set(np.flatnonzero(tested)) == checkpoints and len(checkpoints) < last + 1
+    store.close()
 
 
 # -- the ledger through the CLI ----------------------------------------------------------------------------

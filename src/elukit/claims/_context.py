@@ -87,15 +87,27 @@ class Profile:
     """seeds that tune the learning rate (trained in the same ensembles, never compared)"""
     deep_depths: tuple[int, ...] = (32,)
     """depths of the deep fully connected networks of the depth claims"""
+    lr_grids: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    """(regime, grid) where this profile tunes on a grid other than the regime's (`lr_grid`)"""
+    left_out: tuple[tuple[str, str], ...] = ()
+    """(regime, dataset) pairs this profile does not train, for their compute (`trains`); every ledger says so"""
+
+    def lr_grid(self, regime: str) -> tuple[float, ...]:
+        """The learning rates this profile tunes `regime` on (x2 steps)."""
+        return dict(self.lr_grids).get(regime, REGIMES[regime].lr_grid)
+
+    def trains(self, regime: str, dataset: str) -> bool:
+        return (regime, dataset) not in self.left_out
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {k: json.loads(json.dumps(v)) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile("quick", seeds=8, datasets=("mnist1d", "digits", "breast_cancer"), regimes=("shallow-adam", "deep-sgd"),
                      cap=100, patience=10, width_scale=1.0, timing_rounds=15, random_net_width=256, tuning_seeds=4,
-                     deep_depths=(32,),
+                     deep_depths=(32,), lr_grids=(("shallow-adam", (4e-3, 8e-3, 1.6e-2)), ("deep-sgd", (0.05, 0.1, 0.2))),
+                     left_out=(("deep-sgd", "mnist1d"),),
                      compute="an estimate, not yet measured end to end under protocol 2: about 70 minutes on 2 free CPU "
                              "cores (about 8,000 CPU-seconds: 9 arms x 4 rates x 6 settings, 12-member ensembles, "
                              "2.2 CPU-s per epoch of the deep MNIST-1D MLP, measured; see docs/claims.md)"),
@@ -285,10 +297,9 @@ class Context:
     # -- training ------------------------------------------------------------------------------------
     def split(self, dataset: str):
         if dataset not in self._splits:
-            from elukit.experiments.converge import validation_split
-            from elukit.experiments.data import load_dataset
+            from elukit.experiments.converge import held_out_split
 
-            self._splits[dataset] = validation_split(load_dataset(dataset, self.cache_dir))
+            self._splits[dataset] = held_out_split(dataset, self.cache_dir)
         return self._splits[dataset]
 
     def _study(self, regime: str, dataset: str) -> int:
@@ -361,7 +372,7 @@ class Context:
         """The arm trained at each learning rate of the regime's grid; the chosen rate has the highest
         mean best validation accuracy over the *tuning* seeds (`choose_rate`; a diverged seed scores 0),
         flagged when it won by less than one standard error or lies on the grid's edge."""
-        lr_grid = REGIMES[regime].lr_grid
+        lr_grid = self.profile.lr_grid(regime)
         grid = {lr: self.result(Arm(regime, dataset, activation, batch_norm, init=init, lr=lr, seed_offset=seed_offset))
                 for lr in lr_grid}
         chosen, near_tie, margin = choose_rate({lr: r.tuning_score() for lr, r in grid.items()})

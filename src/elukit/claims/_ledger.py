@@ -165,8 +165,13 @@ def _trained_regime(name: str, profile: Profile) -> str:
     config = REGIMES[name].config
     width = trained_width(name, profile)
     trained = f"trained here: MLP {config['depth']}x{width}"
-    return REGIMES[name].description + (f"; {trained} (width scaled by {profile.width_scale:g})"
+    text = REGIMES[name].description + (f"; {trained} (width scaled by {profile.width_scale:g})"
                                         if width != config["width"] else f"; {trained}")
+    grid = ", ".join(f"{lr:g}" for lr in profile.lr_grid(name))
+    datasets = [d for d in profile.datasets if profile.trains(name, d)]
+    left_out = [d for d in profile.datasets if not profile.trains(name, d)]
+    text += f"; learning rates {grid}; on {', '.join(datasets)}"
+    return text + (f" (not on {', '.join(left_out)} in the {profile.name} profile, for its compute)" if left_out else "")
 
 
 def pooled_record(claim: Claim, rows: Sequence[Any], outcomes: Sequence[tuple]) -> dict[str, Any]:

@@ -88,7 +88,8 @@ def _paired(regime: str, comparison: str, treatment, baseline, note: str = "", *
 def _settings(context: Context):
     for regime in context.profile.regimes:
         for dataset in context.profile.datasets:
-            yield regime, dataset, f"{regime}/{dataset}"
+            if context.profile.trains(regime, dataset):
+                yield regime, dataset, f"{regime}/{dataset}"
 
 
 # -- theory ------------------------------------------------------------------------------------------

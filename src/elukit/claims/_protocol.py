@@ -16,8 +16,10 @@ import hashlib
 import json
 from typing import Any
 
-PROTOCOL_VERSION = 2
-"""1: the ledger of issues 12-18 (x3 grids moved after runs were seen, one row decides). 2: issue 19."""
+PROTOCOL_VERSION = 3
+"""1: the ledger of issues 12-18 (x3 grids moved after runs were seen, one row decides). 2: issue 19.
+3: issue 19, second part: stopping on validation accuracy alone, MNIST-1D's generated validation set,
+the quick profile's 3-point grids and its deep regime on digits and breast cancer only (docs/claims.md)."""
 
 
 def _rule(rule: Any) -> dict[str, Any]:
@@ -30,6 +32,7 @@ def _constants() -> dict[str, Any]:
     from elukit.claims import _measures as m
     from elukit.claims._context import DEEP_REGIME, TUNING_OFFSET
     from elukit.experiments.converge import NOISE_SEED
+    from elukit.experiments.data import GENERATED_VALIDATION, MNIST1D_VALIDATION_SAMPLES, MNIST1D_VALIDATION_SEED
 
     names = ("ALPHAS", "STDS", "SMOOTH_ALPHAS", "SMOOTH_STEPS", "SMOOTH_TOLERANCE", "VARIANCE_ACTIVATIONS",
              "VARIANCE_STARTS", "SELU_DEPTH", "DEEP_SAMPLES", "DROPOUT_RATE", "DEACTIVATION_SLOPES",
@@ -37,7 +40,8 @@ def _constants() -> dict[str, Any]:
              "ALPHA_GRID", "STABLE_WITHIN", "PLANTED_EFFECT")
     constants = {name: getattr(m, name) for name in names}
     constants.update(DEEP_REGIME=DEEP_REGIME, TUNING_OFFSET=TUNING_OFFSET, NOISE_SEED=NOISE_SEED,
-                     validation_fraction=0.2, validation_split_seed=0)
+                     validation_fraction=0.2, validation_split_seed=0, generated_validation=sorted(GENERATED_VALIDATION),
+                     mnist1d_validation={"samples": MNIST1D_VALIDATION_SAMPLES, "seed": MNIST1D_VALIDATION_SEED})
     return constants
 
 
@@ -58,6 +62,9 @@ def protocol() -> dict[str, Any]:
         "profiles": {name: {k: v for k, v in p.as_dict().items() if k != "compute"} for name, p in PROFILES.items()},
         "constants": _constants(),
         "rules": {"rows": _rules.__doc__, "checkpoint": "highest validation accuracy, ties: lowest validation loss",
+                  "stopping": "when every member has gone `patience` epochs without a higher validation accuracy "
+                              "(a tie at a lower loss is no improvement), or at the cap",
+                  "test_metrics": "evaluated at every epoch that became some member's checkpoint, and epoch 0",
                   "tuning": "highest mean checkpoint validation accuracy over the tuning seeds; near-tie when the "
                             "margin over the runner-up is <= one standard error of the paired difference",
                   "pooling": "DerSimonian-Laird random effects over the tuned (not matched) sampled rows of the "

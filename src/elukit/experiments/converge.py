@@ -4,14 +4,21 @@
 activation is only worth something for converged models, so `elukit claims` trains each
 configuration with `train_until_converged`:
 
-* `validation_split` holds out a fixed, stratified share of the *training* set (the test set is
-  never looked at for a decision);
+* `held_out_split` gives the validation samples: for MNIST-1D, 1000 further sequences from its
+  generator (so the model fits all 4000 training sequences, as in the MNIST-1D paper); for the
+  other datasets `validation_split` holds out a fixed, stratified share of the *training* set
+  (the test set is never looked at for a decision);
 * every epoch stores, besides the metrics of `elukit compare`, the validation loss and accuracy
   and the test accuracy under Gaussian input noise (``noisy_test_accuracy``, one fixed noise draw);
 * each member (seed) of the ensemble has its own checkpoint: the epoch of its highest validation
   accuracy (ties: the lowest validation loss among them, then the earliest); the ensemble stops
-  when every member has gone `patience` epochs (>= 10 in the ledger's profiles) without a better
-  one, or at the cap ``config.epochs``. Readers take each member's metrics at its checkpoint
+  when every member has gone `patience` epochs (>= 10 in the ledger's profiles) without a higher
+  validation accuracy (`last_improvement`: a tie, even at a lower loss, does not extend training;
+  on a small validation set the loss keeps falling at a flat accuracy for as long as the cap
+  allows), or at the cap ``config.epochs``.
+* the test metrics (``test_accuracy``, ``noisy_test_accuracy``) are evaluated only at epochs that
+  became some member's checkpoint (and at epoch 0): the only epochs a reader takes them from.
+  Checkpoints move only forward, to the newest epoch, so no checkpoint lacks them. Readers take each member's metrics at its checkpoint
   (`best_epochs`) and count the members still improving at the cap (`cap_hits`): a row whose
   models hit the cap says so.
 
@@ -79,6 +86,18 @@ def validation_split(dataset: Dataset, fraction: float = 0.2, seed: int = 0) -> 
     return Split(train, dataset.x_train[validation], dataset.y_train[validation])
 
 
+def held_out_split(name: str, cache_dir: str | None = None) -> Split:
+    """A built-in dataset with its validation samples: the generator's own validation set where it
+    has one (`elukit.experiments.data.GENERATED_VALIDATION`: MNIST-1D), else `validation_split`."""
+    from elukit.experiments.data import load_dataset, load_with_validation
+
+    generated = load_with_validation(name, cache_dir)
+    if generated is None:
+        return validation_split(load_dataset(name, cache_dir))
+    dataset, x_validation, y_validation = generated
+    return Split(dataset, x_validation, y_validation)
+
+
 def best_epochs(validation_accuracy: np.ndarray, validation_loss: np.ndarray | None = None) -> np.ndarray:
     """Per member, the checkpoint epoch (>= 1): the highest validation accuracy, ties broken by the
     lowest validation loss, then the earliest epoch. Both are (members, epochs + 1) with epoch 0 the
@@ -93,19 +112,29 @@ def best_epochs(validation_accuracy: np.ndarray, validation_loss: np.ndarray | N
     return np.where(np.isfinite(candidates.min(axis=1)), np.argmin(candidates, axis=1), np.argmax(top, axis=1))
 
 
+def last_improvement(validation_accuracy: np.ndarray) -> np.ndarray:
+    """Per member, the first epoch (>= 1) at which its highest validation accuracy was reached: the
+    last epoch that improved on every earlier one. (members, epochs + 1); NaN where not trained."""
+    accuracy = np.where(np.isfinite(validation_accuracy), validation_accuracy, -np.inf)
+    accuracy[:, 0] = -np.inf
+    return np.argmax(accuracy, axis=1)
+
+
 def cap_hits(validation_accuracy: np.ndarray, validation_loss: np.ndarray | None, patience: int, cap: int) -> int:
-    """Members that trained to the cap without `patience` epochs past their checkpoint: still improving."""
+    """Members that trained to the cap with a higher validation accuracy within the last `patience`
+    epochs: still improving. (`validation_loss` is accepted for symmetry with `best_epochs`; a tie
+    at a lower loss is not an improvement.)"""
     trained = np.isfinite(validation_accuracy).any(axis=0)
     last = int(np.flatnonzero(trained).max()) if trained.any() else 0
     if last < cap:
         return 0
-    return int(np.sum(last - best_epochs(validation_accuracy, validation_loss) < patience))
+    return int(np.sum(last - last_improvement(validation_accuracy) < patience))
 
 
-def _stopped(validation_accuracy: np.ndarray, validation_loss: np.ndarray, patience: int) -> bool:
-    """True when every member's checkpoint lies `patience` or more epochs behind the last epoch."""
+def _stopped(validation_accuracy: np.ndarray, patience: int) -> bool:
+    """True when every member has gone `patience` or more epochs without a higher validation accuracy."""
     last = validation_accuracy.shape[1] - 1
-    return bool(np.all(last - best_epochs(validation_accuracy, validation_loss) >= patience))
+    return bool(np.all(last - last_improvement(validation_accuracy) >= patience))
 
 
 def _stored_series(store: Store, runs: Sequence[int], name: str) -> dict[int, dict[int, float]]:
@@ -153,10 +182,13 @@ def train_until_converged(store: Store, study_id: int, config: StudyConfig, acti
     noise = np.random.default_rng(NOISE_SEED).normal(0.0, noise_std, size=dataset.x_test.shape)
     data["x_noisy"] = data["x_test"] + torch.from_numpy(noise.astype(dataset.x_test.dtype))
 
-    def network_rows() -> list[tuple[int, str, int, float]]:
+    splits = {"train": ("x_train", "y_train"), "validation": ("x_validation", "y_validation"),
+              "test": ("x_test", "y_test"), "noisy_test": ("x_noisy", "y_test")}
+
+    def network_rows(prefixes: Sequence[str]) -> list[tuple[int, str, int, float]]:
         rows = []
-        for prefix, x, y in (("train", "x_train", "y_train"), ("test", "x_test", "y_test"),
-                             ("validation", "x_validation", "y_validation"), ("noisy_test", "x_noisy", "y_test")):
+        for prefix in prefixes:
+            x, y = splits[prefix]
             loss, accuracy = _evaluate(model, data[x], data[y], members)
             named = (("loss", loss), ("accuracy", accuracy)) if prefix != "noisy_test" else (("accuracy", accuracy),)
             for suffix, values in named:
@@ -165,7 +197,7 @@ def train_until_converged(store: Store, study_id: int, config: StudyConfig, acti
 
     checkpoint = store.checkpoint(configuration_id)
     if checkpoint is None:
-        rows = network_rows()
+        rows = network_rows(tuple(splits))
         store.write_epoch(configuration_id, 0, rows, _serialize(model, optimizer), 0.0)
         first, seconds = 1, 0.0
     else:
@@ -182,17 +214,20 @@ def train_until_converged(store: Store, study_id: int, config: StudyConfig, acti
     monitor = Monitor(model, ensemble_dim=0, unit_dim=model.unit_dim)
     try:
         for epoch in range(first, config.epochs + 1):
-            if epoch > 1 and _stopped(history["validation_accuracy"][:, :epoch], history["validation_loss"][:, :epoch],
-                                      patience):
+            if epoch > 1 and _stopped(history["validation_accuracy"][:, :epoch], patience):
                 break
             started = time.perf_counter()
             layer_rows = train_epoch(model, optimizer, monitor, data, seeds, runs, epoch, config.batch_size)
-            rows = network_rows() + layer_rows
-            seconds += time.perf_counter() - started
-            store.write_epoch(configuration_id, epoch, rows, _serialize(model, optimizer), seconds)
+            rows = network_rows(("train", "validation"))
             for metric, values in history.items():
                 by_run = {run: value for run, name, layer, value in rows if name == metric}
                 values[:, epoch] = [by_run[run] for run in runs]
+            if np.any(best_epochs(history["validation_accuracy"][:, :epoch + 1],
+                                  history["validation_loss"][:, :epoch + 1]) == epoch):
+                rows += network_rows(("test", "noisy_test"))
+            rows += layer_rows
+            seconds += time.perf_counter() - started
+            store.write_epoch(configuration_id, epoch, rows, _serialize(model, optimizer), seconds)
             if progress is not None:
                 progress(label, epoch, config.epochs)
     finally:
@@ -201,4 +236,5 @@ def train_until_converged(store: Store, study_id: int, config: StudyConfig, acti
     return configuration_id
 
 
-__all__ = ["NOISE_SEED", "VALIDATION_METRICS", "Split", "best_epochs", "cap_hits", "train_until_converged", "validation_split"]
+__all__ = ["NOISE_SEED", "VALIDATION_METRICS", "Split", "best_epochs", "cap_hits", "held_out_split", "last_improvement",
+           "train_until_converged", "validation_split"]

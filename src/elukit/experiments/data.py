@@ -74,6 +74,44 @@ def _mnist1d(cache_dir: Path) -> tuple[np.ndarray, ...]:
     return arrays
 
 
+MNIST1D_VALIDATION_SEED = 43
+MNIST1D_VALIDATION_SAMPLES = 1000
+MNIST1D_VALIDATION_CACHE = f"mnist1d-validation-{MNIST1D_VALIDATION_SAMPLES}-seed{MNIST1D_VALIDATION_SEED}.npz"
+
+
+def _mnist1d_validation(cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Further MNIST-1D sequences for validation: the generator's default arguments but its seed
+    (43 instead of 42), 100 per class, none of them in the 4000/1000 train/test sets. The generator
+    centres and scales each set by its own mean and std (over 40,000 values each), so this set and
+    the canonical one share their distribution and that affine map up to its sampling error."""
+    path = cache_dir / MNIST1D_VALIDATION_CACHE
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                return stored["x"], stored["y"]
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile):
+            pass
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as error:
+        raise ImportError("the mnist1d dataset needs the mnist1d package: pip install 'elukit[experiments]'") from error
+    args = get_dataset_args()
+    args.num_samples, args.seed, args.train_split = MNIST1D_VALIDATION_SAMPLES, MNIST1D_VALIDATION_SEED, 1.0
+    generated = make_dataset(args)
+    arrays = generated["x"], generated["y"]
+    try:
+        _atomic_savez(path, x=arrays[0], y=arrays[1])
+    except OSError as error:
+        raise ValueError(f"cannot write the MNIST-1D cache {str(path)!r} ({error.strerror}); set ELUKIT_CACHE "
+                         f"to a writable folder") from None
+    return arrays
+
+
+GENERATED_VALIDATION: dict[str, Callable[[Path], tuple[np.ndarray, np.ndarray]]] = {"mnist1d": _mnist1d_validation}
+"""Datasets whose generator gives a validation set apart from the training set (the others hold
+one out of their training set: `elukit.experiments.converge.validation_split`)."""
+
+
 def _sklearn(loader_name: str) -> Callable[[Path], tuple[np.ndarray, ...]]:
     def load(cache_dir: Path) -> tuple[np.ndarray, ...]:
         try:
@@ -116,12 +154,13 @@ def required_modules(name: str | None, data_file: str | None = None,
     return REQUIRES[name]
 
 
-def standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature (x - mean) / std from the training set; constant features get std 1."""
+def standardise(x_train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-feature (x - mean) / std from the training set, applied to it and to `others` (flat, float64);
+    constant features get std 1."""
     mean = x_train.mean(axis=0)
     std = x_train.std(axis=0)
     std = np.where(std > 0, std, 1.0)
-    return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)
+    return tuple(((x - mean) / std).astype(np.float32) for x in (x_train, *others))
 
 
 def _some(values: np.ndarray, shown: int = 8) -> str:
@@ -212,6 +251,21 @@ def load_npz(path: str | os.PathLike[str]) -> Dataset:
         detail = f"array {key} cannot be read" if key else "not a readable .npz archive"
         raise ValueError(f"{where}: {detail} ({type(error).__name__}: {error})") from None
     return _validated(path.name, **arrays)
+
+
+def load_with_validation(name: str, cache_dir: str | os.PathLike[str] | None = None
+                         ) -> tuple[Dataset, np.ndarray, np.ndarray] | None:
+    """A built-in dataset with its generated validation set (x, y), standardised with the training
+    set's statistics like the test set; None for datasets without one (`GENERATED_VALIDATION`)."""
+    if name not in GENERATED_VALIDATION:
+        return None
+    dataset = load_dataset(name, cache_dir)
+    directory = Path(cache_dir) if cache_dir else default_cache_dir()
+    x_train = DATASETS[name][1](directory)[0]
+    x_validation, y_validation = GENERATED_VALIDATION[name](directory)
+    flat = x_validation.reshape(len(x_validation), -1).astype(np.float64)
+    _, standard = standardise(x_train.reshape(len(x_train), -1).astype(np.float64), flat)
+    return dataset, standard.reshape(x_validation.shape), y_validation.astype(np.int64)
 
 
 def load_dataset(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Dataset:
