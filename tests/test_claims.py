@@ -288,6 +288,21 @@ def test_theory_parts_of_mixed_claims():
 
 
 # -- a claim's verdict respects every row ------------------------------------------------------------------
+def test_a_set_aside_row_neither_supports_nor_opposes():
+    from elukit.claims import combine_rows
+
+    reason = "rates 0.004 and 0.016 differ on a near-tie; the matched-rate rows decide"
+    alone = combine_rows(["supported", "inconclusive"], ["supported", "refuted"], names=["tuned", "matched"],
+                         set_aside=[reason, ""])
+    assert alone.verdict == "inconclusive" and alone.decides == (False, False)
+    assert alone.sides["set aside"] == ["tuned"]
+    kept = combine_rows(["inconclusive", "supported"], ["refuted", "supported"], names=["tuned", "matched"],
+                        set_aside=[reason, ""])
+    assert kept.verdict == "supported" and kept.decides == (False, True)  # its opposite lean does not count either
+    with pytest.raises(ValueError, match="set_aside"):
+        combine_rows(["supported"], set_aside=[])
+
+
 def test_one_supporting_row_cannot_outvote_a_large_opposite_estimate():
     """higher-accuracy supported on one row while another row's estimate is large and opposite (not
     significant): mixed, naming the regimes on each side, and both rows decide."""

@@ -216,6 +216,7 @@ def ledger_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("claims")
     result = _run(["--only", ONLY, "--profile", "tiny", "--out", str(out), "--quiet", "--workers", "1"])
     assert result.exit_code == 0, result.output
+    (out / "stdout.txt").write_text(result.output)
     return out
 
 
@@ -234,6 +235,7 @@ def test_ledger_files_hold_every_field_and_the_printed_table(ledger_dir):
     assert ledger["protocol_sha256"] == protocol_sha256() and list(ledger)[0] == "protocol_sha256"
     assert protocol_sha256() in (ledger_dir / "claims" / "ledger.md").read_text()
     assert protocol_sha256() in (ledger_dir / "claims" / "ledger.html").read_text()
+    assert (ledger_dir / "stdout.txt").read_text().splitlines()[0] == f"Protocol 3, sha256 {protocol_sha256()}."
     assert next(c for c in ledger["claims"] if c["id"] == "smooth-at-zero")["verdict"] == "supported"
     page = (ledger_dir / "claims" / "ledger.html").read_text()
     assert page.count("data:image/png;base64,") == len(ledger["claims"])  # one inlined figure per claim
@@ -350,11 +352,12 @@ def test_mnist1d_paper_models_have_the_papers_shapes():
 
 def test_a_and_a_through_the_whole_pipeline_decides_at_the_nominal_rate(tmp_path, monkeypatch):
     """The negative control replicated 20 times at tiny scale: two ReLU arms on different seeds, each
-    trained, checkpointed and tuned on its own tuning seeds, compared by the control's rule. The share
-    of decided rows (either way) stays within a 99.9% binomial interval of the nominal 5%."""
+    trained, checkpointed and tuned on its own tuning seeds, compared at their tuned rates and at every
+    grid point, each replication one Bonferroni family combined into a verdict as the ledger does. The
+    share of replications that decide anything stays within a 99.9% binomial interval of the nominal 5%."""
     from scipy import stats
 
-    from elukit.claims import get_claim
+    from elukit.claims import combine_rows, get_claim, lean
     from elukit.claims._context import LEDGER_SCHEMA, Regime
     from elukit.claims._measures import Side, _accuracy, compare
     from elukit.experiments.store import Store
@@ -369,19 +372,36 @@ def test_a_and_a_through_the_whole_pipeline_decides_at_the_nominal_rate(tmp_path
         db.execute("INSERT INTO claims_ledger (id, created, settings) VALUES (1, 0, '{}')")
     context = Context(store, 1, profile)
     rule = get_claim("control-negative").rule
-    replications, rows = 20, []
+    replications, families = 20, []
     try:
         for rep in range(replications):
             a, b = Side("relu", seed_offset=1000 * rep + 100), Side("relu", seed_offset=1000 * rep + 500)
-            rows += compare(context, a, b, _accuracy, "a - a", matched=False,
-                            settings=[("shallow-adam", "wine", "shallow-adam/wine")])
+            families.append(compare(context, a, b, _accuracy, "a - a", settings=[("shallow-adam", "wine", "shallow-adam/wine")]))
     finally:
         store.close()
-    verdicts = [decide([(i, row)], [rule])[0][2] for i, row in enumerate(rows)]
+    verdicts = []
+    for rows in families:
+        owner = object()  # one family per replication, as one claim's rows are
+        outcomes = decide([(owner, row) for row in rows], [rule] * len(rows))
+        verdicts.append(combine_rows([o[2] for o in outcomes], [lean(o[0]) for o in outcomes],
+                                     set_aside=[row.set_aside for row in rows]).verdict)
+        tuned = rows[0]
+        assert bool(tuned.set_aside) == (len(set(tuned.lr.values())) > 1 and any(tuned.fields["near_tie"].values()))
     decided = sum(v != "inconclusive" for v in verdicts)
     low, high = stats.binom.interval(0.999, replications, 0.05)
-    assert len(rows) == replications and decided <= high, verdicts
-    assert len({tuple(row.treatment) for row in rows}) == replications  # every replication trained its own seeds
+    assert all(len(rows) == 3 for rows in families) and decided <= high, verdicts
+    assert len({tuple(rows[0].treatment) for rows in families}) == replications  # every replication trained its own seeds
+
+
+def test_a_tuned_row_whose_rates_differ_on_a_near_tie_is_set_aside():
+    from elukit.claims._context import Arm, ArmResult, Tuned
+    from elukit.claims._measures import tuning_confound
+
+    result = ArmResult(Arm("shallow-adam", "wine", "relu"), {}, {})
+    clear, close = Tuned(4e-3, result, {}, np.empty(0)), Tuned(8e-3, result, {}, np.empty(0), near_tie=True)
+    assert tuning_confound(clear, close).startswith("rates 0.004 and 0.008 differ on a near-tie")
+    assert tuning_confound(close, dataclasses.replace(close, near_tie=False)) == ""  # same rate: a matched comparison
+    assert tuning_confound(clear, dataclasses.replace(close, near_tie=False)) == ""  # both choices clear
 
 
 def test_resume_refuses_a_store_measured_under_another_protocol(tmp_path):

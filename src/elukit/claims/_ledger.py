@@ -203,7 +203,7 @@ def _claim_record(claim: Claim, rows: Sequence[Any], outcomes: Sequence[tuple], 
     names = [f"{row.regime} ({row.comparison})" if sum(r.regime == row.regime for r in rows) > 1 else row.regime
              for row in rows]
     combined = combine_rows([outcome[2] for outcome in outcomes], [lean(outcome[0]) for outcome in outcomes],
-                            [row.applies for row in rows], names)
+                            [row.applies for row in rows], names, [row.set_aside for row in rows])
     verdict, decides = combined.verdict, list(combined.decides)
     # the summary shows the row that decided (the strongest when several did), else the first row that applies
     first = next((i for i, row in enumerate(rows) if row.applies), 0)
@@ -213,7 +213,8 @@ def _claim_record(claim: Claim, rows: Sequence[Any], outcomes: Sequence[tuple], 
     for row, (result, p_outcome, row_verdict), decided in zip(rows, outcomes, decides):
         record = result.as_dict()
         record.update(regime=row.regime, comparison=row.comparison, verdict=row_verdict, exact=result.exact,
-                      p_outcome=_finite(p_outcome), decides=decided, applies=row.applies, lean=lean(result),
+                      p_outcome=_finite(p_outcome), decides=decided, applies=row.applies, set_aside=row.set_aside,
+                      lean=lean(result),
                       depth=row.depth, lr=row.lr, note=row.note,
                       differences=[_finite(v) for v in row.differences],
                       treatment=[_finite(v) for v in row.treatment], baseline=[_finite(v) for v in row.baseline])
@@ -407,6 +408,8 @@ def _row_cells(row: dict[str, Any]) -> list[str]:
     mde = "" if exact else _number(row["minimum_detectable_effect"])
     if not row.get("applies", True):
         verdict += " [does not apply: shown only]"
+    elif row.get("set_aside"):
+        verdict += f" [set aside: {row['set_aside']}]"
     lr = ", ".join(f"{arm} {value:g}" for arm, value in row["lr"].items()) if row.get("lr") else ""
     depth = "" if row.get("depth") is None else str(row["depth"])
     epochs = ", ".join(f"{arm} {row['checkpoint_epoch'][arm]:.0f} / {row['epochs_trained'][arm]}"

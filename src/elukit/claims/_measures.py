@@ -486,6 +486,16 @@ def _hits(results: dict[str, ArmResult]) -> str:
     return "; cap hit by " + ", ".join(f"{name}: {count} seeds" for name, count in hits.items()) if hits else ""
 
 
+def tuning_confound(a: Tuned, b: Tuned) -> str:
+    """Why a comparison of two arms at their own tuned rates cannot decide, or "": when their rates
+    differ and either choice beat its runner-up by no more than one standard error, the difference
+    may be the tuning noise's rather than the activation's (two identical arms tuned on different
+    seeds then differ significantly: the A/A control of protocol 2), so the matched-rate rows decide."""
+    if a.lr != b.lr and (a.near_tie or b.near_tie):
+        return f"rates {a.lr:g} and {b.lr:g} differ on a near-tie; the matched-rate rows decide"
+    return ""
+
+
 def compare(context: Context, treatment: Side, baseline: Side, value: Callable[[ArmResult], np.ndarray], label: str,
             matched: bool = True, settings=None) -> list[Evidence]:
     """Per regime and dataset: one row with each side at its own tuned rate, and (`matched`) one row per
@@ -499,8 +509,9 @@ def compare(context: Context, treatment: Side, baseline: Side, value: Callable[[
         results = {names[0]: a.result, names[1]: b.result}
         tuned = {names[0]: a, names[1]: b}
         note = ", ".join(t.describe(name) for name, t in tuned.items()) + _hits(results)
-        rows.append(_paired(where, label, value(a.result), value(b.result), note, depth=depth,
-                            lr={names[0]: a.lr, names[1]: b.lr}, fields=_row_fields("tuned", results, tuned)))
+        row = _paired(where, label, value(a.result), value(b.result), note, depth=depth,
+                      lr={names[0]: a.lr, names[1]: b.lr}, fields=_row_fields("tuned", results, tuned))
+        rows.append(dataclasses.replace(row, set_aside=tuning_confound(a, b)))
         if matched:
             for lr in a.grid:
                 results = {names[0]: a.grid[lr], names[1]: b.grid[lr]}

@@ -18,7 +18,9 @@ are "inconclusive (n too small)" / "inconclusive (no variance)" and never decide
 
 A claim's verdict from its rows (`combine_rows`), counting only the rows where the claim applies
 (a depth claim applies in deep networks; a row outside its scope is shown, marked, and never
-decides):
+decides) and that are not set aside (a row at each arm's tuned rate where the two arms chose
+different rates and either choice was a near-tie: its difference may be the tuning noise's, as the
+A/A control showed, so the matched-rate rows decide there):
 
 * *supported*: some row supports it, none refutes it, and no other tested row's estimate lies on the
   refuting side (its point estimate read through the same table: an opposite estimate that is not
@@ -78,6 +80,9 @@ class Evidence:
     """the learning rate of each arm, {arm: value}, for training rows"""
     fields: dict[str, Any] = dataclasses.field(default_factory=dict)
     """further JSON-ready row fields (e.g. zero_derivative_share, cap_hits, near_tie)"""
+    set_aside: str = ""
+    """why the row, though within the claim's scope, cannot decide (e.g. its arms' tuned rates differ on
+    a near-tie, so activation and learning rate are not separable in it); empty: it can"""
 
 
 def _check_test(test: str) -> None:
@@ -230,16 +235,17 @@ class ClaimVerdict:
 
 
 def combine_rows(row_verdicts: Sequence[str], leans: Sequence[str] | None = None, applies: Sequence[bool] | None = None,
-                 names: Sequence[str] | None = None) -> ClaimVerdict:
-    """A claim's verdict from its rows' verdicts, their point estimates' sides (`lean`) and where the
-    claim applies (see the module docstring)."""
+                 names: Sequence[str] | None = None, set_aside: Sequence[str] | None = None) -> ClaimVerdict:
+    """A claim's verdict from its rows' verdicts, their point estimates' sides (`lean`), where the
+    claim applies and which rows are set aside (a reason; see the module docstring)."""
     k = len(row_verdicts)
     leans = list(leans) if leans is not None else ["inconclusive"] * k
     applies = list(applies) if applies is not None else [True] * k
     names = list(names) if names is not None else [str(i) for i in range(k)]
-    if not (len(leans) == len(applies) == len(names) == k):
-        raise ValueError("row_verdicts, leans, applies and names must have one entry per row")
-    rows = [i for i in range(k) if applies[i]]
+    set_aside = list(set_aside) if set_aside is not None else [""] * k
+    if not (len(leans) == len(applies) == len(names) == len(set_aside) == k):
+        raise ValueError("row_verdicts, leans, applies, names and set_aside must have one entry per row")
+    rows = [i for i in range(k) if applies[i] and not set_aside[i]]
     supported = [i for i in rows if row_verdicts[i] == "supported"]
     refuted = [i for i in rows if row_verdicts[i] == "refuted"]
     undecided = [i for i in rows if row_verdicts[i] not in ("supported", "refuted")]
@@ -257,13 +263,15 @@ def combine_rows(row_verdicts: Sequence[str], leans: Sequence[str] | None = None
         verdict, against, deciding = "inconclusive", [], []
     sides = {"supported": [names[i] for i in supported], "refuted": [names[i] for i in refuted],
              "against (not significant)": [names[i] for i in against],
-             "does not apply": [names[i] for i in range(k) if not applies[i]]}
+             "does not apply": [names[i] for i in range(k) if not applies[i]],
+             "set aside": [names[i] for i in range(k) if applies[i] and set_aside[i]]}
     return ClaimVerdict(verdict, tuple(i in deciding for i in range(k)), sides)
 
 
-def combine(row_verdicts: Sequence[str], leans: Sequence[str] | None = None, applies: Sequence[bool] | None = None) -> str:
+def combine(row_verdicts: Sequence[str], leans: Sequence[str] | None = None, applies: Sequence[bool] | None = None,
+            set_aside: Sequence[str] | None = None) -> str:
     """A claim's verdict from its rows' (see the module docstring and `combine_rows`)."""
-    return combine_rows(row_verdicts, leans, applies).verdict
+    return combine_rows(row_verdicts, leans, applies, set_aside=set_aside).verdict
 
 
 def _family_name(owner: Any) -> str:

@@ -15,7 +15,7 @@ import click
     epilog=(
         "Examples:\n\n"
         "  elukit claims --list                              # the claims, their sources and rules\n\n"
-        "  elukit claims                                     # quick profile: every claim, < 15 min on 2 cores\n\n"
+        "  elukit claims                                     # quick profile: every claim, 8 seeds, 3 datasets\n\n"
         "  elukit claims --only zero-centred,smooth-at-zero  # some claims (the controls always run)\n\n"
         "  elukit claims --profile full --out big            # more seeds, datasets, widths (hours)\n\n"
         "  elukit claims --resume                            # after Ctrl-C: continue where it stopped"
@@ -24,8 +24,8 @@ import click
 @click.option("--list", "list_only", is_flag=True, help="List the claims (id, measurement, sources, statement) and exit.")
 @click.option("--only", default=None, help="Comma-separated claim ids (the two controls always run).")
 @click.option("--profile", default="quick", show_default=True,
-              help="quick: every claim in < 15 min on 2 CPU cores; full: 16 seeds, 4 datasets, wider nets "
-                   "(several CPU-hours); tiny: a smoke test of the machinery, not evidence.")
+              help="quick: every claim, 8 seeds, 3 datasets (its measured time: docs/claims.md); full: 16 seeds, "
+                   "4 datasets, wider grids (several CPU-hours); tiny: a smoke test of the machinery, not evidence.")
 @click.option("--seeds", type=int, default=None, help="Seeds per configuration (>= 2) instead of the profile's.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("elukit-results"),
               show_default=True, help="Folder of results.db (shared with elukit compare) and claims/.")
@@ -47,7 +47,7 @@ def claims_command(list_only: bool, only: str | None, profile: str, seeds: int |
     from elukit.claims import CLAIMS, check_profile, run_ledger, select, table_rows, write_ledger
     from elukit._files import exclusive_folder
     from elukit.cli._common import invoked_command
-    from elukit.claims._ledger import TABLE_HEADERS, banners
+    from elukit.claims._ledger import TABLE_HEADERS, banners, protocol_line
     from elukit.experiments.train import default_threads
 
     if list_only:
@@ -77,6 +77,7 @@ def claims_command(list_only: bool, only: str | None, profile: str, seeds: int |
             sys.exit(130)
         paths = write_ledger(ledger, out / "claims")
     rows = table_rows(ledger)
+    click.echo(protocol_line(ledger))
     for banner in banners(ledger):
         click.echo(f"*** {banner} ***")
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(TABLE_HEADERS[:-1])]
