@@ -303,7 +303,7 @@ def test_a_tiny_ledger_at_two_seeds_decides_nothing_and_says_so(tmp_path):
     assert "This ledger is invalid: control control-positive came out inconclusive, expected supported." in result.output
     page = (tmp_path / "claims" / "ledger.html").read_text()
     assert 'class="banner"' in page and "<nav>" in page and 'href="#faster-learning"' in page
-    assert set(ledger["provenance"]) >= {"command", "elukit_version", "date", "cpu", "threads"}
+    assert set(ledger["provenance"]) >= {"command", "elukit_version", "code_sha256", "date", "cpu", "threads"}
     assert "trained here: MLP 2x12 (width scaled by 0.125)" in ledger["regimes"]["shallow-adam"]  # not the 2x100 it names
     assert oct((tmp_path / "claims" / "ledger.json").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 
@@ -422,3 +422,24 @@ def test_resume_refuses_a_store_measured_under_another_protocol(tmp_path):
         assert _open_ledger(store, PROFILES["tiny"], resume=True) == 2
     finally:
         store.close()
+
+
+def test_the_code_hash_changes_with_any_edit_of_the_measuring_code(tmp_path):
+    """The protocol hash covers what is declared; `code_sha256` (in every ledger's provenance) covers
+    the code: a one-character edit of a measure changes it, a compiled file or cache does not."""
+    import shutil
+    from pathlib import Path
+
+    import elukit
+    from elukit._provenance import code_sha256, provenance
+
+    source = Path(elukit.__file__).parent
+    copy = tmp_path / "elukit"
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    assert code_sha256(copy) == code_sha256(source) == provenance()["code_sha256"]
+    (copy / "__pycache__").mkdir(exist_ok=True)
+    (copy / "__pycache__" / "x.pyc").write_bytes(b"compiled")
+    assert code_sha256(copy) == code_sha256(source)
+    measures = copy / "claims" / "_measures.py"
+    measures.write_text(measures.read_text().replace("PLANTED_EFFECT = 0.03", "PLANTED_EFFECT = 0.04"))
+    assert code_sha256(copy) != code_sha256(source)
