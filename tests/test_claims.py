@@ -304,20 +304,24 @@ def test_a_set_aside_row_neither_supports_nor_opposes():
 
 
 def test_one_supporting_row_cannot_outvote_a_large_opposite_estimate():
-    """higher-accuracy supported on one row while another row's estimate is large and opposite (not
-    significant): mixed, naming the regimes on each side, and both rows decide."""
+    """higher-accuracy supported on one row while another row's estimate is opposite, not significant,
+    and its interval excludes the supporting estimate: mixed, naming the regimes on each side, and
+    both rows decide."""
     from elukit.claims import combine_rows, lean
 
     rule = get_claim("higher-accuracy").rule
     rng = np.random.default_rng(4)
     rows = [(None, Evidence("shallow/mnist1d", "accuracy elu - relu", 0.036 + 0.004 * rng.normal(size=8))),
-            (None, Evidence("deep/mnist1d", "accuracy elu - relu", -0.065 + 0.2 * rng.normal(size=8))),
+            (None, Evidence("deep/mnist1d", "accuracy elu - relu",
+                            -0.02 + 0.038 * ((z := rng.normal(size=8)) - z.mean()) / z.std(ddof=1))),
             (None, Evidence("deep/digits", "accuracy elu - relu", 0.01 + 0.3 * (z := rng.normal(size=8)) - 0.3 * z.mean()))]
     outcomes = decide(rows, [rule] * 3)
     assert [o[2] for o in outcomes] == ["supported", "inconclusive", "inconclusive"]
     leans = [lean(o[0]) for o in outcomes]
     assert leans == ["supported", "refuted", "supported"]
-    combined = combine_rows([o[2] for o in outcomes], leans, names=[e.regime for _, e in rows])
+    intervals = [(o[0].effect, o[0].ci_low, o[0].ci_high) for o in outcomes]
+    assert intervals[1][1] < 0 < intervals[1][2] < intervals[0][0]  # not significant, yet incompatible with +3.6
+    combined = combine_rows([o[2] for o in outcomes], leans, names=[e.regime for _, e in rows], intervals=intervals)
     assert combined.verdict == "mixed" and combined.decides == (True, True, False)
     assert combined.sides["supported"] == ["shallow/mnist1d"]
     assert combined.sides["against (not significant)"] == ["deep/mnist1d"]
@@ -325,6 +329,27 @@ def test_one_supporting_row_cannot_outvote_a_large_opposite_estimate():
     # the same rows where every other estimate points the predicted way: supported, one row decides
     agreeing = combine_rows(["supported", "inconclusive", "inconclusive"], ["supported", "supported", "inconclusive"])
     assert agreeing.verdict == "supported" and agreeing.decides == (True, False, False)
+
+
+def test_an_opposite_estimate_too_uncertain_to_exclude_the_effect_does_not_disagree():
+    """The positive control of protocol 3's quick run: 3 planted points found in four rows, and a fifth
+    row whose seeds partly diverged (two of eight at chance) with its estimate at -11 points but its
+    interval [-49, +27] holding every supported estimate: it is compatible with them, so supported.
+    The same estimate with an interval that excludes them disagrees: mixed."""
+    from elukit.claims import combine_rows
+
+    verdicts, leans = ["supported", "supported", "inconclusive"], ["supported", "supported", "refuted"]
+    wide = [(0.030, 0.012, 0.048), (0.033, 0.022, 0.044), (-0.110, -0.492, 0.272)]
+    assert combine_rows(verdicts, leans, intervals=wide).verdict == "supported"
+    assert combine_rows(verdicts, leans, intervals=wide).decides == (True, True, False)
+    narrow = wide[:2] + [(-0.020, -0.050, 0.010)]
+    assert combine_rows(verdicts, leans, intervals=narrow).verdict == "mixed"
+    assert combine_rows(verdicts, leans).verdict == "mixed"  # no intervals: every opposite estimate counts
+    # the mirror case: refuted rows and an uncertain row leaning the other way
+    assert combine_rows(["refuted", "inconclusive"], ["refuted", "supported"],
+                        intervals=[(-0.05, -0.08, -0.02), (0.01, -0.20, 0.22)]).verdict == "refuted"
+    with pytest.raises(ValueError, match="intervals"):
+        combine_rows(["supported"], intervals=[])
 
 
 def test_rows_outside_a_claims_scope_are_shown_and_never_decide():

@@ -16,7 +16,7 @@ from click.testing import CliRunner  # noqa: E402
 from elukit.claims import CLAIMS, PROFILES, REGIMES, ArmResult, Context, decide  # noqa: E402
 from elukit.claims import combine, lean, run_ledger, select  # noqa: E402
 from elukit.cli.app import main  # noqa: E402
-from elukit.claims._protocol import protocol_sha256  # noqa: E402
+from elukit.claims._protocol import PROTOCOL_VERSION, protocol_sha256  # noqa: E402
 
 EXPERIMENTAL = [c for c in CLAIMS if any(m.kind == "experiments" for m in c.measure)]
 SEEDS, EPOCHS, LAYERS = 12, 20, 3
@@ -235,7 +235,7 @@ def test_ledger_files_hold_every_field_and_the_printed_table(ledger_dir):
     assert ledger["protocol_sha256"] == protocol_sha256() and list(ledger)[0] == "protocol_sha256"
     assert protocol_sha256() in (ledger_dir / "claims" / "ledger.md").read_text()
     assert protocol_sha256() in (ledger_dir / "claims" / "ledger.html").read_text()
-    assert (ledger_dir / "stdout.txt").read_text().splitlines()[0] == f"Protocol 3, sha256 {protocol_sha256()}."
+    assert (ledger_dir / "stdout.txt").read_text().splitlines()[0] == f"Protocol {PROTOCOL_VERSION}, sha256 {protocol_sha256()}."
     assert next(c for c in ledger["claims"] if c["id"] == "smooth-at-zero")["verdict"] == "supported"
     page = (ledger_dir / "claims" / "ledger.html").read_text()
     assert page.count("data:image/png;base64,") == len(ledger["claims"])  # one inlined figure per claim

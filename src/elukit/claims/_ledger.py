@@ -203,7 +203,8 @@ def _claim_record(claim: Claim, rows: Sequence[Any], outcomes: Sequence[tuple], 
     names = [f"{row.regime} ({row.comparison})" if sum(r.regime == row.regime for r in rows) > 1 else row.regime
              for row in rows]
     combined = combine_rows([outcome[2] for outcome in outcomes], [lean(outcome[0]) for outcome in outcomes],
-                            [row.applies for row in rows], names, [row.set_aside for row in rows])
+                            [row.applies for row in rows], names, [row.set_aside for row in rows],
+                            [(o[0].effect, o[0].ci_low, o[0].ci_high) for o in outcomes])
     verdict, decides = combined.verdict, list(combined.decides)
     # the summary shows the row that decided (the strongest when several did), else the first row that applies
     first = next((i for i, row in enumerate(rows) if row.applies), 0)

@@ -604,9 +604,10 @@ def epochs_to_loss(context: Context) -> list[Evidence]:
             target = float(max(c.min(axis=1).max() for c in finite))
             note = (f"target loss {target:.4f}; " + (", ".join(t.describe(n) for n, t in (("elu", a), ("relu", b)))
                                                      if rate == "tuned" else "matched rate"))
-            rows.append(_paired(label, "epochs elu - relu", _epochs_to(curves[0], target), _epochs_to(curves[1], target),
-                                note, depth=depth, lr=lr,
-                                fields=_row_fields(rate, {"elu": ra, "relu": rb}, {"elu": a, "relu": b} if rate == "tuned" else None)))
+            row = _paired(label, "epochs elu - relu", _epochs_to(curves[0], target), _epochs_to(curves[1], target),
+                          note, depth=depth, lr=lr,
+                          fields=_row_fields(rate, {"elu": ra, "relu": rb}, {"elu": a, "relu": b} if rate == "tuned" else None))
+            rows.append(dataclasses.replace(row, set_aside=tuning_confound(a, b) if rate == "tuned" else ""))
     return rows
 
 
@@ -752,10 +753,10 @@ def he_against_gain(context: Context) -> list[Evidence]:
 
 
 @experiments("test accuracy at each seed's checkpoint: ReLU on seeds n..2n-1 (and its own tuning seeds) against ReLU on "
-             "seeds 0..n-1, each tuned through the whole pipeline (A/A)")
+             "seeds 0..n-1, each tuned through the whole pipeline (A/A), and both at every grid point")
 def negative_control(context: Context) -> list[Evidence]:
     other = Side("relu", seed_offset=context.profile.seeds)
-    return compare(context, other, RELU, _accuracy, "accuracy relu(other seeds) - relu", matched=False)
+    return compare(context, other, RELU, _accuracy, "accuracy relu(other seeds) - relu")
 
 
 PLANTED_EFFECT = 0.03
@@ -763,11 +764,12 @@ PLANTED_EFFECT = 0.03
 
 
 @experiments(f"test accuracy at each seed's checkpoint: ReLU on seeds n..2n-1 plus a planted {PLANTED_EFFECT:g} (3 "
-             "accuracy points) against ReLU on seeds 0..n-1, each tuned through the whole pipeline")
+             "accuracy points) against ReLU on seeds 0..n-1, each tuned through the whole pipeline, and both at every "
+             "grid point")
 def positive_control(context: Context) -> list[Evidence]:
     other = Side("relu", seed_offset=context.profile.seeds)
     return compare(context, other, RELU, lambda r: _accuracy(r) + (PLANTED_EFFECT if r.arm.seed_offset else 0.0),
-                   f"accuracy (relu(other seeds) + {PLANTED_EFFECT:g}) - relu", matched=False)
+                   f"accuracy (relu(other seeds) + {PLANTED_EFFECT:g}) - relu")
 
 
 __all__ = ["Measurement", "Side", "compare", "crossover", "deep_network_at_init", "derivative_jump", "predicted_log_ratio",

@@ -22,9 +22,12 @@ decides) and that are not set aside (a row at each arm's tuned rate where the tw
 different rates and either choice was a near-tie: its difference may be the tuning noise's, as the
 A/A control showed, so the matched-rate rows decide there):
 
-* *supported*: some row supports it, none refutes it, and no other tested row's estimate lies on the
-  refuting side (its point estimate read through the same table: an opposite estimate that is not
-  significant still disagrees, so one supporting row cannot outvote a large opposite one);
+* *supported*: some row supports it, none refutes it, and no other tested row disagrees: its point
+  estimate lies on the refuting side (read through the same table) and its interval holds none of
+  the supporting rows' estimates (an opposite estimate that is not significant still disagrees when
+  it is incompatible with them, so one supporting row cannot outvote a large, precise opposite one;
+  an uninformative row, e.g. one whose seeds partly diverged, with an interval wide enough to hold
+  the supported effect, does not);
 * *refuted*: the mirror case;
 * *mixed*: rows disagree, and the verdict names the regimes on each side;
 * *inconclusive*: no row decides.
@@ -235,22 +238,34 @@ class ClaimVerdict:
 
 
 def combine_rows(row_verdicts: Sequence[str], leans: Sequence[str] | None = None, applies: Sequence[bool] | None = None,
-                 names: Sequence[str] | None = None, set_aside: Sequence[str] | None = None) -> ClaimVerdict:
+                 names: Sequence[str] | None = None, set_aside: Sequence[str] | None = None,
+                 intervals: Sequence[tuple[float, float, float]] | None = None) -> ClaimVerdict:
     """A claim's verdict from its rows' verdicts, their point estimates' sides (`lean`), where the
-    claim applies and which rows are set aside (a reason; see the module docstring)."""
+    claim applies, which rows are set aside (a reason) and, given `intervals` ((effect, low, high)
+    per row), whether an opposite estimate is compatible with the deciding rows (see the module
+    docstring). Without `intervals` every opposite estimate counts against."""
     k = len(row_verdicts)
     leans = list(leans) if leans is not None else ["inconclusive"] * k
     applies = list(applies) if applies is not None else [True] * k
     names = list(names) if names is not None else [str(i) for i in range(k)]
     set_aside = list(set_aside) if set_aside is not None else [""] * k
-    if not (len(leans) == len(applies) == len(names) == len(set_aside) == k):
-        raise ValueError("row_verdicts, leans, applies, names and set_aside must have one entry per row")
+    if not (len(leans) == len(applies) == len(names) == len(set_aside) == k) or (
+            intervals is not None and len(intervals) != k):
+        raise ValueError("row_verdicts, leans, applies, names, set_aside and intervals must have one entry per row")
     rows = [i for i in range(k) if applies[i] and not set_aside[i]]
     supported = [i for i in rows if row_verdicts[i] == "supported"]
     refuted = [i for i in rows if row_verdicts[i] == "refuted"]
     undecided = [i for i in rows if row_verdicts[i] not in ("supported", "refuted")]
-    leaning_refuted = [i for i in undecided if leans[i] == "refuted"]
-    leaning_supported = [i for i in undecided if leans[i] == "supported"]
+
+    def incompatible(i: int, deciding: list[int]) -> bool:
+        """Row i's interval holds none of the deciding rows' estimates (no intervals: assume so)."""
+        if intervals is None:
+            return True
+        low, high = intervals[i][1], intervals[i][2]
+        return not any(low <= intervals[j][0] <= high for j in deciding)
+
+    leaning_refuted = [i for i in undecided if leans[i] == "refuted" and incompatible(i, supported)]
+    leaning_supported = [i for i in undecided if leans[i] == "supported" and incompatible(i, refuted)]
     if supported and (refuted or leaning_refuted):
         verdict, against, deciding = "mixed", leaning_refuted, supported + refuted + leaning_refuted
     elif refuted and leaning_supported:
