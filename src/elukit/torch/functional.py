@@ -21,6 +21,10 @@ Gradients: the functions run as the dispatcher operators of `elukit.torch._ops`,
 multiplies by f'(x) computed from the saved *input* (never from the output, which collapses to 0
 once f(x) rounds to -alpha) and is itself an operator, one derivative order up, so every order,
 forward-mode AD and torch.func compose (docs/torch.md), with the same left-branch convention at 0.
+A plain eager training call of the ELU family on a contiguous CPU float32/float64 tensor computes
+f(x) and f'(x) in one pass instead and saves f'(x), with its branch in the sign bit
+(`_ops.TrainingFunction`): backward is one multiplication (<= 1 ulp from grad * f'(x) rounded
+once; ``exact=True`` keeps saving x), every higher order stays exact.
 ``inplace=True`` writes f(x) into x and saves f'(x) instead of x: the same memory as out-of-place,
 no collapse; differentiating it twice raises.
 """
@@ -354,6 +358,66 @@ def gradient_times_derivative(spec: Activation, order: int, x: torch.Tensor, gra
     return grad * evaluate_order(spec, order, x, exact)
 
 
+_TRAINING: dict[int, tuple[Activation, tuple | None]] = {}
+
+
+def _training_plan(spec: Activation) -> tuple | None:
+    """(kernel constants, f''/f' on the branch x <= 0) where the compiled kernels give f and f' in
+    one pass (the ELU family), else None; once per spec object."""
+    entry = _TRAINING.get(id(spec))
+    if entry is None or entry[0] is not spec:
+        plan = None
+        if _native.AVAILABLE and spec.exponential_linear_form() is not None:
+            kernels = _native.kernels_for(spec)
+            if kernels is not None:
+                plan = (kernels["derivative"][1], 1.0 / spec.exponential_linear_form()[2])
+        if len(_TRAINING) > 4096:
+            _TRAINING.clear()
+        entry = _TRAINING[id(spec)] = (spec, plan)  # the spec is kept, so its id stays its own
+    return entry[1]
+
+
+def training_plan(spec: Activation, x: torch.Tensor, exact: bool) -> tuple | None:
+    """What `value_and_derivative` needs for x, or None where the fused training forward does not
+    apply: it serves the ELU family on contiguous CPU float32/float64 tensors from the compiled
+    kernels, without ``exact=True`` (which keeps saving x, so that first-order gradients are
+    grad * f'(x) rounded once; the fused path rounds f'(x) and the product, <= 1 ulp)."""
+    if exact or x.dtype not in _COMPILED_DTYPES or not x.is_cpu or not x.is_contiguous():
+        return None
+    return _training_plan(spec)
+
+
+def value_and_derivative(plan: tuple, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""f(x) and f'(x) from one exponential per element (`training_plan` gave `plan` for x).
+
+    Bit for bit what `evaluate_order` gives for orders 0 and 1, except that f'(x) carries the
+    branch in its sign bit: -f'(x) where x <= 0 (or NaN), +f'(x) where x > 0 (f' >= 0, so the bit
+    is free): what `_ops.TrainingFunction` reads for every higher derivative."""
+    source = x.detach()
+    value, derivative = torch.empty_like(source), torch.empty_like(source)
+    if source.numel():
+        _native.run_both_addresses(source.data_ptr(), value.data_ptr(), derivative.data_ptr(), source.numel(),
+                                   x.dtype == torch.float64, plan[0], torch.get_num_threads())
+    return value, derivative
+
+
+def times_magnitude(grad: torch.Tensor, derivative: torch.Tensor) -> torch.Tensor:
+    """grad * |derivative| in derivative's dtype and shape, one rounding: one pass of the compiled
+    kernels where they apply (plain contiguous CPU tensors of one dtype, grad laid out alike or
+    one value broadcast, as ``sum().backward()`` hands in), else torch's own ops (the same bits)."""
+    if (_native.AVAILABLE and grad.dtype == derivative.dtype and grad.is_cpu and derivative.is_contiguous()
+            and grad.shape == derivative.shape and _ops.unobserved(grad, derivative)):
+        count = derivative.numel()
+        if grad.is_contiguous() or not any(grad.stride()):
+            out = torch.empty_like(derivative)
+            if count:
+                _native.multiply_magnitude_addresses(derivative.data_ptr(), grad.data_ptr(),
+                                                     count if grad.is_contiguous() else 1, out.data_ptr(), count,
+                                                     out.dtype == torch.float64, torch.get_num_threads())
+            return out
+    return grad * derivative.abs()
+
+
 def write_value_into(spec: Activation, x: torch.Tensor, exact: bool) -> torch.Tensor:
     """x <- f(x), in place when the compiled kernels can write x's memory directly."""
     if _compiled_kernel(spec, 0, x, exact, out=x) is None:
@@ -418,6 +482,9 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
             torch.autograd.graph.increment_version(x)
             return write_value_into(spec, x, exact)
         if torch.is_grad_enabled() and x.requires_grad:
+            plan = training_plan(spec, x, exact)
+            if plan is not None:  # f and f' from one exponential; saves f' instead of x
+                return _ops.TrainingFunction.apply(x, plan)[0]
             return _ops.ActivationFunction.apply(x, name, values, 0, exact, None)
         return evaluate_order(spec, 0, x, exact)
     if torch.jit.is_tracing():  # checked after the eager path, which it would slow: the trace is an artifact
@@ -542,4 +609,5 @@ def pelu(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, channel_dim: int = 1
 
 
 __all__ = ["QUANTITIES", "activation", "celu", "elu", "evaluate", "evaluate_order", "gradient_times_derivative", "pelu",
-           "round_to_odd_float32", "selu", "use_compiled_kernels", "write_value_into"]
+           "round_to_odd_float32", "selu", "times_magnitude", "training_plan", "use_compiled_kernels",
+           "value_and_derivative", "write_value_into"]
