@@ -27,8 +27,28 @@ INTEGER = {torch.float32: torch.int32, torch.float64: torch.int64}
 needs_kernels = pytest.mark.skipif(not _native.AVAILABLE, reason="elukit was built without its compiled kernels")
 
 
-@pytest.fixture(params=["elukit", "torch"])
-def backend(request):
+@pytest.fixture(params=["elukit", "elukit-python", "torch"])
+def backend(request, monkeypatch):
+    """torch's own function (the control), elukit, and elukit without its C++ module
+    (`_native_ops`: the Python implementation of the same node)."""
+    if request.param == "elukit-python":
+        python_only(monkeypatch)
+    return request.param
+
+
+def python_only(monkeypatch):
+    monkeypatch.setattr(EF, "_NATIVE_OPS", None)
+    monkeypatch.setattr(EF, "_TRAINING", {})  # plans name the C++ module's copy; made anew without it
+
+
+@pytest.fixture(params=["c++", "python"])
+def implementation(request, monkeypatch):
+    """elukit's training node from its C++ module where it was built, and from Python."""
+    if request.param == "c++":
+        if EF._NATIVE_OPS is None:
+            pytest.skip("elukit.torch._native_ops was not built (no torch at build time)")
+    else:
+        python_only(monkeypatch)
     return request.param
 
 
@@ -38,7 +58,7 @@ def name(request):
 
 
 def function(backend, name):
-    module = EF if backend == "elukit" else TF
+    module = TF if backend == "torch" else EF
     return lambda t: getattr(module, name)(t, **PARAMS[name])
 
 
@@ -139,16 +159,24 @@ def test_times_magnitude_is_torch_mul_bit_for_bit(dtype):
 
 # --- which path runs ---------------------------------------------------------------------------------
 
+def saved_by(call, x):
+    """The tensors autograd keeps for backward when `call(x)` runs."""
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = call(x)
+    return y, saved
+
+
 @needs_kernels
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_training_forward_saves_the_derivative_not_the_input(name, dtype):
+def test_training_forward_saves_the_derivative_not_the_input(name, dtype, implementation):
     x = torch.randn(8, 5, dtype=dtype).requires_grad_()
-    y = EF.activation(x, name, **PARAMS[name])
-    assert type(y.grad_fn).__name__ == "TrainingFunctionBackward"
+    y, saved = saved_by(lambda t: EF.activation(t, name, **PARAMS[name]), x)
+    assert "Training" in y.grad_fn.name()
     spec = spec_of(name, PARAMS[name])
-    (saved,) = y.grad_fn.saved_tensors
     separate = EF.evaluate_order(spec, 1, x.detach())
-    assert torch.equal(bits(saved.detach()), bits(torch.where(x > 0, separate, -separate)))
+    assert len(saved) == 1
+    assert torch.equal(bits(saved[0].detach()), bits(torch.where(x > 0, separate, -separate)))
 
 
 @pytest.mark.parametrize("case", ["exact", "non-contiguous", "gelu", "float16"])
@@ -161,7 +189,7 @@ def test_training_forward_keeps_saving_x_elsewhere(case):
     if case == "float16":
         x = x.half()
     y = call(x.requires_grad_())
-    assert type(y.grad_fn).__name__ == "ActivationFunctionBackward"
+    assert y.grad_fn.name() == "ActivationFunctionBackward"
 
 
 # --- derivatives (control: torch.nn.functional) --------------------------------------------------------
@@ -232,7 +260,7 @@ def test_saved_memory_is_one_tensor_like_x(backend, name):
 
 @needs_kernels
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_first_order_gradient_is_grad_times_the_rounded_derivative(name, dtype):
+def test_first_order_gradient_is_grad_times_the_rounded_derivative(name, dtype, implementation):
     """Backward is one multiplication: grad * f'(x) with f'(x) as the separate kernel rounds it,
     bit for bit; with one gradient value for every element (sum().backward()) that is the old
     path's result exactly, otherwise within 1 ulp of it (the old path rounds grad * f'(x) once)."""
@@ -251,7 +279,7 @@ def test_first_order_gradient_is_grad_times_the_rounded_derivative(name, dtype):
 
 
 @needs_kernels
-def test_higher_orders_agree_with_the_path_that_saves_x(name):
+def test_higher_orders_agree_with_the_path_that_saves_x(name, implementation):
     generator = torch.Generator().manual_seed(6)
     x = (torch.randn(2000, dtype=torch.float64, generator=generator) * 10).requires_grad_()
     results = []
@@ -269,10 +297,34 @@ def test_higher_orders_agree_with_the_path_that_saves_x(name):
 def test_second_derivative_of_celu_keeps_its_ratio_in_float64(backend, inplace):
     """Regression: f''/f' = 1/alpha went through torch.where with a Python float, which rounded
     it to float32 (CELU(3)'s second derivative was 3e-8 relative off in float64)."""
-    f = (lambda t: EF.celu(t, alpha=3.0, inplace=inplace)) if backend == "elukit" else \
-        (lambda t: TF.celu(t, alpha=3.0, inplace=inplace))
+    f = (lambda t: TF.celu(t, alpha=3.0, inplace=inplace)) if backend == "torch" else \
+        (lambda t: EF.celu(t, alpha=3.0, inplace=inplace))
     x0 = torch.linspace(-9.0, -0.1, 50, dtype=torch.float64)
     x = x0.clone().requires_grad_()
     (first,) = torch.autograd.grad(f(x * 1.0).sum(), x, create_graph=True)
     (second,) = torch.autograd.grad(first.sum(), x)
     torch.testing.assert_close(second, torch.exp(x0 / 3.0) / 3.0, rtol=1e-14, atol=0.0)  # torch's own: 8 ulp
+
+
+@needs_kernels
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_the_cpp_and_python_nodes_agree_bit_for_bit(name, dtype, monkeypatch):
+    if EF._NATIVE_OPS is None:
+        pytest.skip("elukit.torch._native_ops was not built (no torch at build time)")
+    generator = torch.Generator().manual_seed(7)
+    x = (torch.randn(3000, dtype=dtype, generator=generator) * 10).requires_grad_()
+    outer = torch.randn(3000, dtype=dtype, generator=generator)
+
+    def orders():
+        y = EF.activation(x, name, **PARAMS[name])
+        results = [y.detach()]
+        for _ in range(3):
+            (y,) = torch.autograd.grad(y, x, outer, create_graph=True)
+            results.append(y.detach())
+        results.append(torch.autograd.grad(EF.activation(x, name, **PARAMS[name]), x, outer)[0])  # first order alone
+        return results
+
+    native = orders()
+    python_only(monkeypatch)
+    python = orders()
+    assert all(torch.equal(bits(a), bits(b)) for a, b in zip(native, python))

@@ -1227,6 +1227,33 @@ static PyObject *multiply_magnitude_addresses(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ---- a C interface for other compiled modules (elukit.torch._native_ops) -------------------------
+   The capsule "elukit._exponential_linear._C_API" holds an elukit_kernel_api: run() evaluates a
+   kind on raw addresses without touching the GIL (it may be called from threads that do not hold
+   it, such as PyTorch's autograd engine). constants: the 11 values of the Python tuple, the
+   exponent (index 6) as a double. */
+typedef struct {
+    int version; /* 1 */
+    void (*run)(int kind, int is_double, const void *x, const void *grad, Py_ssize_t grad_count, void *out,
+                void *out2, Py_ssize_t count, const double *constants, int threads);
+} elukit_kernel_api;
+
+static void api_run(int kind, int is_double, const void *x, const void *grad, Py_ssize_t grad_count, void *out,
+                    void *out2, Py_ssize_t count, const double *c, int threads) {
+    constants k;
+    k.c_hi = c[0], k.c_lo = c[1], k.d_hi = c[2], k.d_lo = c[3], k.m_hi = c[4], k.m_lo = c[5];
+    k.floor = c[7], k.positive = c[8], k.scale = c[9], k.beta = c[10];
+    complete_constants(&k, (long long)c[6]);
+    if (grad != NULL && grad_count == 1 && count != 1) {
+        k.grad_scalar = is_double ? *(const double *)grad : (double)*(const float *)grad;
+        grad = NULL;
+    }
+    task whole = {kind, is_double, (const char *)x, (const char *)grad, (char *)out, count, &k, (char *)out2};
+    run_parallel(whole, threads);
+}
+
+static const elukit_kernel_api kernel_api = {1, api_run};
+
 static PyObject *exp2_table(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
@@ -1261,4 +1288,14 @@ static struct PyModuleDef module = {
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__exponential_linear(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__exponential_linear(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    PyObject *capsule = PyCapsule_New((void *)&kernel_api, "elukit._exponential_linear._C_API", NULL);
+    if (capsule == NULL || PyModule_AddObject(m, "_C_API", capsule) < 0) {
+        Py_XDECREF(capsule);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

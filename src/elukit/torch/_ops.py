@@ -416,21 +416,17 @@ class ScaledByDerivative(_Function):
         return result
 
 
-def _left_ratio(derivative: torch.Tensor, ratio: float) -> torch.Tensor:
-    """f''(x)/f'(x) from a signed f'(x): `ratio` where the sign bit marks x <= 0 (or NaN), else 0."""
-    # the ratio as a tensor of derivative's dtype: a Python float in where() would round it to float32
-    return torch.where(derivative.signbit(), torch.tensor(ratio, dtype=derivative.dtype), 0.0)
-
-
 class TrainingFunction(_Function):
     r"""f(x) out of place for training: f(x) and f'(x) from one exponential (the compiled kernels,
     `functional.value_and_derivative`), saving f'(x) instead of x. Backward is one multiplication,
     grad * |f'(x)| (`functional.times_magnitude`).
 
-    f'(x) is a second, hidden output carrying the branch in its sign bit, so higher derivatives
-    need no x: for the ELU family f''(x) = r f'(x) on x <= 0 (r = 1/divisor) and 0 on x > 0, so
-    the gradient reaching f'(x) comes back as grad_derivative * r * |f'(x)| on the left branch
-    (`ScaledByMagnitude` again, differentiable): every order is one multiplication more.
+    f'(x) is a second, hidden output with the branch in its sign bit (-f'(x) on x <= 0), so higher
+    derivatives need no x: for the ELU family f''(x) = r f'(x) on x <= 0 (r = 1/divisor) and 0 on
+    x > 0, so d/dx of the stored signed f' is r * min(stored, 0), and the gradient reaching the hidden
+    output (through |stored| in the first-order product) comes back as grad_derivative * r *
+    min(stored, 0): each order is one multiplication more. `elukit.torch._native_ops` (C++) runs the
+    same node where it was built.
 
     Used by the eager path of `functional.activation` where x requires grad (`training_plan`);
     transforms, tracers and compilers keep `ActivationFunction` (which saves x).
@@ -445,58 +441,19 @@ class TrainingFunction(_Function):
         ctx.ratio = inputs[1][1]
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(outputs[1])
-        ctx.save_for_forward(outputs[1])
 
     @staticmethod
     def backward(ctx, grad, grad_derivative):
         (derivative,) = ctx.saved_tensors
         result = None
         if grad is not None:
-            if torch.is_grad_enabled():
-                result = ScaledByMagnitude.apply(grad, derivative)
-            else:  # a first-order backward: one multiplication
+            if torch.is_grad_enabled():  # create_graph: differentiable in grad and in the hidden output
+                result = grad * derivative.abs()
+            else:  # a first-order backward: one multiplication, one pass
                 result = _functional.times_magnitude(grad, derivative)
         if grad_derivative is not None:
-            result = _add(result, ScaledByMagnitude.apply(grad_derivative * _left_ratio(derivative, ctx.ratio), derivative))
+            result = _add(result, grad_derivative * (derivative.clamp_max(0) * ctx.ratio))
         return result, None
-
-    @staticmethod
-    def jvp(ctx, tangent, _):
-        (derivative,) = ctx.saved_tensors
-        slope = tangent * derivative.abs()
-        return slope, slope * _left_ratio(derivative, ctx.ratio)
-
-
-class ScaledByMagnitude(_Function):
-    """grad * |derivative|, differentiable in grad and in |derivative| (`TrainingFunction`'s hidden
-    output f'(x), signed by branch): the gradient it passes to `derivative` is the one with respect
-    to |f'(x)|, which `TrainingFunction.backward` turns into f''(x)."""
-
-    @staticmethod
-    def forward(grad, derivative):
-        return _functional.times_magnitude(grad, derivative)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-        ctx.save_for_forward(*inputs)
-
-    @staticmethod
-    def backward(ctx, outer):
-        grad, derivative = ctx.saved_tensors
-        wrt_grad = ScaledByMagnitude.apply(outer, derivative) if ctx.needs_input_grad[0] else None
-        wrt_derivative = outer * grad if ctx.needs_input_grad[1] else None
-        return wrt_grad, wrt_derivative
-
-    @staticmethod
-    def jvp(ctx, grad_tangent, derivative_tangent):
-        grad, derivative = ctx.saved_tensors
-        result = None
-        if grad_tangent is not None:
-            result = grad_tangent * derivative.abs()
-        if derivative_tangent is not None:
-            result = _add(result, grad * derivative_tangent)
-        return result
 
 
 class SecondOrderGuard(_Function):
@@ -575,5 +532,5 @@ def _backward_decomposition(grad, x, name, params, order=0, exact=False):
 from elukit.torch import functional as _functional  # noqa: E402 - the kernels live there; it imports this module
 
 __all__ = ["ACTIVATION", "ACTIVATION_BACKWARD", "ACTIVATION_INPLACE", "ActivationFunction", "BackwardFunction",
-           "InplaceFunction", "ScaledByDerivative", "ScaledByMagnitude", "SecondOrderGuard", "TrainingFunction", "anchor_of", "check_inplace_allowed", "check_input", "check_no_internal_overlap", "direct_call_allowed",
+           "InplaceFunction", "ScaledByDerivative", "SecondOrderGuard", "TrainingFunction", "anchor_of", "check_inplace_allowed", "check_input", "check_no_internal_overlap", "direct_call_allowed",
            "spec_for", "unobserved"]

@@ -361,16 +361,34 @@ def gradient_times_derivative(spec: Activation, order: int, x: torch.Tensor, gra
 _TRAINING: dict[int, tuple[Activation, tuple | None]] = {}
 
 
+def _load_native_ops():
+    """elukit.torch._native_ops (the C++ hot paths), or None where it was not built or does not load
+    against this torch (it is compiled against the torch seen at build time)."""
+    if not _native.AVAILABLE or os.environ.get("ELUKIT_TORCH_NATIVE_OPS", "1") == "0":
+        return None
+    try:
+        from elukit.torch import _native_ops
+    except ImportError:  # not built (no torch at build time), or built against another torch
+        return None
+    return _native_ops
+
+
+_NATIVE_OPS = _load_native_ops()
+
+
 def _training_plan(spec: Activation) -> tuple | None:
-    """(kernel constants, f''/f' on the branch x <= 0) where the compiled kernels give f and f' in
-    one pass (the ELU family), else None; once per spec object."""
+    """(kernel constants, f''/f' on the branch x <= 0, the plan's index in `_native_ops` or None)
+    where the compiled kernels give f and f' in one pass (the ELU family), else None; once per spec
+    object."""
     entry = _TRAINING.get(id(spec))
     if entry is None or entry[0] is not spec:
         plan = None
         if _native.AVAILABLE and spec.exponential_linear_form() is not None:
             kernels = _native.kernels_for(spec)
             if kernels is not None:
-                plan = (kernels["derivative"][1], 1.0 / spec.exponential_linear_form()[2])
+                constants, ratio = kernels["derivative"][1], 1.0 / spec.exponential_linear_form()[2]
+                index = None if _NATIVE_OPS is None else _NATIVE_OPS.register_plan([float(c) for c in constants], ratio)
+                plan = (constants, ratio, index)
         if len(_TRAINING) > 4096:
             _TRAINING.clear()
         entry = _TRAINING[id(spec)] = (spec, plan)  # the spec is kept, so its id stays its own
@@ -484,8 +502,14 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
         if torch.is_grad_enabled() and x.requires_grad:
             plan = training_plan(spec, x, exact)
             if plan is not None:  # f and f' from one exponential; saves f' instead of x
+                if plan[2] is not None:
+                    return _NATIVE_OPS.train(x, plan[2])  # the same node in C++
                 return _ops.TrainingFunction.apply(x, plan)[0]
             return _ops.ActivationFunction.apply(x, name, values, 0, exact, None)
+        if _NATIVE_OPS is not None:
+            plan = training_plan(spec, x, exact)
+            if plan is not None:  # the same kernel as evaluate_order's, called from C++
+                return _NATIVE_OPS.value(x, plan[2])
         return evaluate_order(spec, 0, x, exact)
     if torch.jit.is_tracing():  # checked after the eager path, which it would slow: the trace is an artifact
         return _decomposed(spec, x, inplace)
