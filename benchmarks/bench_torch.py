@@ -67,10 +67,12 @@ def small_tensors() -> None:
 
 def training_sizes(sizes=(2**16, 2**18, 2**20, 2**22), repeat=7) -> None:
     """Forward+backward, out of place, 1 thread, the sizes of the fused training forward's target
-    (<= 1.0x F.elu): elukit and native timed alternately in one run, best of `repeat`."""
+    (<= 1.0x F.elu): the default training node (saves x) and the fused one (`use_fused_training`:
+    f and f' from one exponential, f' saved), each a ratio to native measured in the same run, best
+    of `repeat`; fwd(grad) is the forward of a tensor that requires grad."""
     torch.set_num_threads(1)
     print(f"{'dtype':>8} {'size':>8} {'fwd native ms':>14} {'fwd ratio':>10} {'f+b native ms':>14} {'f+b ratio':>10} "
-          f"{'fwd(grad) ratio':>16}")
+          f"{'f+b fused':>10} {'fwd(grad)':>10} {'fwd(grad) fused':>16}")
     for dtype in (torch.float32, torch.float64):
         for size in sizes:
             x = torch.randn(size, dtype=dtype) * 3
@@ -81,10 +83,17 @@ def training_sizes(sizes=(2**16, 2**18, 2**20, 2**22), repeat=7) -> None:
             ours = best(lambda: E.elu(x), repeat, number)
             native_fb = best(forward_backward(F.elu, x), repeat, number)
             ours_fb = best(forward_backward(E.elu, x), repeat, number)
-            native_g = best(lambda: F.elu(leaf_native), repeat, number)  # what a training forward costs
+            native_g = best(lambda: F.elu(leaf_native), repeat, number)
             ours_g = best(lambda: E.elu(leaf_ours), repeat, number)
+            E.use_fused_training(True)
+            try:
+                fused_fb = best(forward_backward(E.elu, x), repeat, number)
+                fused_g = best(lambda: E.elu(leaf_ours), repeat, number)
+            finally:
+                E.use_fused_training(False)
             print(f"{str(dtype)[6:]:>8} {size:>8} {1e3 * native:>14.3f} {ours / native:>9.2f}x "
-                  f"{1e3 * native_fb:>14.3f} {ours_fb / native_fb:>9.2f}x {ours_g / native_g:>15.2f}x")
+                  f"{1e3 * native_fb:>14.3f} {ours_fb / native_fb:>9.2f}x {fused_fb / native_fb:>9.2f}x "
+                  f"{ours_g / native_g:>9.2f}x {fused_g / native_g:>15.2f}x")
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 import elukit  # noqa: E402
 from elukit import _native  # noqa: E402
-from elukit.torch import _ops  # noqa: E402
+from elukit.torch import _kernels, _ops  # noqa: E402
 from elukit.torch import functional as EF  # noqa: E402
 
 TF = torch.nn.functional
@@ -27,25 +27,29 @@ INTEGER = {torch.float32: torch.int32, torch.float64: torch.int64}
 needs_kernels = pytest.mark.skipif(not _native.AVAILABLE, reason="elukit was built without its compiled kernels")
 
 
-@pytest.fixture(params=["elukit", "elukit-python", "torch"])
+@pytest.fixture(params=["elukit", "elukit-python", "elukit-fused", "elukit-fused-python", "torch"])
 def backend(request, monkeypatch):
-    """torch's own function (the control), elukit, and elukit without its C++ module
-    (`_native_ops`: the Python implementation of the same node)."""
-    if request.param == "elukit-python":
+    """torch's own function (the control), and elukit: its default training node (saves x), the
+    fused one (`use_fused_training`), each from the C++ module (`_native_ops`) where it was built
+    and from Python ("-python")."""
+    if request.param.endswith("-python"):
         python_only(monkeypatch)
+    if "fused" in request.param:
+        monkeypatch.setitem(_kernels._FUSED, "enabled", True)
     return request.param
 
 
 def python_only(monkeypatch):
-    monkeypatch.setattr(EF, "_NATIVE_OPS", None)
-    monkeypatch.setattr(EF, "_TRAINING", {})  # plans name the C++ module's copy; made anew without it
+    monkeypatch.setattr(_kernels, "_NATIVE_OPS", None)
+    monkeypatch.setattr(_kernels, "_TRAINING", {})  # plans name the C++ module's copy; made anew without it
 
 
 @pytest.fixture(params=["c++", "python"])
 def implementation(request, monkeypatch):
-    """elukit's training node from its C++ module where it was built, and from Python."""
+    """elukit's fused training node (switched on) from its C++ module where it was built, and from Python."""
+    monkeypatch.setitem(_kernels._FUSED, "enabled", True)
     if request.param == "c++":
-        if EF._NATIVE_OPS is None:
+        if _kernels._NATIVE_OPS is None:
             pytest.skip("elukit.torch._native_ops was not built (no torch at build time)")
     else:
         python_only(monkeypatch)
@@ -84,6 +88,14 @@ def bits(t):
     return t.view(INTEGER[t.dtype])
 
 
+def saved_by(call, x):
+    """The tensors autograd keeps for backward when `call(x)` runs."""
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = call(x)
+    return y, saved
+
+
 def old_path(name, params):
     """The operator's autograd node that saves x (what out-of-place training ran before)."""
     values = list(spec_of(name, params).parameters.values())
@@ -98,7 +110,7 @@ def old_path(name, params):
 def test_value_and_derivative_are_the_separate_kernels_bit_for_bit(name, params, dtype):
     spec = spec_of(name, params)
     x = every_binade(dtype)
-    plan = EF.training_plan(spec, x, exact=False)
+    plan = _kernels._kernel_plan(spec)
     assert plan is not None
     value, derivative = EF.value_and_derivative(plan, x)
     assert torch.equal(bits(value), bits(EF.evaluate_order(spec, 0, x)))
@@ -112,7 +124,7 @@ def test_value_and_derivative_without_a_shared_reduction(dtype):
     """Constants whose derivative floor lies above the value's clamp (no spec has them) make the
     kernel run the two loops one after the other: still the separate kernels' bits."""
     spec = spec_of("celu", {"alpha": 2.0})
-    constants = list(EF.training_plan(spec, torch.zeros(1, dtype=dtype), exact=False)[0])
+    constants = list(_kernels._kernel_plan(spec)[0])
     constants[7] = -10.0  # the floor, above both clamps (-30 for float32, -60 for float64)
     constants = tuple(constants)
     x = every_binade(dtype)
@@ -133,7 +145,7 @@ def test_value_and_derivative_without_a_shared_reduction(dtype):
 def test_value_and_derivative_do_not_depend_on_the_thread_split(dtype):
     spec = spec_of("selu", {})
     x = torch.randn(3 * 65536 + 17, dtype=dtype, generator=torch.Generator().manual_seed(0)) * 30
-    plan = EF.training_plan(spec, x, exact=False)
+    plan = _kernels._kernel_plan(spec)
     one = EF.value_and_derivative(plan, x)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -159,14 +171,6 @@ def test_times_magnitude_is_torch_mul_bit_for_bit(dtype):
 
 # --- which path runs ---------------------------------------------------------------------------------
 
-def saved_by(call, x):
-    """The tensors autograd keeps for backward when `call(x)` runs."""
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        y = call(x)
-    return y, saved
-
-
 @needs_kernels
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_training_forward_saves_the_derivative_not_the_input(name, dtype, implementation):
@@ -179,17 +183,42 @@ def test_training_forward_saves_the_derivative_not_the_input(name, dtype, implem
     assert torch.equal(bits(saved[0].detach()), bits(torch.where(x > 0, separate, -separate)))
 
 
-@pytest.mark.parametrize("case", ["exact", "non-contiguous", "gelu", "float16"])
-def test_training_forward_keeps_saving_x_elsewhere(case):
+@pytest.mark.parametrize("case", ["default", "exact", "non-contiguous", "gelu", "float16"])
+def test_training_forward_keeps_saving_x_unless_fused_training_is_on(case, monkeypatch):
+    if case != "default":
+        monkeypatch.setitem(_kernels._FUSED, "enabled", True)
     x = torch.randn(6, 4, dtype=torch.float64)
-    call = {"exact": lambda t: EF.elu(t, exact=True), "non-contiguous": EF.elu,
+    call = {"default": EF.elu, "exact": lambda t: EF.elu(t, exact=True), "non-contiguous": EF.elu,
             "gelu": lambda t: EF.activation(t, "gelu"), "float16": EF.elu}[case]
     if case == "non-contiguous":
         x = x.t()
     if case == "float16":
         x = x.half()
-    y = call(x.requires_grad_())
-    assert y.grad_fn.name() == "ActivationFunctionBackward"
+    y, saved = saved_by(call, x.requires_grad_())
+    assert "Training" not in y.grad_fn.name()
+    assert len(saved) == 1 and saved[0] is x
+
+
+@pytest.mark.parametrize("exact", [False, True], ids=["default", "exact"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_the_default_training_node_gives_the_operators_bits(name, dtype, exact, implementation, monkeypatch):
+    """Without use_fused_training, eager training (the C++ node where built) gives bit for bit what
+    the operator's node gives, for f and derivatives of orders 1-3 with any gradient."""
+    monkeypatch.setitem(_kernels._FUSED, "enabled", False)
+    generator = torch.Generator().manual_seed(8)
+    x = (torch.randn(3000, dtype=dtype, generator=generator) * 10).requires_grad_()
+    outer = torch.randn(3000, dtype=dtype, generator=generator)
+    values = list(spec_of(name, PARAMS[name]).parameters.values())
+    results = []
+    for f in (lambda t: EF.activation(t, name, exact=exact, **PARAMS[name]),
+              lambda t: _ops.ActivationFunction.apply(t, name, values, 0, exact, None)):
+        y = f(x)
+        orders = [y.detach(), torch.autograd.grad(y, x, outer, retain_graph=True)[0]]
+        for _ in range(3):
+            (y,) = torch.autograd.grad(y, x, outer, create_graph=True)
+            orders.append(y.detach())
+        results.append(orders)
+    assert all(torch.equal(bits(a), bits(b)) for a, b in zip(*results))
 
 
 # --- derivatives (control: torch.nn.functional) --------------------------------------------------------
@@ -309,7 +338,7 @@ def test_second_derivative_of_celu_keeps_its_ratio_in_float64(backend, inplace):
 @needs_kernels
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_the_cpp_and_python_nodes_agree_bit_for_bit(name, dtype, monkeypatch):
-    if EF._NATIVE_OPS is None:
+    if _kernels._NATIVE_OPS is None:
         pytest.skip("elukit.torch._native_ops was not built (no torch at build time)")
     generator = torch.Generator().manual_seed(7)
     x = (torch.randn(3000, dtype=dtype, generator=generator) * 10).requires_grad_()
@@ -328,3 +357,42 @@ def test_the_cpp_and_python_nodes_agree_bit_for_bit(name, dtype, monkeypatch):
     python_only(monkeypatch)
     python = orders()
     assert all(torch.equal(bits(a), bits(b)) for a, b in zip(native, python))
+
+
+# --- the kernel table ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case,wanted", [
+    (("elu", torch.float32, "cpu", False), "compiled C kernels"),
+    (("elu", torch.float64, "cpu", True), "compiled C kernels"),
+    (("gelu", torch.float64, "cpu", True), "NumPy in extended precision"),
+    (("gelu", torch.float32, "cpu", False), "NumPy kernels"),
+    (("gelu", torch.float64, "cpu", False), "the spec's torch kernels in float64, rounded once"),
+    (("elu", torch.float64, "meta", False), "the spec's torch kernels in float64, rounded once"),
+])
+def test_the_kernel_table_names_the_kernel_for_device_dtype_and_mode(case, wanted):
+    name, dtype, device, exact = case
+    if wanted == "compiled C kernels" and not _native.AVAILABLE:
+        wanted = "NumPy in extended precision" if exact and dtype == torch.float64 else "NumPy kernels"
+    x = torch.zeros(5, dtype=dtype, device=device)
+    assert _kernels.kernel_for(elukit.get(name), 0, x, exact) == wanted
+
+
+def test_the_modules_import_without_a_cycle():
+    """_kernels imports neither _ops nor functional; _ops imports _kernels, not functional."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(_kernels.__file__).parent
+
+    def imports(module):
+        tree = ast.parse((root / f"{module}.py").read_text(encoding="utf-8"))
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "elukit.torch":
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("elukit.torch."):
+                found.add(node.module.rsplit(".", 1)[1])
+        return found
+
+    assert not {"_ops", "functional"} & imports("_kernels")
+    assert "functional" not in imports("_ops")

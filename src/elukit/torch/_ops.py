@@ -32,7 +32,8 @@ from typing import Any
 
 from elukit._registry import get
 from elukit._spec import Activation
-from elukit.torch import _decompose
+from elukit.torch import _decompose, _kernels
+from elukit.torch._kernels import unobserved
 from elukit.torch._torch import torch
 
 _NAMESPACE = "elukit"
@@ -98,24 +99,6 @@ def check_inplace_allowed(x: torch.Tensor) -> None:
         raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place operation.")
 
 
-def _functorch_wrapped(t: torch.Tensor) -> bool:
-    """A tensor of a torch.func transform, or of the legacy vmap behind autograd's is_grads_batched."""
-    return torch._C._functorch.is_functorch_wrapped_tensor(t) or torch._C._functorch.is_legacy_batchedtensor(t)
-
-
-def unobserved(*tensors: torch.Tensor) -> bool:
-    """Whether calling a kernel directly, instead of through its operator, is invisible: plain
-    CPU/CUDA tensors, and no tracer, functorch transform, dispatch mode (FakeTensorMode, make_fx) or
-    compiler that would see the operator differently. The result is the same either way."""
-    if (torch._C._get_tracing_state() is not None or torch._C._are_functorch_transforms_active()
-            or torch._C._len_torch_dispatch_stack() or torch.compiler.is_compiling()):
-        return False
-    for t in tensors:
-        if type(t) is not torch.Tensor or not (t.is_cpu or t.is_cuda) or _functorch_wrapped(t):
-            return False
-    return True
-
-
 def direct_call_allowed(*tensors: torch.Tensor) -> bool:
     """`unobserved`, and no graph being recorded (a first-order backward)."""
     return not torch.is_grad_enabled() and unobserved(*tensors)
@@ -125,19 +108,19 @@ def direct_call_allowed(*tensors: torch.Tensor) -> bool:
 
 def _activation_kernel(x, name, params, order=0, exact=False):
     check_input(x)
-    return _functional.evaluate_order(spec_for(name, tuple(params)), order, x, exact)
+    return _kernels.evaluate_order(spec_for(name, tuple(params)), order, x, exact)
 
 
 def _backward_kernel(grad, x, name, params, order=0, exact=False):
     check_input(x)
     check_input(grad, "grad")
-    return _functional.gradient_times_derivative(spec_for(name, tuple(params)), order + 1, x, grad, exact)
+    return _kernels.gradient_times_derivative(spec_for(name, tuple(params)), order + 1, x, grad, exact)
 
 
 def _inplace_kernel(x, name, params, exact=False):
     check_input(x)
     check_no_internal_overlap(x)
-    _functional.write_value_into(spec_for(name, tuple(params)), x, exact)
+    _kernels.write_value_into(spec_for(name, tuple(params)), x, exact)
 
 
 _LIBRARY.impl("activation", _activation_kernel, "CompositeExplicitAutograd")
@@ -434,7 +417,7 @@ class TrainingFunction(_Function):
 
     @staticmethod
     def forward(x, plan):
-        return _functional.value_and_derivative(plan, x)
+        return _kernels.value_and_derivative(plan, x)
 
     @staticmethod
     def setup_context(ctx, inputs, outputs):
@@ -450,7 +433,7 @@ class TrainingFunction(_Function):
             if torch.is_grad_enabled():  # create_graph: differentiable in grad and in the hidden output
                 result = grad * derivative.abs()
             else:  # a first-order backward: one multiplication, one pass
-                result = _functional.times_magnitude(grad, derivative)
+                result = _kernels.times_magnitude(grad, derivative)
         if grad_derivative is not None:
             result = _add(result, grad_derivative * (derivative.clamp_max(0) * ctx.ratio))
         return result, None
@@ -528,8 +511,6 @@ def _activation_decomposition(x, name, params, order=0, exact=False):
 def _backward_decomposition(grad, x, name, params, order=0, exact=False):
     return _decompose.decompose_backward(spec_for(name, tuple(params)), order, grad, x)
 
-
-from elukit.torch import functional as _functional  # noqa: E402 - the kernels live there; it imports this module
 
 __all__ = ["ACTIVATION", "ACTIVATION_BACKWARD", "ACTIVATION_INPLACE", "ActivationFunction", "BackwardFunction",
            "InplaceFunction", "ScaledByDerivative", "SecondOrderGuard", "TrainingFunction", "anchor_of", "check_inplace_allowed", "check_input", "check_no_internal_overlap", "direct_call_allowed",
