@@ -62,4 +62,35 @@ else:
     print("elukit: XLA FFI header not found (jax not importable at build time): building without "
           "elukit.jax._ffi_kernels; `pip install --no-build-isolation .` with jax installed builds it")
 
+
+
+def _torch_extension() -> Extension | None:
+    """elukit.torch's C++ hot paths (src/elukit/torch/_native_ops.cpp), built against the torch
+    that the build sees (``pip install --no-build-isolation`` with torch installed), else None:
+    elukit.torch then runs the same computation from Python (bit for bit, more per-call cost).
+    ELUKIT_NO_TORCH_EXTENSION=1 skips it."""
+    if os.environ.get("ELUKIT_NO_TORCH_EXTENSION") == "1" or sys.platform == "win32":
+        return None
+    try:
+        import torch
+        from torch.utils.cpp_extension import CppExtension
+    except ImportError:
+        return None
+    abi = int(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", True))
+    return CppExtension(
+        "elukit.torch._native_ops",
+        sources=["src/elukit/torch/_native_ops.cpp"],
+        extra_compile_args=["-O2", "-g0", "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+                            "-DTORCH_EXTENSION_NAME=_native_ops", "-DTORCH_API_INCLUDE_EXTENSION_H"],
+        optional=True,
+    )
+
+
+torch_extension = _torch_extension()
+if torch_extension is not None:
+    extensions.append(torch_extension)
+else:
+    print("elukit: torch not importable at build time: building without elukit.torch._native_ops (the Python "
+          "operators serve); `pip install --no-build-isolation .` with torch installed builds it")
+
 setup(ext_modules=extensions)

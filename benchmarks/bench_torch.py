@@ -1,6 +1,7 @@
 """elukit.torch.functional.elu against torch.nn.functional.elu on CPU.
 
-Run: python benchmarks/bench_torch.py
+Run: python benchmarks/bench_torch.py  (``--small``: the per-call rows only; ``--training``: the
+1-thread forward+backward rows at 2^16-2^22 only)
 
 Small tensors first (64, 2^10 and 2^12 elements, float32, 1 thread), where the per-call overhead
 dominates: the time per call in microseconds for elukit and native, forward (no grad),
@@ -18,6 +19,7 @@ native in-place op, whose backward collapses to zero for x <= -17.3 (float32).
 
 from __future__ import annotations
 
+import sys
 import timeit
 
 import torch
@@ -63,9 +65,47 @@ def small_tensors() -> None:
               f"{1e6 * native_fb:>14.1f} {1e6 * ours_fb:>14.1f} {ours_fb / native_fb:>9.2f}x {ours_in / native_in:>17.2f}x")
 
 
+def training_sizes(sizes=(2**16, 2**18, 2**20, 2**22), repeat=7) -> None:
+    """Forward+backward, out of place, 1 thread, the sizes of the fused training forward's target
+    (<= 1.0x F.elu): the default training node (saves x) and the fused one (`use_fused_training`:
+    f and f' from one exponential, f' saved), each a ratio to native measured in the same run, best
+    of `repeat`; fwd(grad) is the forward of a tensor that requires grad."""
+    torch.set_num_threads(1)
+    print(f"{'dtype':>8} {'size':>8} {'fwd native ms':>14} {'fwd ratio':>10} {'f+b native ms':>14} {'f+b ratio':>10} "
+          f"{'f+b fused':>10} {'fwd(grad)':>10} {'fwd(grad) fused':>16}")
+    for dtype in (torch.float32, torch.float64):
+        for size in sizes:
+            x = torch.randn(size, dtype=dtype) * 3
+            number = max(1, 2**20 // size)
+            leaf_native = x.detach().requires_grad_()
+            leaf_ours = x.detach().requires_grad_()
+            native = best(lambda: F.elu(x), repeat, number)
+            ours = best(lambda: E.elu(x), repeat, number)
+            native_fb = best(forward_backward(F.elu, x), repeat, number)
+            ours_fb = best(forward_backward(E.elu, x), repeat, number)
+            native_g = best(lambda: F.elu(leaf_native), repeat, number)
+            ours_g = best(lambda: E.elu(leaf_ours), repeat, number)
+            E.use_fused_training(True)
+            try:
+                fused_fb = best(forward_backward(E.elu, x), repeat, number)
+                fused_g = best(lambda: E.elu(leaf_ours), repeat, number)
+            finally:
+                E.use_fused_training(False)
+            print(f"{str(dtype)[6:]:>8} {size:>8} {1e3 * native:>14.3f} {ours / native:>9.2f}x "
+                  f"{1e3 * native_fb:>14.3f} {ours_fb / native_fb:>9.2f}x {fused_fb / native_fb:>9.2f}x "
+                  f"{ours_g / native_g:>9.2f}x {fused_g / native_g:>15.2f}x")
+
+
 def main() -> None:
     print(f"elukit compiled kernels: {'built' if _native.AVAILABLE else 'missing (the torch/NumPy kernels run)'}")
+    if "--training" in sys.argv[1:]:
+        training_sizes()
+        return
+    if "--small" in sys.argv[1:]:
+        small_tensors()
+        return
     small_tensors()
+    training_sizes()
     print(f"{'threads':>7} {'dtype':>8} {'size':>8} {'fwd native ms':>14} {'fwd ratio':>10} {'fwd exact=True':>15} "
           f"{'f+b native ms':>14} {'f+b ratio':>10} {'f+b exact=True':>15} {'fwd compiled':>13} {'f+b compiled':>13}")
     for threads in (1, 2):

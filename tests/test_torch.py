@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 
 import elukit  # noqa: E402
 from elukit.torch import CELU, ELU, PELU, SELU, Activation, AlphaDropout, replace_activations  # noqa: E402
+from elukit.torch import _kernels  # noqa: E402
 from elukit.torch import functional as F  # noqa: E402
 from elukit.torch.init import init_, kaiming_normal_, kaiming_uniform_  # noqa: E402
 
@@ -129,8 +130,8 @@ def test_piecewise_linear_kernels_run_in_the_input_dtype_with_the_numpy_bits(nam
     bits = np.random.default_rng(5).integers(0, np.iinfo(integer).max, size=50_000, dtype=np.uint64).astype(integer)
     x = np.concatenate([bits.view(str(dtype)[6:]), np.array([0.0, -0.0, np.inf, -np.inf, np.nan], str(dtype)[6:])])
     wanted = {q: getattr(spec, q)(x) for q in ("value", "derivative", "second_derivative")}
-    monkeypatch.setattr(F, "_numpy_backend", None)  # never reached: the torch kernels run directly
-    monkeypatch.setattr(F._native, "AVAILABLE", False)  # as without the compiled kernels (or on CUDA)
+    monkeypatch.setattr(_kernels, "_numpy_backend", None)  # never reached: the torch kernels run directly
+    monkeypatch.setattr(_kernels._native, "AVAILABLE", False)  # as without the compiled kernels (or on CUDA)
     for quantity, expected in wanted.items():
         got = F.evaluate(spec, quantity, torch.from_numpy(x)).numpy()
         same = (got.view(integer) == expected.view(integer)) | (np.isnan(got) & np.isnan(expected))
@@ -251,7 +252,7 @@ def test_compiled_kernels_are_bit_identical_to_the_unfused_ones():
         leaf = x.clone().requires_grad_()
         F.selu(leaf).backward(torch.ones_like(x))
         assert np.array_equal(leaf.grad.numpy(), spec.derivative(x.numpy(), compiled=False), equal_nan=True)
-        assert F._COMPILE["enabled"], "compilation fell back to the unfused kernels"
+        assert _kernels._COMPILE["enabled"], "compilation fell back to the unfused kernels"
     finally:
         F.use_compiled_kernels(False)
 
@@ -267,7 +268,7 @@ def test_torch_kernels_carry_the_tie_fix_for_alpha_3(dtype):
     spec = elukit.get("elu", alpha=3.0)
     numpy_dtype = np.float16 if dtype == "float16" else ml_dtypes.bfloat16
     for quantity in ("value", "derivative"):
-        got = F._torch_kernel(spec, quantity, x).to(torch.float32).numpy()
+        got = _kernels._torch_kernel(spec, quantity, x).to(torch.float32).numpy()
         wanted = getattr(spec, quantity)(x.to(torch.float32).numpy().astype(numpy_dtype)).astype(np.float32)
         assert np.array_equal(got, wanted, equal_nan=True), quantity
 

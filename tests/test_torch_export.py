@@ -214,13 +214,14 @@ def test_functional_form_inside_a_scripted_forward(backend):
             return celu(y.clone(), 3.0, inplace=True)
 
     scripted = torch.jit.script(Uses())
-    x = torch.randn(4000, dtype=torch.float64) * 5
+    x = torch.randn(4000, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 5
     leaf, reference = x.clone().requires_grad_(), x.clone().requires_grad_()
     got, wanted = scripted(leaf), Uses()(reference)
     torch.testing.assert_close(got, wanted, rtol=8e-16, atol=0)
     got.sum().backward()
     wanted.sum().backward()
-    torch.testing.assert_close(leaf.grad, reference.grad, rtol=8e-16, atol=0)
+    # four functions composed: measured up to 3.8 ulp over 40 seeds (an unseeded 8e-16 failed now and then)
+    torch.testing.assert_close(leaf.grad, reference.grad, rtol=1e-15, atol=0)
 
 
 def test_functional_form_inside_a_scripted_forward_checks_alpha():

@@ -266,7 +266,9 @@ static ELUKIT_INLINE scaled_dd value_scaled(double x, const constants *k, int ha
     return (scaled_dd){v, tiny ? 0x1p-100 : 1.0, tiny ? 0x1p-100 : 1.0, tiny ? -200 : 0, tiny ? -100 : 0};
 }
 
-enum { VALUE = 0, EXPONENTIAL = 1, FAST = 2, LINEAR = 4 };
+enum { VALUE = 0, EXPONENTIAL = 1, FAST = 2, LINEAR = 4, BOTH = 8, MAGNITUDE = 16 };
+/* BOTH: f(x) and f'(x) from one exponential (run_both), for a training forward that saves f'(x)
+   instead of x. MAGNITUDE: out = grad * |x| in x's dtype (its backward: one multiplication). */
 /* FAST: float64 faithful kernels (float32 ignores it). LINEAR: the piecewise-linear family
    f(x) = a x (x > 0), b x (x <= 0) with a > 0, b >= 0, instead (run_linear; FAST is ignored), with a = scale and
    b = c_hi for the value, and f' = positive (x > 0), m_hi (x <= 0) for the derivatives. */
@@ -375,9 +377,10 @@ static ELUKIT_INLINE table_reduced table_reduce(double q, double q_lo) {
    result; times c = c_hi + c_lo, one final fma rounds. Error before that rounding: < 2^-58
    relative, so < 0.5 + 2^-5 ulp after it. Inputs with |x/beta| < 2^-60 are flagged for the
    double-double kernel. */
-static ELUKIT_INLINE checked fast_value64(double x, const constants *k, int has_beta) {
-    ratio t = divide(x, k->beta, has_beta, VALUE_CLAMP);
-    table_reduced e = table_reduce(t.q, t.q_lo);
+/* f(x) from the reduction of x/beta; where t.q lies below VALUE_CLAMP (a reduction clamped lower,
+   shared with the derivative: run_both), the result is `clamped`, f at the clamp. */
+static ELUKIT_INLINE checked fast_value64_reduced(double x, ratio t, table_reduced e, const constants *k,
+                                                  double clamped) {
     double power = power_of_two(e.k);              /* k in [-87, 0] */
     double a = power * e.t_hi;
     dd m = fast_two_sum(-1.0, a);                  /* a - 1 */
@@ -386,6 +389,7 @@ static ELUKIT_INLINE checked fast_value64(double x, const constants *k, int has_
     double bracket = fma(a, e.h + fma(e.r.lo, e.r.hi, e.r.lo), power * fma(e.t_lo, e.r.hi, e.t_lo));
     double tail = u.lo + (m.lo + (p.lo + bracket));
     double negative = fma(k->c_hi, u.hi, fma(k->c_hi, tail, k->c_lo * u.hi));
+    negative = t.q < VALUE_CLAMP ? clamped : negative;
     double positive = x * k->scale;
     double result = copysign(x > 0.0 ? positive : negative, x);
     /* |x/beta| < 2^-60: x/beta may have lost bits (subnormal), c x its low part; value_dd's series
@@ -394,14 +398,18 @@ static ELUKIT_INLINE checked fast_value64(double x, const constants *k, int has_
     return (checked){x != x ? x : result, tiny};
 }
 
+static ELUKIT_INLINE checked fast_value64(double x, const constants *k, int has_beta) {
+    ratio t = divide(x, k->beta, has_beta, VALUE_CLAMP);
+    return fast_value64_reduced(x, t, table_reduce(t.q, t.q_lo), k, 0.0); /* t.q >= VALUE_CLAMP */
+}
+
 /* grad * f'(x) or grad * f''(x) = grad * M * 2^(k + E) * T exp(r): (grad M) as a double-double,
    T exp(r) = T_hi + b_lo with b_lo = T_hi (r + h) + T_lo (+ T_lo r, below 2^-61.5) to < 2^-59
    relative, one fma to round, and the exact power of two after. Results outside the normal range
    (subnormal, zero, overflowing before the scaling) are flagged for exponential_dd. */
-static ELUKIT_INLINE checked fast_exponential64(double x, double grad, const constants *k, int has_beta) {
-    ratio t = divide(x, k->beta, has_beta, k->floor);
+static ELUKIT_INLINE checked fast_exponential64_reduced(double x, double grad, ratio t, table_reduced e,
+                                                        const constants *k) {
     grad = grad * (t.below ? 0.0 : 1.0); /* a zero result is flagged: exponential_dd flushes it */
-    table_reduced e = table_reduce(t.q, t.q_lo);
     double b_lo = fma(e.t_hi, e.r.hi + e.h, e.t_lo);
     double a_hi = grad * k->m_hi;
     double a_lo = fma(grad, k->m_hi, -a_hi) + grad * k->m_lo;
@@ -415,6 +423,11 @@ static ELUKIT_INLINE checked fast_exponential64(double x, double grad, const con
     int64_t outside = fabs(negative) >= 0x1p-1022 ? (fabs(product) < 0x1p1023 ? 0 : 1) : 1;
     int64_t unsure = (is_positive & needs_subnormal_rounding(result, x, grad)) | ((is_positive ^ 1) & outside);
     return (checked){x != x ? x : result, unsure & (x == x)};
+}
+
+static ELUKIT_INLINE checked fast_exponential64(double x, double grad, const constants *k, int has_beta) {
+    ratio t = divide(x, k->beta, has_beta, k->floor);
+    return fast_exponential64_reduced(x, grad, t, table_reduce(t.q, t.q_lo), k);
 }
 
 #define DEFINE_FAST_VALUE_LOOP(SUFFIX, HAS_BETA)                                                                      \
@@ -474,6 +487,7 @@ typedef struct {
     char *out;
     Py_ssize_t n;
     const constants *k;
+    char *out2; /* kind BOTH: f'(x) with the branch in its sign bit (out holds f(x)) */
 } task;
 
 /* float32: a fast evaluation in double, then a rounding test (Ziv's strategy). The fast result
@@ -533,17 +547,24 @@ static ELUKIT_INLINE fast_reduced fast_reduce(double x, const constants *k, int 
     return (fast_reduced){fma(-(shifted - ROUND_SHIFT), LN2, q), k_int};
 }
 
-static ELUKIT_INLINE double fast_value(double x, const constants *k, int has_beta) {
-    fast_reduced e = fast_reduce(x, k, has_beta, FLOAT_VALUE_CLAMP);
+static ELUKIT_INLINE double fast_value_reduced(double x, fast_reduced e, const constants *k) {
     double two_k = power_of_two(e.k);
     double result = k->c_hi * fma(two_k, expm1_short(e.r), two_k - 1.0);
     return copysign(x > 0.0 ? x * k->scale : result, x); /* f has the sign of x, zeros included */
 }
 
-static ELUKIT_INLINE double fast_exponential(double x, double grad, const constants *k, int has_beta) {
-    fast_reduced e = fast_reduce(x, k, has_beta, k->float_floor); /* keeps k + m_exponent >= -1022 */
+static ELUKIT_INLINE double fast_value(double x, const constants *k, int has_beta) {
+    return fast_value_reduced(x, fast_reduce(x, k, has_beta, FLOAT_VALUE_CLAMP), k);
+}
+
+static ELUKIT_INLINE double fast_exponential_reduced(double x, double grad, fast_reduced e, const constants *k) {
     double exponential = (grad * (k->m_hi * power_of_two(e.k + k->m_exponent))) * exp_short(e.r);
     return x > 0.0 ? grad * k->positive : exponential;
+}
+
+static ELUKIT_INLINE double fast_exponential(double x, double grad, const constants *k, int has_beta) {
+    /* the floor keeps k + m_exponent >= -1022 */
+    return fast_exponential_reduced(x, grad, fast_reduce(x, k, has_beta, k->float_floor), k);
 }
 
 static double slow_value(double x, const constants *k) {
@@ -732,7 +753,205 @@ static void run_linear(const task *t) {
     }
 }
 
+/* f'(x) with the branch in its sign bit: -f'(x) where x <= 0 or NaN (f' >= 0, so the bit is free). */
+static ELUKIT_INLINE double signed_by_branch(double x, double derivative) { return x > 0.0 ? derivative : -derivative; }
+
+/* ---- f(x) and f'(x) from one exponential (kind BOTH) ------------------------------------------
+   A training forward needs f(x) now and f'(x) for backward. Both come from the same reduction
+   x/beta = k ln2 + r and the same polynomial, so one pass gives both, each bit for bit what its own
+   kernel gives (fast_value / fast_exponential with grad 1 for float32, fast_value64 /
+   fast_exponential64 for float64): the two kernels reduce the same x/beta, clamped at different
+   floors. Below the value's clamp (FLOAT_VALUE_CLAMP, VALUE_CLAMP) f is the constant f(-inf),
+   evaluated once per call; above it the reductions coincide, because the derivative's floor lies
+   below the value's clamp (checked per call: both_shares_reduction; else the two kernels run one
+   after the other on each tile, still in one pass over memory).
+   f'(x) is written with the branch in its sign bit: +f'(x) for x > 0, -f'(x) for x <= 0 and NaN
+   (f' >= 0 on both branches, so the bit is free), which is what higher derivatives read. */
+static ELUKIT_INLINE void fast_both(double x, const constants *k, int has_beta, double clamped, double *value,
+                                    double *derivative) {
+    fast_reduced e = fast_reduce(x, k, has_beta, k->float_floor);
+    double negative_x = x > 0.0 ? 0.0 : x;
+    double q = has_beta ? negative_x * k->inverse_beta : negative_x; /* as fast_reduce forms it */
+    double shared = fast_value_reduced(x, e, k);                      /* the polynomial is common */
+    *value = q < FLOAT_VALUE_CLAMP ? clamped : shared;
+    *derivative = signed_by_branch(x, fast_exponential_reduced(x, 1.0, e, k));
+}
+
+/* float32 in, float32 out, in one loop: each element evaluated as fast_both and narrowed, the
+   double results kept in the tiles for the rounding test that follows. */
+ELUKIT_CLONES
+static void fast_both_float_loop(const float *restrict x, float *restrict value_out, float *restrict derivative_out,
+                                 double *restrict value, double *restrict derivative, Py_ssize_t n,
+                                 const constants *pk, double clamped) {
+    const constants k = *pk;
+    if (k.has_beta)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            fast_both((double)x[i], &k, 1, clamped, &value[i], &derivative[i]);
+            value_out[i] = (float)value[i];
+            derivative_out[i] = (float)derivative[i];
+        }
+    else
+        for (Py_ssize_t i = 0; i < n; i++) {
+            fast_both((double)x[i], &k, 0, clamped, &value[i], &derivative[i]);
+            value_out[i] = (float)value[i];
+            derivative_out[i] = (float)derivative[i];
+        }
+}
+
+ELUKIT_CLONES
+static int64_t any_unsafe_for_float(const double *restrict a, const double *restrict b, Py_ssize_t n) {
+    int64_t unsafe = 0;
+    for (Py_ssize_t i = 0; i < n; i++) unsafe |= unsafe_for_float(a[i]) | unsafe_for_float(b[i]);
+    return unsafe;
+}
+
+static ELUKIT_INLINE void fast_both64(double x, const constants *k, int has_beta, double clamped, double *value,
+                                      int64_t *value_unsure, double *derivative, int64_t *derivative_unsure) {
+    ratio t = divide(x, k->beta, has_beta, k->floor);
+    table_reduced e = table_reduce(t.q, t.q_lo);
+    checked v = fast_value64_reduced(x, t, e, k, clamped);
+    /* grad is k->grad_scalar (1 here): a literal 1.0 folds needs_subnormal_rounding into a shape
+       GCC 12 does not vectorise */
+    checked d = fast_exponential64_reduced(x, k->grad_scalar, t, e, k);
+    *value = v.result;
+    *value_unsure = v.unsure;
+    *derivative = signed_by_branch(x, d.result);
+    *derivative_unsure = d.unsure;
+}
+
+#define DEFINE_FAST_BOTH64_LOOP(SUFFIX, HAS_BETA)                                                                     \
+    ELUKIT_CLONES                                                                                                     \
+    static int64_t fast_both64_##SUFFIX(const double *restrict x, double *restrict value,                            \
+                                        int64_t *restrict value_unsure, double *restrict derivative,                 \
+                                        int64_t *restrict derivative_unsure, Py_ssize_t n, const constants *pk,      \
+                                        double clamped) {                                                            \
+        const constants k = *pk;                                                                                      \
+        int64_t any = 0;                                                                                              \
+        for (Py_ssize_t i = 0; i < n; i++)                                                                            \
+            fast_both64(x[i], &k, HAS_BETA, clamped, &value[i], &value_unsure[i], &derivative[i],                     \
+                        &derivative_unsure[i]);                                                                       \
+        for (Py_ssize_t i = 0; i < n; i++) any |= value_unsure[i] | derivative_unsure[i];                            \
+        return any;                                                                                                   \
+    }
+
+DEFINE_FAST_BOTH64_LOOP(plain, 0)
+DEFINE_FAST_BOTH64_LOOP(beta, 1)
+
+/* narrow_checked of two tiles in one loop. */
+ELUKIT_CLONES
+static int64_t narrow_both_checked(const double *restrict a, const double *restrict b, float *restrict a_out,
+                                   float *restrict b_out, Py_ssize_t n) {
+    int64_t unsafe = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        a_out[i] = (float)a[i];
+        b_out[i] = (float)b[i];
+        unsafe |= unsafe_for_float(a[i]) | unsafe_for_float(b[i]);
+    }
+    return unsafe;
+}
+
+/* Whether the derivative's floor lies below the value's clamp, so that one reduction serves both. */
+static int both_shares_reduction(const constants *k, int is_double) {
+    return is_double ? k->floor < VALUE_CLAMP : k->float_floor < FLOAT_VALUE_CLAMP;
+}
+
+static void run_both(const task *t) {
+    const constants *k = t->k;
+    int beta = k->has_beta, shared = both_shares_reduction(k, t->is_double);
+    double value[TILE], derivative[TILE];
+    if (t->is_double) {
+        const double *x_all = (const double *)t->x;
+        int64_t value_unsure[TILE], derivative_unsure[TILE];
+        double clamped = fast_value64(-INFINITY, k, beta).result;
+        for (Py_ssize_t start = 0; start < t->n; start += TILE) {
+            Py_ssize_t count = t->n - start < TILE ? t->n - start : TILE;
+            const double *x = x_all + start;
+            int64_t any;
+            if (shared) {
+                any = beta ? fast_both64_beta(x, value, value_unsure, derivative, derivative_unsure, count, k, clamped)
+                           : fast_both64_plain(x, value, value_unsure, derivative, derivative_unsure, count, k, clamped);
+            } else {
+                any = beta ? fast_value64_beta(x, value, value_unsure, count, k)
+                           : fast_value64_plain(x, value, value_unsure, count, k);
+                any |= beta ? fast_gradient64_beta(x, NULL, derivative, derivative_unsure, count, k)
+                            : fast_gradient64_plain(x, NULL, derivative, derivative_unsure, count, k);
+                for (Py_ssize_t i = 0; i < count; i++) derivative[i] = signed_by_branch(x[i], derivative[i]);
+            }
+            for (Py_ssize_t i = 0; any && i < count; i++) {
+                if (value_unsure[i]) value[i] = exact_element(1, x[i], 0.0, k, beta);
+                if (derivative_unsure[i]) derivative[i] = signed_by_branch(x[i], exact_element(0, x[i], 1.0, k, beta));
+            }
+            memcpy((double *)t->out + start, value, (size_t)count * sizeof(double));
+            memcpy((double *)t->out2 + start, derivative, (size_t)count * sizeof(double));
+        }
+        return;
+    }
+    double x[TILE];
+    const float *x_float = (const float *)t->x;
+    float *value_float = (float *)t->out, *derivative_float = (float *)t->out2;
+    double clamped = fast_value(-INFINITY, k, beta);
+    for (Py_ssize_t start = 0; start < t->n; start += TILE) {
+        Py_ssize_t count = t->n - start < TILE ? t->n - start : TILE;
+        int64_t unsafe;
+        if (shared) {
+            fast_both_float_loop(x_float + start, value_float + start, derivative_float + start, value, derivative,
+                                 count, k, clamped);
+            unsafe = any_unsafe_for_float(value, derivative, count);
+            if (unsafe) widen(x_float + start, x, count);
+        } else {
+            widen(x_float + start, x, count);
+            fast_value_loop(x, value, count, k);
+            fast_exponential_loop(x, NULL, derivative, count, k);
+            for (Py_ssize_t i = 0; i < count; i++) derivative[i] = signed_by_branch(x[i], derivative[i]);
+            unsafe = narrow_both_checked(value, derivative, value_float + start, derivative_float + start, count);
+        }
+        /* the rounding test is symmetric in the sign, so the signed f' is tested as it stands */
+        if (unsafe)
+            for (Py_ssize_t i = 0; i < count; i++) {
+                if (unsafe_for_float(value[i])) value_float[start + i] = (float)slow_value(x[i], k);
+                if (unsafe_for_float(derivative[i]))
+                    derivative_float[start + i] = (float)signed_by_branch(x[i], slow_exponential(x[i], 1.0, k));
+            }
+    }
+}
+
+/* out = grad * |x| in x's dtype (kind MAGNITUDE; grad NULL: the one value k->grad_scalar): the
+   backward of a training forward that saved f'(x) with the branch in its sign bit. One rounding,
+   as torch.mul(grad, x.abs()) gives. */
+ELUKIT_CLONES
+static void magnitude_double(const double *restrict x, const double *restrict grad, double *restrict out, Py_ssize_t n,
+                             double scalar) {
+    if (grad == NULL)
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = scalar * fabs(x[i]);
+    else
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = grad[i] * fabs(x[i]);
+}
+
+ELUKIT_CLONES
+static void magnitude_float(const float *restrict x, const float *restrict grad, float *restrict out, Py_ssize_t n,
+                            float scalar) {
+    if (grad == NULL)
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = scalar * fabsf(x[i]);
+    else
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = grad[i] * fabsf(x[i]);
+}
+
+static void run_magnitude(const task *t) {
+    if (t->is_double)
+        magnitude_double((const double *)t->x, (const double *)t->grad, (double *)t->out, t->n, t->k->grad_scalar);
+    else
+        magnitude_float((const float *)t->x, (const float *)t->grad, (float *)t->out, t->n, (float)t->k->grad_scalar);
+}
+
 static void run_task(const task *t) {
+    if (t->kind & MAGNITUDE) {
+        run_magnitude(t);
+        return;
+    }
+    if (t->kind & BOTH) {
+        run_both(t);
+        return;
+    }
     if (t->kind & LINEAR) {
         run_linear(t);
         return;
@@ -792,6 +1011,7 @@ static task task_part(const task *whole, int index, int count) {
     part.x = whole->x + (size_t)begin * item;
     part.out = whole->out + (size_t)begin * item;
     part.grad = whole->grad ? whole->grad + (size_t)begin * item : NULL;
+    part.out2 = whole->out2 ? whole->out2 + (size_t)begin * item : NULL;
     return part;
 }
 
@@ -886,7 +1106,7 @@ static void launch(constants *k, int kind, int is_double, const void *x, const v
         k->grad_scalar = is_double ? *(const double *)grad : (double)*(const float *)grad;
         grad = NULL;
     }
-    task whole = {kind, is_double, (const char *)x, (const char *)grad, (char *)out, count, k};
+    task whole = {kind, is_double, (const char *)x, (const char *)grad, (char *)out, count, k, NULL};
     Py_BEGIN_ALLOW_THREADS
     run_parallel(whole, threads);
     Py_END_ALLOW_THREADS
@@ -975,6 +1195,91 @@ static PyObject *evaluate_addresses(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(evaluate_both_doc,
+             "evaluate_both_addresses(kind, x, value, derivative, count, is_double, constants, threads)\n\n"
+             "f(x) into value and f'(x) into derivative, with the branch in f's sign bit (-f'(x) where\n"
+             "x <= 0 or NaN), from one exponential per element: bit for bit what kinds 0 and 1 (grad 1)\n"
+             "give. kind: 1 (float32), 1 + 2 (FAST, required for float64). Raw addresses of contiguous\n"
+             "CPU tensors of one dtype and `count` elements (elukit.torch checks them).");
+
+static PyObject *evaluate_both_addresses(PyObject *self, PyObject *args) {
+    int kind, threads, is_double;
+    unsigned long long x_address, value_address, derivative_address;
+    Py_ssize_t count;
+    constants k;
+    long long m_exponent;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iKKKnp(ddddddLdddd)i", &kind, &x_address, &value_address, &derivative_address, &count,
+                          &is_double, &k.c_hi, &k.c_lo, &k.d_hi, &k.d_lo, &k.m_hi, &k.m_lo, &m_exponent, &k.floor,
+                          &k.positive, &k.scale, &k.beta, &threads))
+        return NULL;
+    if ((kind & ~FAST) != EXPONENTIAL || (is_double && !(kind & FAST)) || count < 0 || x_address == 0 ||
+        value_address == 0 || derivative_address == 0) {
+        PyErr_SetString(PyExc_ValueError, "evaluate_both_addresses: inconsistent arguments (kind 1, plus 2 for float64)");
+        return NULL;
+    }
+    complete_constants(&k, m_exponent);
+    task whole = {kind | BOTH, is_double, (const char *)(uintptr_t)x_address, NULL, (char *)(uintptr_t)value_address,
+                  count, &k, (char *)(uintptr_t)derivative_address};
+    Py_BEGIN_ALLOW_THREADS
+    run_parallel(whole, threads);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(multiply_magnitude_doc,
+             "multiply_magnitude_addresses(x, grad, grad_count, out, count, is_double, threads)\n\n"
+             "out = grad * |x| in x's dtype (grad_count 1: one gradient value for every element), on raw\n"
+             "addresses of contiguous CPU tensors (elukit.torch checks them).");
+
+static PyObject *multiply_magnitude_addresses(PyObject *self, PyObject *args) {
+    int threads, is_double;
+    unsigned long long x_address, grad_address, out_address;
+    Py_ssize_t grad_count, count;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "KKnKnpi", &x_address, &grad_address, &grad_count, &out_address, &count, &is_double,
+                          &threads))
+        return NULL;
+    if (count < 0 || x_address == 0 || grad_address == 0 || out_address == 0 || (grad_count != 1 && grad_count != count)) {
+        PyErr_SetString(PyExc_ValueError, "multiply_magnitude_addresses: inconsistent arguments");
+        return NULL;
+    }
+    constants k;
+    memset(&k, 0, sizeof k);
+    k.beta = 1.0;
+    complete_constants(&k, 0);
+    launch(&k, MAGNITUDE, is_double, (const void *)(uintptr_t)x_address, (const void *)(uintptr_t)grad_address,
+           grad_count, (void *)(uintptr_t)out_address, count, threads);
+    Py_RETURN_NONE;
+}
+
+/* ---- a C interface for other compiled modules (elukit.torch._native_ops) -------------------------
+   The capsule "elukit._exponential_linear._C_API" holds an elukit_kernel_api: run() evaluates a
+   kind on raw addresses without touching the GIL (it may be called from threads that do not hold
+   it, such as PyTorch's autograd engine). constants: the 11 values of the Python tuple, the
+   exponent (index 6) as a double. */
+typedef struct {
+    int version; /* 1 */
+    void (*run)(int kind, int is_double, const void *x, const void *grad, Py_ssize_t grad_count, void *out,
+                void *out2, Py_ssize_t count, const double *constants, int threads);
+} elukit_kernel_api;
+
+static void api_run(int kind, int is_double, const void *x, const void *grad, Py_ssize_t grad_count, void *out,
+                    void *out2, Py_ssize_t count, const double *c, int threads) {
+    constants k;
+    k.c_hi = c[0], k.c_lo = c[1], k.d_hi = c[2], k.d_lo = c[3], k.m_hi = c[4], k.m_lo = c[5];
+    k.floor = c[7], k.positive = c[8], k.scale = c[9], k.beta = c[10];
+    complete_constants(&k, (long long)c[6]);
+    if (grad != NULL && grad_count == 1 && count != 1) {
+        k.grad_scalar = is_double ? *(const double *)grad : (double)*(const float *)grad;
+        grad = NULL;
+    }
+    task whole = {kind, is_double, (const char *)x, (const char *)grad, (char *)out, count, &k, (char *)out2};
+    run_parallel(whole, threads);
+}
+
+static const elukit_kernel_api kernel_api = {1, api_run};
+
 static PyObject *exp2_table(PyObject *self, PyObject *unused) {
     (void)self;
     (void)unused;
@@ -995,6 +1300,8 @@ static PyMethodDef methods[] = {
     {"evaluate", evaluate, METH_VARARGS, evaluate_doc},
     {"set_openmp", set_openmp, METH_VARARGS, set_openmp_doc},
     {"evaluate_addresses", evaluate_addresses, METH_VARARGS, evaluate_addresses_doc},
+    {"evaluate_both_addresses", evaluate_both_addresses, METH_VARARGS, evaluate_both_doc},
+    {"multiply_magnitude_addresses", multiply_magnitude_addresses, METH_VARARGS, multiply_magnitude_doc},
     {"exp2_table", exp2_table, METH_NOARGS, "exp2_table()\n\nThe fast float64 kernels' table of 2^(j/128), j = 0..127, as (hi, lo) pairs."},
     {NULL, NULL, 0, NULL},
 };
@@ -1007,4 +1314,14 @@ static struct PyModuleDef module = {
     .m_methods = methods,
 };
 
-PyMODINIT_FUNC PyInit__exponential_linear(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__exponential_linear(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    PyObject *capsule = PyCapsule_New((void *)&kernel_api, "elukit._exponential_linear._C_API", NULL);
+    if (capsule == NULL || PyModule_AddObject(m, "_C_API", capsule) < 0) {
+        Py_XDECREF(capsule);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -197,6 +197,23 @@ def run_addresses(kind: int, x: int, out: int, grad: int, grad_count: int, count
     _compiled.evaluate_addresses(kind, x, out, grad, grad_count, count, is_double, constants, threads)
 
 
+def run_both_addresses(x: int, value: int, derivative: int, count: int, is_double: bool, constants: tuple,
+                       threads: int) -> None:
+    """f(x) into `value` and f'(x) into `derivative` (with the branch in its sign bit: -f'(x) where
+    x <= 0 or NaN) from one exponential per element, on raw addresses of `count` contiguous
+    elements; float64 from the fast faithful kernels. Bit for bit kinds 0 and 1 (grad 1). Only for
+    callers that guarantee the memory (elukit.torch)."""
+    _compiled.evaluate_both_addresses(KIND["derivative"] | FAST, x, value, derivative, count, is_double, constants,
+                                      threads)
+
+
+def multiply_magnitude_addresses(x: int, grad: int, grad_count: int, out: int, count: int, is_double: bool,
+                                 threads: int) -> None:
+    """out = grad * |x| in x's dtype (grad_count 1: one value for all), on raw addresses of `count`
+    contiguous elements. Only for callers that guarantee the memory (elukit.torch)."""
+    _compiled.multiply_magnitude_addresses(x, grad, grad_count, out, count, is_double, threads)
+
+
 _OPENMP_SYMBOLS = ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")
 
 
@@ -233,5 +250,6 @@ def share_openmp_runtime(path: str | None) -> bool:
 
 
 __all__ = ["AVAILABLE", "FAST", "KIND", "LINEAR", "constants_for", "derivative_constants", "evaluate", "evaluate_spec",
-           "kernel_constants", "kernels_for", "linear_constants", "loaded_openmp_runtimes", "order_plan", "run_addresses",
+           "kernel_constants", "kernels_for", "linear_constants", "loaded_openmp_runtimes", "multiply_magnitude_addresses",
+           "order_plan", "run_addresses", "run_both_addresses",
            "share_openmp_runtime"]

@@ -20,8 +20,9 @@ derivatives are themselves these operators, one order up:
 
 so derivatives of every order are computed from the input, exactly as the spec defines them
 (the ELU and piecewise-linear families have every order; the other specs define up to f'' and
-raise NotImplementedError beyond). The in-place operator saves f'(x) before overwriting x: its
-first derivative is exact, and differentiating it twice raises (x is gone).
+raise NotImplementedError beyond). The in-place operator saves f'(x) before overwriting x
+(`InplaceFunction`). Plain eager training calls of the ELU family on the compiled kernels use
+`TrainingFunction`, which computes f and f' in one pass and saves f' instead of x.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from typing import Any
 
 from elukit._registry import get
 from elukit._spec import Activation
-from elukit.torch import _decompose
+from elukit.torch import _decompose, _kernels
+from elukit.torch._kernels import unobserved
 from elukit.torch._torch import torch
 
 _NAMESPACE = "elukit"
@@ -97,24 +99,6 @@ def check_inplace_allowed(x: torch.Tensor) -> None:
         raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place operation.")
 
 
-def _functorch_wrapped(t: torch.Tensor) -> bool:
-    """A tensor of a torch.func transform, or of the legacy vmap behind autograd's is_grads_batched."""
-    return torch._C._functorch.is_functorch_wrapped_tensor(t) or torch._C._functorch.is_legacy_batchedtensor(t)
-
-
-def unobserved(*tensors: torch.Tensor) -> bool:
-    """Whether calling a kernel directly, instead of through its operator, is invisible: plain
-    CPU/CUDA tensors, and no tracer, functorch transform, dispatch mode (FakeTensorMode, make_fx) or
-    compiler that would see the operator differently. The result is the same either way."""
-    if (torch._C._get_tracing_state() is not None or torch._C._are_functorch_transforms_active()
-            or torch._C._len_torch_dispatch_stack() or torch.compiler.is_compiling()):
-        return False
-    for t in tensors:
-        if type(t) is not torch.Tensor or not (t.is_cpu or t.is_cuda) or _functorch_wrapped(t):
-            return False
-    return True
-
-
 def direct_call_allowed(*tensors: torch.Tensor) -> bool:
     """`unobserved`, and no graph being recorded (a first-order backward)."""
     return not torch.is_grad_enabled() and unobserved(*tensors)
@@ -124,19 +108,19 @@ def direct_call_allowed(*tensors: torch.Tensor) -> bool:
 
 def _activation_kernel(x, name, params, order=0, exact=False):
     check_input(x)
-    return _functional.evaluate_order(spec_for(name, tuple(params)), order, x, exact)
+    return _kernels.evaluate_order(spec_for(name, tuple(params)), order, x, exact)
 
 
 def _backward_kernel(grad, x, name, params, order=0, exact=False):
     check_input(x)
     check_input(grad, "grad")
-    return _functional.gradient_times_derivative(spec_for(name, tuple(params)), order + 1, x, grad, exact)
+    return _kernels.gradient_times_derivative(spec_for(name, tuple(params)), order + 1, x, grad, exact)
 
 
 def _inplace_kernel(x, name, params, exact=False):
     check_input(x)
     check_no_internal_overlap(x)
-    _functional.write_value_into(spec_for(name, tuple(params)), x, exact)
+    _kernels.write_value_into(spec_for(name, tuple(params)), x, exact)
 
 
 _LIBRARY.impl("activation", _activation_kernel, "CompositeExplicitAutograd")
@@ -391,7 +375,8 @@ class ScaledByDerivative(_Function):
 
     @staticmethod
     def _ratio(ctx, grad, derivative, kept):
-        return torch.where(_on_the_left_branch(derivative, kept, ctx.signed), ctx.ratio, 0.0).to(grad.dtype)
+        ratio = torch.tensor(ctx.ratio, dtype=grad.dtype)  # a Python float in where() would round to float32
+        return torch.where(_on_the_left_branch(derivative, kept, ctx.signed), ratio, 0.0)
 
     @staticmethod
     def backward(ctx, outer):
@@ -412,6 +397,46 @@ class ScaledByDerivative(_Function):
         if output_tangent is not None:
             result = _add(result, grad * ScaledByDerivative._ratio(ctx, grad, derivative, kept) * output_tangent)
         return result
+
+
+class TrainingFunction(_Function):
+    r"""f(x) out of place for training: f(x) and f'(x) from one exponential (the compiled kernels,
+    `functional.value_and_derivative`), saving f'(x) instead of x. Backward is one multiplication,
+    grad * |f'(x)| (`functional.times_magnitude`).
+
+    f'(x) is a second, hidden output with the branch in its sign bit (-f'(x) on x <= 0), so higher
+    derivatives need no x: for the ELU family f''(x) = r f'(x) on x <= 0 (r = 1/divisor) and 0 on
+    x > 0, so d/dx of the stored signed f' is r * min(stored, 0), and the gradient reaching the hidden
+    output (through |stored| in the first-order product) comes back as grad_derivative * r *
+    min(stored, 0): each order is one multiplication more. `elukit.torch._native_ops` (C++) runs the
+    same node where it was built.
+
+    Used by the eager path of `functional.activation` where x requires grad (`training_plan`);
+    transforms, tracers and compilers keep `ActivationFunction` (which saves x).
+    """
+
+    @staticmethod
+    def forward(x, plan):
+        return _kernels.value_and_derivative(plan, x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, outputs):
+        ctx.ratio = inputs[1][1]
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(outputs[1])
+
+    @staticmethod
+    def backward(ctx, grad, grad_derivative):
+        (derivative,) = ctx.saved_tensors
+        result = None
+        if grad is not None:
+            if torch.is_grad_enabled():  # create_graph: differentiable in grad and in the hidden output
+                result = grad * derivative.abs()
+            else:  # a first-order backward: one multiplication, one pass
+                result = _kernels.times_magnitude(grad, derivative)
+        if grad_derivative is not None:
+            result = _add(result, grad_derivative * (derivative.clamp_max(0) * ctx.ratio))
+        return result, None
 
 
 class SecondOrderGuard(_Function):
@@ -487,8 +512,6 @@ def _backward_decomposition(grad, x, name, params, order=0, exact=False):
     return _decompose.decompose_backward(spec_for(name, tuple(params)), order, grad, x)
 
 
-from elukit.torch import functional as _functional  # noqa: E402 - the kernels live there; it imports this module
-
 __all__ = ["ACTIVATION", "ACTIVATION_BACKWARD", "ACTIVATION_INPLACE", "ActivationFunction", "BackwardFunction",
-           "InplaceFunction", "ScaledByDerivative", "SecondOrderGuard", "anchor_of", "check_inplace_allowed", "check_input", "check_no_internal_overlap", "direct_call_allowed",
+           "InplaceFunction", "ScaledByDerivative", "SecondOrderGuard", "TrainingFunction", "anchor_of", "check_inplace_allowed", "check_input", "check_no_internal_overlap", "direct_call_allowed",
            "spec_for", "unobserved"]

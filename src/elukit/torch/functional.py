@@ -21,6 +21,10 @@ Gradients: the functions run as the dispatcher operators of `elukit.torch._ops`,
 multiplies by f'(x) computed from the saved *input* (never from the output, which collapses to 0
 once f(x) rounds to -alpha) and is itself an operator, one derivative order up, so every order,
 forward-mode AD and torch.func compose (docs/torch.md), with the same left-branch convention at 0.
+With `use_fused_training` (off by default) a plain eager training call of the ELU family on a
+contiguous CPU float32/float64 tensor computes f(x) and f'(x) in one pass instead and saves f'(x),
+with its branch in the sign bit (`_ops.TrainingFunction`): backward is one multiplication (<= 1 ulp
+from grad * f'(x) rounded once; ``exact=True`` keeps saving x), every higher order stays exact.
 ``inplace=True`` writes f(x) into x and saves f'(x) instead of x: the same memory as out-of-place,
 no collapse; differentiating it twice raises.
 """
@@ -28,337 +32,21 @@ no collapse; differentiating it twice raises.
 from __future__ import annotations
 
 import functools
-import os
-import types
-import warnings
 from typing import Any, Optional
 
-import numpy as np
-
-from elukit import _native, constants
+from elukit import constants
 from elukit._registry import get
 from elukit._spec import Activation
-from elukit.torch import _decompose, _ops
+from elukit.torch import _decompose, _kernels, _ops
+from elukit.torch._kernels import (QUANTITIES, evaluate, evaluate_order, gradient_times_derivative,
+                                   round_to_odd_float32, times_magnitude, training_plan, use_compiled_kernels,
+                                   use_fused_training, value_and_derivative, write_value_into)
+from elukit.torch._kernels import _share_torch_openmp  # noqa: F401 - tests/test_native.py restores the sharing here
 from elukit.torch._torch import torch
 
 _forward_ad = torch.autograd.forward_ad
 
-
-def _share_torch_openmp() -> None:
-    """Let the compiled kernels run their threads on PyTorch's own OpenMP team."""
-    if _native.AVAILABLE and "parallel backend: OpenMP" in torch.__config__.parallel_info():
-        runtimes = _native.loaded_openmp_runtimes()
-        torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
-        preferred = [p for p in runtimes if p.startswith(torch_lib)] or runtimes[:1]
-        if preferred:
-            _native.share_openmp_runtime(preferred[0])
-
-
-_share_torch_openmp()
-
-_NARROW = (torch.float16, torch.bfloat16)
-_WORK = torch.float64
-"""Every torch kernel runs in float64: once-rounded for 16/32-bit tensors, native for float64."""
-
-QUANTITIES = ("value", "derivative", "second_derivative")
-"""The quantities every spec defines, by derivative order."""
-
-
 _check_tensor = _ops.check_input
-
-
-def round_to_odd_float32(values: torch.Tensor) -> torch.Tensor:
-    """float64 -> float32 with a sticky last bit, so a following cast to float16/bfloat16 rounds
-    correctly (a plain cast would round twice)."""
-    rounded = values.to(torch.float32)
-    back = rounded.to(torch.float64)
-    inexact = (back != values) & torch.isfinite(rounded) & (rounded != 0)
-    even = (rounded.view(torch.int32) & 1) == 0
-    toward = torch.where(values > back, torch.full_like(rounded, float("inf")), torch.full_like(rounded, float("-inf")))
-    return torch.where(inexact & even, torch.nextafter(rounded, toward), rounded)
-
-
-def _round_once(result: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    if dtype in _NARROW:
-        return round_to_odd_float32(result).to(dtype)
-    return result.to(dtype)
-
-
-_CHUNK = 32768
-"""Elements per block on CPU: float64 temporaries of a whole 2^22-element tensor cost a page-
-faulting 32 MB allocation per operation (14 ms each here); blocks stay in cache."""
-
-
-def _ml_dtypes_bfloat16():
-    try:
-        import ml_dtypes
-    except ImportError:
-        return None
-    return ml_dtypes.bfloat16
-
-
-def _use_numpy_backend(x: torch.Tensor) -> bool:
-    """CPU float16/float32 (and bfloat16 when ml_dtypes is installed) tensors go through the NumPy
-    kernels (blocked and branch-free: faster than the torch kernels on the CPU), except while
-    torch.compile traces."""
-    if x.device.type != "cpu" or torch.compiler.is_compiling():
-        return False
-    return x.dtype in (torch.float16, torch.float32) or (x.dtype == torch.bfloat16 and _ml_dtypes_bfloat16() is not None)
-
-
-def _numpy_backend(spec: Activation, quantity: str, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
-    """The NumPy kernel on a CPU tensor; with `exact`, float64 tensors get NumPy's extended
-    precision (the compiled kernels are skipped)."""
-    if x.device.type != "cpu":
-        raise ValueError(f"exact=True evaluates float64 with NumPy's extended precision and needs a CPU tensor, got {x.device}")
-    source = x.detach().contiguous()
-    if x.dtype == torch.bfloat16:
-        values = getattr(spec, quantity)(source.view(torch.int16).numpy().view(_ml_dtypes_bfloat16()), compiled=not exact)
-        result = torch.from_numpy(np.ascontiguousarray(values).view(np.int16)).view(torch.bfloat16)
-    else:
-        result = torch.from_numpy(np.ascontiguousarray(getattr(spec, quantity)(source.numpy(), compiled=not exact)))
-    return result.reshape(x.shape)  # np.ascontiguousarray makes a 0-dim array 1-dim
-
-
-def _narrow_kernel(spec: Activation, quantity: str, dtype: torch.dtype):
-    """The kernel, followed by the spec's tie fix when the float64 result is rounded again to a
-    narrower dtype (skipped while torch.compile traces: the fix indexes a data-dependent subset)."""
-    kernel = getattr(spec.torch, quantity)
-    tie_fix = spec.torch.tie_fix
-    if tie_fix is None or dtype == torch.float64 or torch.compiler.is_compiling():
-        return kernel
-
-    def fixed(t, values, **params):
-        return tie_fix(t, quantity, values, kernel(t, values, **params), **params)
-
-    return fixed
-
-
-def _torch_kernel(spec: Activation, quantity: str, x: torch.Tensor) -> torch.Tensor:
-    kernel = _narrow_kernel(spec, quantity, x.dtype)
-    if x.device.type != "cpu" or x.numel() <= _CHUNK or torch.compiler.is_compiling():
-        return _round_once(kernel(torch, x.to(_WORK), **spec.parameters), x.dtype)
-    flat = x.reshape(-1)
-    out = torch.empty_like(flat)
-    for start in range(0, flat.numel(), _CHUNK):
-        block = flat[start:start + _CHUNK]
-        out[start:start + _CHUNK] = _round_once(kernel(torch, block.to(_WORK), **spec.parameters), x.dtype)
-    return out.reshape(x.shape)
-
-
-_COMPILE = {"enabled": os.environ.get("ELUKIT_TORCH_COMPILE", "0") == "1"}
-_COMPILED: dict[tuple, Any] = {}
-_COMPILE_MIN_ELEMENTS = 4096
-
-
-def use_compiled_kernels(enabled: bool = True) -> None:
-    """Evaluate float32/float64 kernels through torch.compile (inductor) on large tensors.
-
-    Inductor fuses a kernel's float64 torch operations into one loop (bit-identical to the
-    unfused result in float32). ELU, SELU and CELU on the CPU use elukit's compiled C kernels
-    first, which are faster (2.4x F.elu's time fused against 0.9x for float32 forward at 2^22), so
-    this matters for the other activations, CUDA tensors, and installations built without a C
-    compiler. The first call of each (activation, parameters, quantity, dtype, device) compiles
-    for several seconds, so it is opt-in: this function or ``ELUKIT_TORCH_COMPILE=1``. If
-    compiling fails (no C++ compiler), elukit warns once and falls back to the unfused kernels.
-    """
-    _COMPILE["enabled"] = bool(enabled)
-
-
-def _own_code(function, key: tuple):
-    """A copy of `function` with its own code object: dynamo caches compiled graphs per code
-    object (8 at most), and every fused kernel would otherwise share one."""
-    name = "elukit_" + "_".join(str(part) for part in key[:3]).replace(".", "_").replace("-", "m")
-    code = function.__code__.replace(co_name=name[:60])
-    return types.FunctionType(code, function.__globals__, code.co_name, function.__defaults__, function.__closure__)
-
-
-def _fused(spec: Activation, quantity: str, x: torch.Tensor):
-    """The compiled fused kernel for (spec, quantity, dtype, device), compiled on first use.
-
-    quantity "gradient" is grad * f'(x) in one loop (first-order backward; double backward
-    stays unfused).
-    """
-    key = (spec.name, tuple(spec.parameters.items()), quantity, x.dtype, x.device.type)
-    function = _COMPILED.get(key)
-    if function is None:
-        params = spec.parameters
-        dtype = x.dtype
-        if quantity == "gradient":
-            kernel = spec.torch.derivative
-
-            def fused(grad: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-                return (grad.to(_WORK) * kernel(torch, values.to(_WORK), **params)).to(dtype)
-        else:
-            kernel = getattr(spec.torch, quantity)
-
-            def fused(values: torch.Tensor) -> torch.Tensor:
-                return kernel(torch, values.to(_WORK), **params).to(dtype)
-
-        function = _COMPILED[key] = torch.compile(_own_code(fused, key), dynamic=True, fullgraph=True)
-    return function
-
-
-def _try_fused(spec: Activation, quantity: str, x: torch.Tensor, *tensors: torch.Tensor) -> torch.Tensor | None:
-    """The fused kernel applied to (`tensors`, x), or None where it does not apply; a compiler
-    failure disables fusion for the session with one warning."""
-    if (not _COMPILE["enabled"] or x.dtype not in (torch.float32, torch.float64) or x.numel() < _COMPILE_MIN_ELEMENTS
-            or torch.compiler.is_compiling()):
-        return None
-    try:
-        return _fused(spec, quantity, x)(*tensors, x)
-    except Exception as error:  # noqa: BLE001 - any compiler failure falls back to eager kernels
-        _COMPILE["enabled"] = False
-        warnings.warn(f"elukit: torch.compile of the activation kernels failed ({type(error).__name__}: {error}); "
-                      "using the unfused kernels", RuntimeWarning, stacklevel=3)
-        return None
-
-
-_COMPILED_DTYPES = (torch.float32, torch.float64)
-
-
-def _compiled_kernel(spec: Activation, order: int, x: torch.Tensor, exact: bool = False,
-                     grad: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor | None:
-    """The derivative of `order` (0: the value; times `grad` for the derivatives) from the compiled
-    kernels, written into `out` (laid out like x, x's dtype) or a new tensor laid out like x; None
-    where they do not apply."""
-    if not _native.AVAILABLE or x.dtype not in _COMPILED_DTYPES or not x.is_cpu or torch.compiler.is_compiling():
-        return None
-    kernels = _native.kernels_for(spec)  # cached per spec
-    if kernels is None:
-        return None
-    plan = kernels[QUANTITIES[order]] if order <= 2 else _native.order_plan(spec, order)
-    if plan is None:
-        return None
-    source = x.detach()
-    if source.is_contiguous() and (out is None or out.is_contiguous()):  # the common case, kept cheap
-        target = torch.empty_like(source) if out is None else out
-        flat_source, flat_target, order = source, target, None
-    else:
-        order = _memory_order(source)
-        if order is None:  # overlapping or with gaps: evaluate a compact copy
-            source = source.contiguous()
-            order = list(range(source.dim()))
-        target = torch.empty_like(source) if out is None else out  # empty_like keeps a dense layout
-        if not target.permute(order).is_contiguous():
-            return None
-        flat_source, flat_target = _in_order(source, order), _in_order(target.detach(), order)
-    if source.numel() == 0:
-        return target
-    gradient, gradient_count = 0, 0
-    if grad is not None:
-        grad = grad.detach()
-        if grad.dtype != x.dtype:
-            grad = grad.to(x.dtype)
-        if not any(grad.stride()):
-            # sum().backward() hands in one value expanded to x's shape: pass it, not a copy
-            gradient, gradient_count = grad.data_ptr(), 1
-        else:
-            if order is None and grad.is_contiguous():
-                flat_grad = grad
-            else:
-                flat_grad = _in_order(grad, order if order is not None else list(range(grad.dim())))
-            gradient, gradient_count = flat_grad.data_ptr(), flat_source.numel()
-    # Raw addresses: each tensor here is contiguous, of x's dtype and length, and alive for the call.
-    kind, constants = plan
-    _native.run_addresses(kind | (0 if exact else _native.FAST), flat_source.data_ptr(), flat_target.data_ptr(),
-                          gradient, gradient_count, flat_source.numel(), x.dtype == torch.float64, constants,
-                          torch.get_num_threads())
-    return target
-
-
-def _memory_order(t: torch.Tensor) -> list[int] | None:
-    """A permutation of t's dimensions under which it is contiguous (transposed, permuted or
-    channels-last tensors have one), or None. Elementwise kernels can then run over its memory
-    in place of a contiguous copy."""
-    if t.is_contiguous():
-        return list(range(t.dim()))
-    order = sorted(range(t.dim()), key=lambda dim: -t.stride(dim))
-    return order if t.permute(order).is_contiguous() else None
-
-
-def _in_order(t: torch.Tensor, order: list[int]) -> torch.Tensor:
-    """t's elements as a flat tensor in the memory order of `order` (a view where t is dense in it)."""
-    return t.permute(order).contiguous().reshape(-1)
-
-
-def evaluate(spec: Activation, quantity: str, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
-    """f, f' or f'' of a tensor (no autograd), rounded once to x's dtype."""
-    return evaluate_order(spec, QUANTITIES.index(quantity), x, exact)
-
-
-def evaluate_order(spec: Activation, order: int, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
-    r"""The derivative of `order` (0: f itself) of a tensor, no autograd, rounded once to x's dtype.
-
-    Orders 0-2 come from the spec's kernels. Above 2 only families whose every derivative is known
-    are served: the ELU family, :math:`f^{(n)}(x) = \lambda\alpha\delta^{-n} e^{x/\delta}` for
-    x <= 0 and 0 for x > 0 (n >= 2), and the piecewise-linear one (0); other specs raise
-    NotImplementedError naming the alternative.
-    """
-    if order < 0:
-        raise ValueError(f"order must be >= 0, got {order}")
-    if order > 2:
-        return _higher_order(spec, order, x, exact)
-    quantity = QUANTITIES[order]
-    compiled = _compiled_kernel(spec, order, x, exact)
-    if compiled is not None:
-        return compiled
-    if str(x.dtype).removeprefix("torch.") in spec.torch.exact_dtypes:
-        return getattr(spec.torch, quantity)(torch, x, **spec.parameters)
-    if exact and x.dtype == torch.float64:
-        return _numpy_backend(spec, quantity, x, exact=True)
-    if not exact or x.dtype != torch.float32:
-        fused = _try_fused(spec, quantity, x)
-        if fused is not None:
-            return fused
-    if _use_numpy_backend(x):
-        return _numpy_backend(spec, quantity, x, exact=exact)
-    return _torch_kernel(spec, quantity, x)
-
-
-def _higher_order(spec: Activation, order: int, x: torch.Tensor, exact: bool) -> torch.Tensor:
-    """Orders above 2: the compiled kernels' exact coefficient on CPU float32/float64; elsewhere
-    f''(x) / delta^(n-2) in float64, rounded once to x's dtype (exact where delta = 1)."""
-    exponential, linear = spec.exponential_linear_form(), spec.linear_branches_form()
-    if exponential is None and linear is None:
-        raise NotImplementedError(
-            f"elukit.torch: the derivative of order {order} of {spec.label()} is not available (its spec defines f, f' "
-            f"and f''; the ELU and piecewise-linear families have every order). Use torch's own function where "
-            f"derivatives of order {order} are needed.")
-    compiled = _compiled_kernel(spec, order, x, exact)
-    if compiled is not None:
-        return compiled
-    if linear is not None:
-        return evaluate_order(spec, 2, x, exact)
-    divisor = exponential[2]
-    work = x.to(_WORK)
-    second = _compiled_kernel(spec, 2, work, exact)
-    if second is None:
-        second = spec.torch.second_derivative(torch, work, **spec.parameters)
-    return _round_once(second / divisor ** (order - 2) if divisor != 1.0 else second, x.dtype)
-
-
-def gradient_times_derivative(spec: Activation, order: int, x: torch.Tensor, grad: torch.Tensor,
-                              exact: bool = False) -> torch.Tensor:
-    """grad * f^(order)(x), order >= 1, shaped like x: one pass rounded once where the compiled
-    kernels serve it (grad of x's dtype and shape, or one value broadcast), else f^(order)(x)
-    rounded to x's dtype, then multiplied."""
-    if grad.shape != x.shape:
-        grad = grad.expand_as(x)
-    if grad.dtype == x.dtype:
-        fused = _compiled_kernel(spec, order, x, exact, grad=grad)
-        if fused is None and order == 1 and not exact:
-            fused = _try_fused(spec, "gradient", x, grad)
-        if fused is not None:
-            return fused
-    return grad * evaluate_order(spec, order, x, exact)
-
-
-def write_value_into(spec: Activation, x: torch.Tensor, exact: bool) -> torch.Tensor:
-    """x <- f(x), in place when the compiled kernels can write x's memory directly."""
-    if _compiled_kernel(spec, 0, x, exact, out=x) is None:
-        x.copy_(evaluate_order(spec, 0, x, exact))
-    return x
 
 
 def _eager_and_plain(x: torch.Tensor) -> bool:
@@ -417,8 +105,18 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
                 return x
             torch.autograd.graph.increment_version(x)
             return write_value_into(spec, x, exact)
+        index = _kernels.native_index(spec, x)  # the C++ module serves this call (None: it does not)
         if torch.is_grad_enabled() and x.requires_grad:
+            plan = training_plan(spec, x, exact)
+            if plan is not None:  # use_fused_training: f and f' from one exponential, saves f' instead of x
+                if plan[2] is not None:
+                    return _kernels._NATIVE_OPS.train(x, plan[2])  # the same node in C++
+                return _ops.TrainingFunction.apply(x, plan)[0]
+            if index is not None:  # the operator's node in C++: saves x, the same bits
+                return _kernels._NATIVE_OPS.train_saving_input(x, index, exact, name, values)
             return _ops.ActivationFunction.apply(x, name, values, 0, exact, None)
+        if index is not None:  # the compiled kernel evaluate_order would run, called from C++
+            return _kernels._NATIVE_OPS.value(x, index, exact)
         return evaluate_order(spec, 0, x, exact)
     if torch.jit.is_tracing():  # checked after the eager path, which it would slow: the trace is an artifact
         return _decomposed(spec, x, inplace)
@@ -439,12 +137,9 @@ def _decomposed(spec: Activation, x: torch.Tensor, inplace: bool) -> torch.Tenso
 
 
 def _with_backend(x, spec, inplace: bool, exact: bool, backend: str, params: dict[str, Any]) -> torch.Tensor:
-    """`activation` on the kernels of another backend (``"triton"``)."""
-    if backend != "triton":
-        raise ValueError(f"backend must be None (elukit's default kernels) or 'triton', got {backend!r}")
-    from elukit.torch import _triton  # ImportError naming `pip install triton==3.9.0` where Triton is missing
-
-    return _triton.activation(x, _bound_spec(spec, params), inplace, exact)
+    """`activation` on the kernels of another backend (`_kernels.BACKENDS`: ``"triton"``)."""
+    module = _kernels.backend_module(backend)  # ImportError naming `pip install triton==...` where Triton is missing
+    return module.activation(x, _bound_spec(spec, params), inplace, exact)
 
 
 _REGISTERED: dict[int, tuple[Activation, list[float]]] = {}
@@ -542,4 +237,5 @@ def pelu(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, channel_dim: int = 1
 
 
 __all__ = ["QUANTITIES", "activation", "celu", "elu", "evaluate", "evaluate_order", "gradient_times_derivative", "pelu",
-           "round_to_odd_float32", "selu", "use_compiled_kernels", "write_value_into"]
+           "round_to_odd_float32", "selu", "times_magnitude", "training_plan", "use_compiled_kernels",
+           "use_fused_training", "value_and_derivative", "write_value_into"]
