@@ -172,17 +172,22 @@ static double quad_exponential(double x, const constants *k) {
 }
 
 /* Stage 1 marks an element it cannot round as NaN in `out` (a non-NaN input never gives NaN), so
-   that its loop reads and writes doubles only and vectorises; stage 2 then scans for the marks. */
+   that its loop reads and writes doubles only and vectorises; stage 2 then scans a tile for the
+   marks while it is still in cache (a second pass over the whole arrays cost 10-15% at 2^22). */
+#define ACCURATE_TILE 1024
 #define DEFINE_ACCURATE_LOOP(NAME, FUNCTION, QUAD, HAS_BETA)                                              \
     ELUKIT_CLONES                                                                                            \
     static void NAME(const double *restrict x, double *restrict out, int64_t n, const constants *pk) {    \
         const constants k = *pk;                                                                             \
-        for (int64_t i = 0; i < n; i++) {                                                                    \
-            rounded r = FUNCTION(x[i], &k, HAS_BETA);                                                        \
-            out[i] = r.unsure ? NAN : r.value;                                                               \
+        for (int64_t start = 0; start < n; start += ACCURATE_TILE) {                                        \
+            int64_t end = n - start < ACCURATE_TILE ? n : start + ACCURATE_TILE;                            \
+            for (int64_t i = start; i < end; i++) {                                                          \
+                rounded r = FUNCTION(x[i], &k, HAS_BETA);                                                    \
+                out[i] = r.unsure ? NAN : r.value;                                                           \
+            }                                                                                                \
+            for (int64_t i = start; i < end; i++)                                                            \
+                if (out[i] != out[i] && x[i] == x[i]) out[i] = QUAD(x[i], &k);                              \
         }                                                                                                    \
-        for (int64_t i = 0; i < n; i++)                                                                      \
-            if (out[i] != out[i] && x[i] == x[i]) out[i] = QUAD(x[i], &k);                                  \
     }
 
 DEFINE_ACCURATE_LOOP(accurate_value_plain, accurate_value, quad_value, 0)
