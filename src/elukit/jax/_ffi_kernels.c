@@ -49,15 +49,16 @@ static void restore_fp_state(fp_state saved) { __asm__ __volatile__("msr fpcr, %
    compiled kernels must too, where elukit._native's float64 kernels are faithful only (their
    series carries ~2^-58). Two stages, Ziv's way:
 
-   1. A double-double evaluation with an error below 2^-78 relative (estimated below; tests check
-      the result against the jnp kernels and mpmath), from the 128-entry table of 2^(j/128):
+   1. A double-double evaluation with an error below about 2^-71 relative (estimated below; tests
+      check the result against the jnp kernels and mpmath), from the 128-entry table of 2^(j/128):
           x/beta = n ln2/128 + r, |r| <= ln2/256, n = 128k + j,
           e^(x/beta) = 2^k T (1 + E),  E = expm1(r) = r + r^2/2 + r^3 (1/6 + ... + r^5/8!)
-      with r^2 exact (TwoProduct), the r^3 tail in double (2^-53 of a term below 2^-19.6 |r|:
-      2^-72.6, the largest error), the series cut below 2^-87 |r|, and ln2/128 to 2^-88 relative
-      (n k ln2 error below 2^-82 absolute for |x/beta| <= 60). The result hi + lo is rounded to
-      hi when the exact value, within 2^-68 |hi| of it, cannot lie on the other side of a
-      midpoint (`certain`): all but about 2^-15 of the elements.
+      with r^2 exact (TwoProduct), the r^3 tail in double (three roundings of a term below
+      r^2/6 |r| <= 2^-19.6 |r|: about 2^-71 of |r|, the largest error; |expm1(x/beta)| is not
+      below |r|/2), the series cut below 2^-87 |r|, and ln2/128 to 2^-88 relative (n ln2/128
+      error below 2^-77 absolute for |x/beta| <= 1420). The result hi + lo is rounded to hi when
+      the exact value, within 2^-66 |hi| of it (32 times the estimate), cannot lie on the other
+      side of a midpoint (`certain`): all but about 1 element in 10^4 (measured on N(0, 9)).
    2. The others, and every element with a tiny input (|x| < 2^-900) or a result outside the
       normal range, are evaluated in binary128 (libquadmath: expm1q/expq, ~2^-112) and rounded
       once by the conversion to double, subnormals included.
@@ -80,7 +81,7 @@ typedef long double quad;
 
 #define CORRECTLY_ROUNDED 8
 
-/* Whether hi is hi + lo correctly rounded even if the exact value is 2^-68 |hi| away from hi + lo.
+/* Whether hi is hi + lo correctly rounded even if the exact value is 2^-66 |hi| away from hi + lo.
    |hi| is taken at least 2^-900 (smaller results are sent to stage 2 anyway): with flush-to-zero
    off, as here, the ulp arithmetic of a zero hi would be subnormal, and every such operation costs
    a microcode assist (it made the whole loop 10x slower: positive x have hi = 0 here). */
@@ -89,7 +90,7 @@ static ELUKIT_INLINE int certain(double hi, double lo) {
     double up = from_bits(to_bits(a) + 1) - a;                 /* ulp above |hi| */
     double down = a - from_bits(to_bits(a) - 1);               /* ulp below (half of up at a power of 2) */
     double half = ((hi >= 0.0) == (lo >= 0.0) ? up : down) * 0.5;
-    return fabs(lo) + a * 0x1p-68 < half;
+    return fabs(lo) + a * 0x1p-66 < half;
 }
 
 /* expm1(q + q_lo) - as 2^k T (1 + E) - 1 - for -60 <= q <= 0: returns (T(1+E)) and -1 separately

@@ -69,7 +69,7 @@ _COMPILED_DTYPES = ("float32", "float64")
 double-double and rounds to odd). elukit._native's float64 kernels are faithful only (about 3
 results in 10^4 of a normal sample were 1 ulp from the jnp kernels' correctly rounded ones), so
 float64 asks the FFI module for its own correctly rounded kernels (`_CORRECTLY_ROUNDED`: a
-double-double evaluation to ~2^-78 with a rounding test, binary128 for the hard cases)."""
+double-double evaluation to ~2^-71 with a rounding test, binary128 for the hard cases)."""
 
 _CORRECTLY_ROUNDED = 8
 """Added to the kind of the ELU family's float64 calls: elukit.jax._ffi_kernels' correctly rounded
