@@ -91,7 +91,7 @@ F64_ROWS = [("elu", {}), ("elu", {"alpha": 0.3}), ("selu", {}), ("celu", {"alpha
 def test_compiled_float64_bits_equal_the_jnp_kernels(name, params, order):
     """The compiled float64 kernels (double-double with a rounding test, binary128 for the rest) give
     the jnp kernels' correctly rounded bits. (A 2^-30 relative error put into their series tail
-    changed 230-380 of these 10^5 results per row: the comparison sees such errors.)"""
+    changed 230-380 of 2*10^5 such results per row: the comparison sees such errors.)"""
     x = _sample64()
     with jax.enable_x64(True):
         compiled, reference = _evaluate(x, name, params, order, True), _evaluate(x, name, params, order, False)
