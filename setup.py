@@ -5,6 +5,7 @@ compiled (no C compiler), elukit installs without it and uses its NumPy and torc
 """
 
 import os
+import platform
 import sys
 
 from setuptools import Extension, setup
@@ -55,6 +56,8 @@ if ffi_include is not None and sys.platform != "win32":
             include_dirs=[ffi_include],
             extra_compile_args=compile_args,
             extra_link_args=["-pthread"],
+            # binary128 (expm1q/expq) for the correctly rounded float64 kernels' rare hard cases
+            libraries=["quadmath"] if platform.machine() in ("x86_64", "AMD64", "i686") else ["m"],
             optional=True,
         )
     )

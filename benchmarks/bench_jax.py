@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sizes = (16,) if args.quick else (16, 19, 22)
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, median of {args.repeats}, "
-          f"compiled float32 kernels: {elukit.jax.functional.COMPILED}, {len(os.sched_getaffinity(0))} CPUs usable")
+          f"compiled kernels (float32, float64): {elukit.jax.functional.COMPILED}, {len(os.sched_getaffinity(0))} CPUs usable")
     print(f"{'dtype':8} {'n':>6} {'pass':8} {'jax.nn ms':>10} {'elukit ms':>10} {'ratio':>6}")
     rng = np.random.default_rng(0)
     for dtype in (jnp.float32, jnp.float64):

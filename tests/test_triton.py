@@ -205,3 +205,103 @@ def test_torch_compile_runs_the_operators_with_the_same_bits():
     (F.elu(reference, alpha=0.5) * 2).sum().backward()
     _assert_same_bits(y.detach(), F.elu(x, alpha=0.5) * 2, x, "compiled forward")
     _assert_same_bits(leaf.grad, reference.grad, x, "compiled backward")
+
+
+# --- forward-mode AD (torch.func.jvp/jacfwd/hessian, torch.autograd.forward_ad) ------------------------
+# Regression: before forward-mode rules were registered, torch.func.jvp through backend="triton"
+# returned a zero tangent and jacfwd a zero Jacobian, silently; forward_ad gave no tangent at all.
+
+def _forward_mode_results(function, x, tangent):
+    """Tangents and derivatives of `function` by every forward-mode route (and torch.func's
+    reverse-mode ones, which now run through the same autograd kernels)."""
+    import torch.autograd.forward_ad as forward_ad
+
+    small = x[:6]
+    results = [*torch.func.jvp(function, (x,), (tangent,)),
+               torch.func.jvp(lambda v: function(v.clone(), inplace=True), (x,), (tangent,))[1],
+               torch.func.jacfwd(function)(small), torch.func.jacfwd(torch.func.jacrev(function))(small),
+               torch.func.hessian(lambda v: function(v).sum())(small),
+               torch.func.vmap(torch.func.grad(lambda v: function(v).sum()))(small.reshape(2, 3))]
+    with forward_ad.dual_level():
+        results.append(forward_ad.unpack_dual(function(forward_ad.make_dual(x, tangent))).tangent)
+        dual = forward_ad.make_dual(x.clone(), tangent.clone())
+        function(dual, inplace=True)
+        results.append(forward_ad.unpack_dual(dual).tangent.clone())
+    return results
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name, params", SPECS)
+def test_forward_mode_ad_has_the_default_backends_bits(name, params, dtype):
+    generator = torch.Generator().manual_seed(3)
+    x = torch.cat([(torch.randn(2000, generator=generator, dtype=torch.float64) * 6),
+                   torch.tensor([0.0, -0.0, float("inf"), -float("inf"), float("nan"), -1e-300, -745.2])]).to(dtype)
+    tangent = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(dtype)
+    results = {backend: _forward_mode_results(lambda v, inplace=False, backend=backend: F.activation(
+        v, name, inplace=inplace, backend=backend, **params), x, tangent) for backend in (None, "triton")}
+    labels = ("f", "jvp", "jvp in place", "jacfwd", "jacfwd(jacrev)", "hessian", "vmap(grad)", "forward_ad",
+              "forward_ad in place")
+    assert len(results["triton"]) == len(labels)
+    for label, got, wanted in zip(labels, results["triton"], results[None]):
+        assert got is not None, label
+        _assert_same_bits(got, wanted, x, f"{name}{params} {dtype} {label}")
+
+
+IMPLEMENTATIONS = ["torch", "elukit", "triton"]
+
+
+def _elu_of(implementation):
+    def elu(v, inplace=False):
+        if implementation == "torch":
+            return torch.nn.functional.elu(v, alpha=1.3, inplace=inplace)
+        return F.elu(v, alpha=1.3, inplace=inplace, backend="triton" if implementation == "triton" else None)
+    return elu
+
+
+_X = [-5.0, -2.5, -1e-3, 0.5, 4.0]
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_forward_mode_ad_values_with_torch_as_control(implementation):
+    """f'(x) t for ELU(alpha=1.3) by jvp, jacfwd, forward over reverse and forward_ad (also in
+    place), against the closed form."""
+    import torch.autograd.forward_ad as forward_ad
+
+    elu = _elu_of(implementation)
+    x = torch.tensor(_X, dtype=torch.float64)
+    tangent = torch.tensor([1.0, -2.0, 3.0, 0.5, -1.0], dtype=torch.float64)
+    derivative = torch.where(x > 0, 1.0, 1.3 * torch.exp(x))
+    torch.testing.assert_close(torch.func.jvp(elu, (x,), (tangent,))[1], derivative * tangent)
+    torch.testing.assert_close(torch.func.jacfwd(elu)(x), torch.diag(derivative))
+    torch.testing.assert_close(torch.func.jacfwd(torch.func.jacrev(elu))(x).diagonal().diagonal(),
+                               torch.where(x > 0, 0.0, 1.3 * torch.exp(x)))
+    with forward_ad.dual_level():
+        dual = forward_ad.make_dual(x.clone(), tangent.clone())
+        torch.testing.assert_close(forward_ad.unpack_dual(elu(dual)).tangent, derivative * tangent)
+        elu(dual, inplace=True)
+        torch.testing.assert_close(forward_ad.unpack_dual(dual).tangent, derivative * tangent)
+
+
+@pytest.mark.parametrize("route", ["jacfwd(jacfwd)", "jacrev(jacfwd)", "grad(jvp)"])
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_forward_mode_nested_in_another_transform_is_right_or_one_clear_error(implementation, route):
+    """Regression: jacfwd(jacfwd(elukit's elu)) returned a zero Hessian, on both backends, silently
+    (torch switches forward-mode AD off inside an autograd.Function's jvp: pytorch/pytorch#197867).
+    elukit now raises one line naming the alternative; torch's own elu is the control."""
+    elu = _elu_of(implementation)
+    x = torch.tensor(_X, dtype=torch.float64)
+    second = torch.where(x > 0, 0.0, 1.3 * torch.exp(x))
+    if route == "grad(jvp)":
+        def compute():
+            return torch.func.grad(lambda v: torch.func.jvp(elu, (v,), (torch.ones_like(v),))[1].sum())(x)
+    else:
+        outer = torch.func.jacfwd if route.startswith("jacfwd") else torch.func.jacrev
+
+        def compute():
+            return outer(torch.func.jacfwd(elu))(x).diagonal().diagonal()
+    if implementation == "torch":
+        torch.testing.assert_close(compute(), second)
+        return
+    with pytest.raises(NotImplementedError, match=r"hessian\(f\) or jacfwd\(jacrev\(f\)\)") as error:
+        compute()
+    assert "\n" not in str(error.value)

@@ -103,6 +103,10 @@ def prepare(x: ArrayLike, extended: bool = False) -> Prepared:
 def evaluate(kernel: Callable[..., np.ndarray], prepared: Prepared, params: dict[str, float]) -> Any:
     """Run an elementwise `kernel` block by block in the working dtype; round each result once.
 
+    A kernel may return ``(head, tail)``: head the value rounded to the working dtype, tail its
+    exact error (float64 only). Where the result is rounded again to a narrower dtype, head's last
+    bit is made sticky (`round_to_odd`) so that this second rounding is the correct one.
+
     Non-finite intermediate results (overflow to inf, underflow) are intended, so floating-point
     warnings are silenced here and nowhere else.
     """
@@ -110,10 +114,15 @@ def evaluate(kernel: Callable[..., np.ndarray], prepared: Prepared, params: dict
     out = np.empty(array.shape, dtype=prepared.out_dtype)
     flat_in = array.reshape(-1)
     flat_out = out.reshape(-1)
+    narrower = prepared.work_dtype == np.float64 and prepared.out_dtype != np.float64
     with np.errstate(all="ignore"):
         for start in range(0, flat_in.size, CHUNK):
             work = flat_in[start:start + CHUNK].astype(prepared.work_dtype)
-            flat_out[start:start + CHUNK] = round_to_dtype(np.asarray(kernel(work, **params)), prepared.out_dtype)
+            result = kernel(work, **params)
+            if isinstance(result, tuple):  # (fl(value), its exact error): sticky before a second rounding
+                head, tail = result
+                result = round_to_odd(np.asarray(head), np.asarray(tail)) if narrower else head
+            flat_out[start:start + CHUNK] = round_to_dtype(np.asarray(result), prepared.out_dtype)
     if prepared.scalar:
         return out[()]
     return out
@@ -163,6 +172,16 @@ def product_error(constant: float, x: Any) -> Any:
     high, low = veltkamp_split(float(constant))
     product = constant * x
     return (x * high - product) + x * low
+
+
+def two_product_error(constant: float, x: Any, product: Any) -> Any:
+    """The exact rounding error ``constant*x - product`` of ``product = fl(constant*x)`` for any
+    float64 `x` (Dekker's TwoProduct, both factors split by Veltkamp). Exact unless the error
+    underflows (|product| < 2^-969) or a split overflows (|x| or |constant| > 2^996, then
+    non-finite, which `round_to_odd` ignores)."""
+    c_high, c_low = veltkamp_split(float(constant))
+    x_high, x_low = veltkamp_split(x)
+    return (((c_high * x_high - product) + c_high * x_low) + c_low * x_high) + c_low * x_low
 
 
 def round_to_odd(approximation: np.ndarray, tail: np.ndarray) -> np.ndarray:

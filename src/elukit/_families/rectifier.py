@@ -10,7 +10,8 @@ import math
 
 import numpy as np
 
-from elukit import _gaussian
+from elukit import _gaussian, _numerics
+from elukit._families.elu import _torch_round_to_odd
 from elukit._spec import Activation, Param, Reference, TorchKernels
 
 _NAN = math.nan
@@ -71,14 +72,34 @@ RELU = Activation(
 )
 
 
-def leaky_relu_value(x: np.ndarray, slope: float) -> np.ndarray:
-    r""":math:`f(x) = x\ (x > 0),\ s\,x\ (x \le 0)`; the sign of zero is kept."""
-    return np.where(x > 0, x, x.dtype.type(slope) * x)
+def leaky_relu_value(x: np.ndarray, slope: float) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    r""":math:`f(x) = x\ (x > 0),\ s\,x\ (x \le 0)`; the sign of zero is kept.
+
+    In float64 (the working dtype of float16, bfloat16 and float32 inputs) the product s*x is
+    returned with its exact rounding error, ``(head, tail)`` (`_numerics.evaluate` rounds it once):
+    the float64 product alone can land exactly on a midpoint of the narrow dtype while the exact
+    one lies off it, and rounding it again then misrounds (21 float16 inputs of s = 0.01, e.g.
+    x = -2.98e-06 gave -0.0 instead of -5.96e-08). Other working dtypes get the product rounded once.
+    """
+    product = x.dtype.type(slope) * x
+    value = np.where(x > 0, x, product)
+    if x.dtype != np.float64:
+        return value
+    return value, np.where(x > 0, 0.0, _numerics.two_product_error(slope, x, product))
 
 
 def leaky_relu_derivative(x: np.ndarray, slope: float) -> np.ndarray:
     r""":math:`f'(x) = 1\ (x > 0),\ s\ (x \le 0)`; f'(0) = s."""
     return _propagate_nan(x, np.where(x > 0, x.dtype.type(1), x.dtype.type(slope)))
+
+
+def _torch_leaky_relu_tie_fix(t, quantity, x, result, slope):
+    """The NumPy kernel's sticky product (`leaky_relu_value`) in torch, for float64 results that
+    are rounded again to float32/float16/bfloat16: elementwise, no data-dependent indexing."""
+    if quantity != "value":
+        return result
+    tail = t.where(x > 0, t.zeros_like(x), _numerics.two_product_error(slope, x, result))
+    return _torch_round_to_odd(t, result, tail)
 
 
 LEAKY_RELU = Activation(
@@ -106,6 +127,7 @@ LEAKY_RELU = Activation(
         value=lambda t, x, slope: t.where(x > 0, x, slope * x),
         derivative=lambda t, x, slope: t.where(x.isnan(), x, t.where(x > 0, t.ones_like(x), t.full_like(x, slope))),
         second_derivative=lambda t, x, slope: t.where(x.isnan(), x, t.zeros_like(x)),
+        tie_fix=_torch_leaky_relu_tie_fix,
         exact_dtypes=("float64",),  # float32 would multiply by float32(slope)
     ),
     linear_branches=lambda slope: (1.0, slope),

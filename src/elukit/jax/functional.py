@@ -1,11 +1,12 @@
 r"""Exact ELU-family activations as JAX functions, built from the `Activation` specs.
 
 Every function here runs under ``jit``, ``vmap``, ``grad``, ``jacfwd``/``jacrev``, ``hessian`` and
-``pmap`` on any backend, with no host callback. On the CPU, float32 is evaluated by elukit's compiled
-C kernels through an XLA FFI custom call (`COMPILED`; one pass, about jax.nn.elu's time, measured by
-benchmarks/bench_jax.py); everywhere else (GPU, TPU, float16/bfloat16/float64, or an installation
-built without the FFI module) by the pure jax.numpy kernels below. Both give the same bits on float32
-(tests/test_jax_ffi.py); the lowering picks one per platform, so a GPU program never holds the
+``pmap`` on any backend, with no host callback. On the CPU, float32 and float64 are evaluated by
+elukit's compiled C kernels through an XLA FFI custom call (`COMPILED`; one pass, about jax.nn.elu's
+time, measured by benchmarks/bench_jax.py; float64 by correctly rounded kernels of the FFI module's
+own); everywhere else (GPU, TPU, float16/bfloat16, or an installation built without the FFI module)
+by the pure jax.numpy kernels below. Both give the same bits (tests/test_jax_ffi.py); the lowering
+picks one per platform, so a GPU program never holds the
 custom call, and neither does a program exported with ``jax.export``. Derivatives come from
 ``jax.custom_jvp``: the derivative of the order-m function is the order-(m+1) function of the
 *input*, so every order is exact and none is computed from the output (``jax.nn.elu``'s gradient,
@@ -63,11 +64,16 @@ COMPILED = _ffi_kernels is not None
 float32 and float64; elsewhere (GPU, TPU, float16/bfloat16, or built without them) the jnp kernels
 below run. Both give the same correctly rounded values."""
 
-_COMPILED_DTYPES = ("float32",)
-"""float32 only: the compiled float32 kernels round correctly (a rounding test sends the hard cases
-to double-double and rounds to odd); the compiled float64 ones are faithful, not correctly rounded
-(about 3 results in 10^4 of a normal sample are 1 ulp from the jnp kernels' correctly rounded ones),
-so float64 stays on the jnp kernels to keep its values."""
+_COMPILED_DTYPES = ("float32", "float64")
+"""The compiled float32 kernels round correctly (a rounding test sends the hard cases to
+double-double and rounds to odd). elukit._native's float64 kernels are faithful only (about 3
+results in 10^4 of a normal sample were 1 ulp from the jnp kernels' correctly rounded ones), so
+float64 asks the FFI module for its own correctly rounded kernels (`_CORRECTLY_ROUNDED`: a
+double-double evaluation to ~2^-71 with a rounding test, binary128 for the hard cases)."""
+
+_CORRECTLY_ROUNDED = 8
+"""Added to the kind of the ELU family's float64 calls: elukit.jax._ffi_kernels' correctly rounded
+float64 kernels (the piecewise-linear family's one product is correctly rounded as it is)."""
 
 _SETTINGS = {"compiled": COMPILED}
 _THREADS = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1), 64))
@@ -253,6 +259,8 @@ def _evaluate_anywhere(x, plan: _Plan, order: int, compiled: bool):
     native = plan.native(order) if compiled and str(x.dtype) in _COMPILED_DTYPES else None
     if native is None:
         return _evaluate(x, plan, order)
+    if x.dtype == jnp.float64 and plan.exponential:
+        native = (native[0] | _CORRECTLY_ROUNDED, native[1])
     return _COMPILED_PRIMITIVE.bind(x, plan=plan, order=order, native=native)
 
 

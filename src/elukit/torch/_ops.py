@@ -202,6 +202,23 @@ from torch._functorch.utils import enable_single_level_autograd_function  # noqa
 _Function = torch.autograd.function._SingleLevelFunction
 
 
+NESTED_FORWARD_MODE = (
+    "elukit: forward-mode AD (jvp, jacfwd) inside another derivative transform (jacfwd(jacfwd(f)), "
+    "jacrev(jacfwd(f)), grad of a jvp) is not supported: torch would return zeros for an autograd.Function "
+    "there (pytorch/pytorch#197867). Put reverse mode inside: torch.func.hessian(f) or jacfwd(jacrev(f))")
+
+
+def check_forward_mode_not_nested() -> None:
+    """Raise where a jvp rule runs inside an outer Grad or Jvp transform: torch switches forward-mode
+    AD off inside the rules of autograd.Functions, so the outer derivative of the tangent would be
+    silently zero (measured: jacfwd(jacfwd(elu)) gave a zero Hessian)."""
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    derivatives = (torch._C._functorch.TransformType.Grad, torch._C._functorch.TransformType.Jvp)
+    if any(i.key() in derivatives for i in retrieve_all_functorch_interpreters()[:-1]):
+        raise NotImplementedError(NESTED_FORWARD_MODE)
+
+
 def _add(first, second):
     if first is None:
         return second
@@ -234,6 +251,7 @@ class ActivationFunction(_Function):
 
     @staticmethod
     def jvp(ctx, tangent, *_):
+        check_forward_mode_not_nested()
         (x,) = ctx.saved_tensors
         return ACTIVATION_BACKWARD(tangent, x, *ctx.arguments)
 
@@ -263,6 +281,7 @@ class BackwardFunction(_Function):
 
     @staticmethod
     def jvp(ctx, grad_tangent, x_tangent, *_):
+        check_forward_mode_not_nested()
         grad, x = ctx.saved_tensors
         name, params, order, exact = ctx.arguments
         result = None
@@ -353,6 +372,7 @@ class InplaceFunction(_Function):
 
     @staticmethod
     def jvp(ctx, tangent, *_):
+        check_forward_mode_not_nested()
         (derivative,) = ctx.saved_tensors
         tangent.mul_(_magnitude(derivative, ctx.constants is not None and ctx.constants[1]))
         return tangent
@@ -390,6 +410,7 @@ class ScaledByDerivative(_Function):
 
     @staticmethod
     def jvp(ctx, grad_tangent, derivative_tangent, output_tangent, *_):
+        check_forward_mode_not_nested()
         grad, derivative, kept = ctx.saved_tensors
         result = None
         if grad_tangent is not None:

@@ -475,13 +475,13 @@ def exponential_linear(x_ptr, grad_ptr, out_ptr, constants_ptr, table_hi_ptr, ta
         grad = _f64(x, 1.0)
     if MODE >= NARROW:
         # the derivative alone, rounded to the narrow dtype; elukit.torch multiplies by grad after.
-        # The piecewise-linear products are rounded to float64 first, as elukit.torch's NumPy
-        # kernels do (a double rounding: a product within 2^-53 of a narrow midpoint can misround).
+        # The piecewise-linear product is exact and rounded to odd, as in elukit's NumPy kernels
+        # (rounded to nearest float64 first, it could land on a narrow midpoint and round twice).
         unit = _f64(x, 1.0)
         if LINEAR:
             if KIND == 0:
                 factor = tl.where(x > 0.0, scale, c_hi)
-                y = tl.where(tl.where(x <= 0.0, c_hi, 1.0) == 0.0, 0.0, _linear_product(x, factor, True))
+                y = tl.where(tl.where(x <= 0.0, c_hi, 1.0) == 0.0, 0.0, _linear_product(x, factor, False))
             else:
                 y = _linear_product(unit, tl.where(x > 0.0, positive, m_hi), True)
             y = tl.where(x != x, x, y)
