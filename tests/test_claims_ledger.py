@@ -443,3 +443,23 @@ def test_the_code_hash_changes_with_any_edit_of_the_measuring_code(tmp_path):
     measures = copy / "claims" / "_measures.py"
     measures.write_text(measures.read_text().replace("PLANTED_EFFECT = 0.03", "PLANTED_EFFECT = 0.04"))
     assert code_sha256(copy) != code_sha256(source)
+
+
+def test_the_default_worker_count_is_the_usable_cores_however_busy_the_machine(monkeypatch, tmp_path):
+    """Worker processes, one torch thread each, do not wait on each other: a busy machine (which
+    keeps a study on one torch thread) is no reason to train the ledger's arms one at a time."""
+    import os
+
+    import elukit.claims
+    from elukit.experiments.executors import usable_cores
+
+    seen = {}
+
+    def fake_run_ledger(*args, **kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt  # stop before any work; the CLI then exits 130
+
+    monkeypatch.setattr(elukit.claims, "run_ledger", fake_run_ledger)
+    monkeypatch.setattr(os, "getloadavg", lambda: (99.0, 99.0, 99.0))
+    result = CliRunner().invoke(main, ["claims", "--profile", "tiny", "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 130 and seen["workers"] == usable_cores() == len(os.sched_getaffinity(0))

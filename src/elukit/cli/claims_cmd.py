@@ -31,7 +31,7 @@ import click
               show_default=True, help="Folder of results.db (shared with elukit compare) and claims/.")
 @click.option("--resume", is_flag=True, help="Continue the latest ledger in OUT/results.db (same profile and seeds).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Processes training in parallel, one torch thread each [2 where 2 cores are available, else 1]. "
+              help="Processes training in parallel, one torch thread each [the cores this process may use]. "
                    "The results are the same bits for any number.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Where the arms train: worker processes here, or Ray tasks (pip install 'elukit[ray]'); "
@@ -48,7 +48,7 @@ def claims_command(list_only: bool, only: str | None, profile: str, seeds: int |
     from elukit._files import exclusive_folder
     from elukit.cli._common import invoked_command
     from elukit.claims._ledger import TABLE_HEADERS, banners, protocol_line
-    from elukit.experiments.train import default_threads
+    from elukit.experiments.executors import usable_cores
 
     if list_only:
         for claim in CLAIMS:
@@ -69,7 +69,7 @@ def claims_command(list_only: bool, only: str | None, profile: str, seeds: int |
     with exclusive_folder(out, "--out", command):
         try:
             ledger = run_ledger(claims, chosen_profile, out, resume=resume, seeds_given=seeds, progress=progress,
-                                threads=1, workers=workers if workers is not None else default_threads("mlp"),
+                                threads=1, workers=workers if workers is not None else usable_cores(),
                                 executor=executor, ray_address=ray_address, command=command)
         except KeyboardInterrupt:
             click.echo(f"\ninterrupted: finished work is in {out / 'results.db'}; "

@@ -294,5 +294,16 @@ def startup_seconds(address: str | None = None) -> float:
     return time.perf_counter() - started
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity; all CPUs where that is unknown): the
+    default number of worker processes, each on one torch thread. Unlike a study's torch threads
+    (`elukit.experiments.train.default_threads`), separate processes do not wait for each other at
+    every matmul, so a busy machine is no reason to use fewer."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 __all__ = ["EXECUTORS", "LocalExecutor", "RayExecutor", "StoreWriter", "check_reachable", "make_executor",
-           "startup_seconds"]
+           "startup_seconds", "usable_cores"]
