@@ -108,15 +108,15 @@ PROFILES: dict[str, Profile] = {
                      cap=100, patience=10, width_scale=1.0, timing_rounds=15, random_net_width=256, tuning_seeds=4,
                      deep_depths=(32,), lr_grids=(("shallow-adam", (4e-3, 8e-3, 1.6e-2)), ("deep-sgd", (0.05, 0.1, 0.2))),
                      left_out=(("deep-sgd", "mnist1d"),),
-                     compute="an estimate, not yet measured end to end under protocol 2: about 70 minutes on 2 free CPU "
-                             "cores (about 8,000 CPU-seconds: 9 arms x 4 rates x 6 settings, 12-member ensembles, "
-                             "2.2 CPU-s per epoch of the deep MNIST-1D MLP, measured; see docs/claims.md)"),
+                     compute="measured under protocol 4: 20 min 12 s on 2 idle cores of the development machine "
+                             "(2,332 CPU-seconds, 135 arms of 12-member ensembles; docs/claims.md)"),
     "full": Profile("full", seeds=16, datasets=("mnist1d", "digits", "breast_cancer", "wine"),
                     regimes=("shallow-adam", "deep-sgd"), cap=300, patience=20, width_scale=1.0, timing_rounds=40,
                     random_net_width=1024, tuning_seeds=8, deep_depths=(32, 64),
-                    compute="an estimate, not measured: 3-6x the quick profile's CPU time (twice the seeds in the "
-                            "same batched ensembles, one more dataset, up to 3x the epochs), i.e. 2-4 CPU-hours; "
-                            "use --workers N, or --executor ray on a cluster"),
+                    compute="an estimate, not measured: 6-8 CPU-hours (quick's measured 2,300 CPU-s of arms x 2 for "
+                            "24-member ensembles x 4/3 for 4-point grids x 1.5-2 for cap 300 / patience 20, plus deep "
+                            "SGD on MNIST-1D at 113 CPU-s per quick arm, same factors; docs/claims.md); use --executor "
+                            "ray on a cluster"),
     "tiny": Profile("tiny", seeds=3, datasets=("wine",), regimes=("shallow-adam", "deep-sgd"),
                     cap=3, patience=1, width_scale=0.125, timing_rounds=3, random_net_width=32, tuning_seeds=2,
                     deep_depths=(32,),
