@@ -27,7 +27,7 @@ from elukit._registry import parse
 from elukit._files import check_writable_directory
 from elukit._provenance import provenance
 from elukit.experiments.data import DATASETS, Dataset, load_dataset, load_npz
-from elukit.experiments.executors import make_executor
+from elukit.experiments.executors import make_executor, usable_cores
 from elukit.experiments.models import INITS, build_model
 from elukit.experiments.store import NETWORK, Store
 from elukit.torch._torch import torch
@@ -305,10 +305,7 @@ def default_threads(model: str = "mlp", load: float | None = None) -> int:
     results (measured), and a study should not depend on the machine's core count or load."""
     if model != "mlp":
         return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     if load is None:
         try:
             load = os.getloadavg()[0]
