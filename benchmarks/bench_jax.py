@@ -1,7 +1,9 @@
 """jit(elukit.jax.elu) and its gradient against jit(jax.nn.elu), measured in one run.
 
-Prints the median time of each and the ratio elukit/jax.nn, for float32 and float64 and 2^16,
-2^19 and 2^22 elements; forward and forward+backward (``grad(sum(elu(x)))``). Ratios, not pass/fail times.
+Prints the median time per call of each and the ratio elukit/jax.nn (wall clock, and process CPU
+time, which other processes on a shared machine disturb less), for float32 and float64 and 2^16,
+2^19 and 2^22 elements; forward and forward+backward (``grad(sum(elu(x)))``). Each is timed over
+batches of consecutive calls (2^20 elements a batch, at least one call). Ratios, not pass/fail times.
 
     python benchmarks/bench_jax.py            # all rows (about a minute on 2 cores)
     python benchmarks/bench_jax.py --quick    # 2^16 only
@@ -22,18 +24,25 @@ jax.config.update("jax_enable_x64", True)
 import elukit.jax  # noqa: E402
 
 
-def _median_times(baseline, ours, x, repeats: int) -> tuple[float, float]:
-    """Median times of two functions, measured alternately so that load from other processes
-    hits both alike."""
+def _median_times(baseline, ours, x, repeats: int) -> tuple[float, float, float, float]:
+    """Median seconds per call of two functions (wall, then process CPU time: all threads, not
+    counting time other processes take the cores), each timed over batches of consecutive calls
+    so that each runs in its own steady state of XLA's buffer allocation, batches alternating so
+    that load from other processes hits both alike. Single calls measured one at a time swung by
+    up to 2x: a fresh output buffer costs page faults in some calls and not in others."""
     jax.block_until_ready(baseline(x))  # compile
     jax.block_until_ready(ours(x))
-    times: tuple[list[float], list[float]] = ([], [])
+    calls = max(1, 2**20 // x.size)
+    times: tuple[list[tuple[float, float]], list[tuple[float, float]]] = ([], [])
     for _ in range(repeats):
         for function, record in ((baseline, times[0]), (ours, times[1])):
-            start = time.perf_counter()
-            jax.block_until_ready(function(x))
-            record.append(time.perf_counter() - start)
-    return float(np.median(times[0])), float(np.median(times[1]))
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(calls):
+                result = function(x)
+            jax.block_until_ready(result)
+            record.append(((time.perf_counter() - wall) / calls, (time.process_time() - cpu) / calls))
+    (base_wall, base_cpu), (our_wall, our_cpu) = np.median(times[0], axis=0), np.median(times[1], axis=0)
+    return float(base_wall), float(our_wall), float(base_cpu), float(our_cpu)
 
 
 def main(argv=None) -> int:
@@ -44,16 +53,17 @@ def main(argv=None) -> int:
     sizes = (16,) if args.quick else (16, 19, 22)
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, median of {args.repeats}, "
           f"compiled kernels (float32, float64): {elukit.jax.functional.COMPILED}, {len(os.sched_getaffinity(0))} CPUs usable")
-    print(f"{'dtype':8} {'n':>6} {'pass':8} {'jax.nn ms':>10} {'elukit ms':>10} {'ratio':>6}")
+    print(f"{'dtype':8} {'n':>6} {'pass':8} {'jax.nn ms':>10} {'elukit ms':>10} {'ratio':>6} {'CPU-time ratio':>15}")
     rng = np.random.default_rng(0)
     for dtype in (jnp.float32, jnp.float64):
         for log_n in sizes:
             x = jnp.asarray(rng.normal(0.0, 3.0, 2**log_n), dtype=dtype)
             for label, make in (("forward", lambda f: jax.jit(f)),
                                 ("fwd+bwd", lambda f: jax.jit(jax.grad(lambda t: f(t).sum())))):
-                baseline, ours = _median_times(make(jax.nn.elu), make(elukit.jax.elu), x, args.repeats)
+                baseline, ours, baseline_cpu, ours_cpu = _median_times(make(jax.nn.elu), make(elukit.jax.elu), x,
+                                                                       args.repeats)
                 print(f"{jnp.dtype(dtype).name:8} 2^{log_n:<4} {label:8} {baseline * 1e3:10.3f} {ours * 1e3:10.3f} "
-                      f"{ours / baseline:6.2f}")
+                      f"{ours / baseline:6.2f} {ours_cpu / baseline_cpu:15.2f}")
     return 0
 
 
