@@ -11,17 +11,19 @@ SELU, CELU(3) and Leaky ReLU, values and derivatives, float32 and float64; every
 the same bits (both builds are meant to be correctly rounded or, for the faithful kernels, to run
 the same operations). The hard cases are also checked against mpmath (elukit.reference).
 
-Marked ``slow`` and skipped unless the tools are there: CI has no cross compiler, so there it
-skips. On Debian, as root (about a minute of CPU to build and run)::
+Marked ``slow`` (outside the default run) and skipped unless the tools are there: CI has no cross
+compiler, so there it skips. On Debian 12, as root (about a minute of CPU to build and run both)::
 
     apt-get install -y crossbuild-essential-arm64 qemu-user
-    apt-get download libpython3.11-dev:arm64   # needs `dpkg --add-architecture arm64` and
-    dpkg -x libpython3.11-dev_*_arm64.deb /opt/arm64-python  # apt-get update first (undo after)
+    dpkg --add-architecture arm64 && apt-get update        # to fetch one arm64 package file
+    cd /tmp && apt-get download libpython3.11-dev:arm64 && dpkg -x libpython3.11-dev_*_arm64.deb /opt/arm64-python
+    dpkg --remove-architecture arm64 && apt-get update      # nothing arm64 was installed
     ELUKIT_AARCH64_PYTHON_INCLUDE=/opt/arm64-python/usr/include python -m pytest -m slow tests/test_native_aarch64.py
 
-(the arm64 Python headers only serve the compilation: pyconfig.h differs per architecture; with
-libpython3.11-dev:arm64 installed through multiarch, /usr/include serves and the variable is not
-needed). Correctness only: qemu's timings say nothing about a real aarch64 CPU.
+The arm64 Python headers serve the compilation only (the source includes Python.h, and pyconfig.h
+differs per architecture; the driver drops the Python bindings, so no arm64 libpython is needed);
+with libpython3.11-dev:arm64 installed through multiarch, /usr/include serves and the variable is
+not needed. Correctness only: qemu's timings say nothing about an aarch64 CPU.
 """
 
 from __future__ import annotations
