@@ -308,7 +308,7 @@ static XLA_FFI_Error *exponential_linear(XLA_FFI_CallFrame *frame) {
     int64_t count = element_count(x);
     if (count == 0) return NULL;
     task whole = {kind, x->dtype == XLA_FFI_DataType_F64, (const char *)x->data,
-                  grad != NULL ? (const char *)grad->data : NULL, (char *)out->data, (Py_ssize_t)count, &k};
+                  grad != NULL ? (const char *)grad->data : NULL, (char *)out->data, (Py_ssize_t)count, &k, NULL};
     fp_state saved = keep_subnormals();
     if (correctly_rounded)
         run_accurate_parallel((const double *)x->data, (double *)out->data, count, &k, kind & EXPONENTIAL, threads);
