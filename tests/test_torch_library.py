@@ -32,18 +32,17 @@ _FRESH = textwrap.dedent("""
     folder, library = sys.argv[1], sys.argv[2]
     if library:
         torch.ops.load_library(library)
-    saved = torch.load(folder + "/io.pt")
-    x = saved["x"]
-    scripted = torch.jit.load(folder + "/model.pt")
-    exported = torch.export.load(folder + "/model.pt2").module()
-    leaf = x.clone().requires_grad_()
-    scripted(leaf).sum().backward()
-    report = {
-        "scripted": torch.equal(scripted(x), saved["y"]),
-        "exported": torch.equal(exported(x), saved["y"]),
-        "gradient": torch.equal(leaf.grad, saved["grad"]),
-        "elukit imported": any(name.split(".")[0] == "elukit" for name in sys.modules),
-    }
+    report = {}
+    for dtype in ("float32", "float64"):
+        saved = torch.load(f"{folder}/io_{dtype}.pt")
+        x = saved["x"]
+        scripted = torch.jit.load(f"{folder}/model_{dtype}.pt")
+        exported = torch.export.load(f"{folder}/model_{dtype}.pt2").module()
+        leaf = x.clone().requires_grad_()
+        scripted(leaf).sum().backward()
+        report[dtype] = [torch.equal(scripted(x), saved["y"]), torch.equal(exported(x), saved["y"]),
+                         torch.equal(leaf.grad, saved["grad"])]
+    report["elukit imported"] = any(name.split(".")[0] == "elukit" for name in sys.modules)
     if library:
         try:
             torch.ops.elukit.activation(x, "gelu", [], 0, False)
@@ -62,31 +61,33 @@ def _model(framework: str) -> torch.nn.Module:
 
 @needs_library
 @pytest.mark.parametrize("framework", ["torch", "elukit"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_artifacts_with_the_operators_run_where_elukit_is_not_imported(framework, dtype, tmp_path):
-    """A scripted and an exported model saved under keep_operators hold elukit's operators and, in a
-    fresh process that loads the C++ library and never imports elukit, give eager's bits, forward and
-    backward (the C++ autograd kernels); an operator call the library does not serve says what to import."""
-    model = _model(framework).to(dtype)
-    x = torch.randn(16, 4, dtype=dtype) * 3
-    with et.keep_operators():
-        scripted = torch.jit.script(model)
-        exported = torch.export.export(model, (x,))
-    if framework == "elukit":
-        assert "elukit::activation" in str(scripted.inlined_graph)
-        assert any(node.target is _ops.ACTIVATION for node in exported.graph.nodes)
-    leaf = x.clone().requires_grad_()
-    model(leaf).sum().backward()
-    torch.jit.save(scripted, str(tmp_path / "model.pt"))
-    torch.export.save(exported, str(tmp_path / "model.pt2"))
-    torch.save({"x": x, "y": model(x).detach(), "grad": leaf.grad}, str(tmp_path / "io.pt"))
+def test_artifacts_with_the_operators_run_where_elukit_is_not_imported(framework, tmp_path):
+    """Scripted and exported models (float32, float64) saved under keep_operators hold elukit's
+    operators and, in a fresh process that loads the C++ library and never imports elukit, give
+    eager's bits, forward and backward (the C++ autograd kernels); an operator call the library does
+    not serve says what to import."""
+    for dtype in (torch.float32, torch.float64):
+        model = _model(framework).to(dtype)
+        x = torch.randn(16, 4, dtype=dtype) * 3
+        with et.keep_operators():
+            scripted = torch.jit.script(model)
+            exported = torch.export.export(model, (x,))
+        if framework == "elukit":
+            assert "elukit::activation" in str(scripted.inlined_graph)
+            assert any(node.target is _ops.ACTIVATION for node in exported.graph.nodes)
+        leaf = x.clone().requires_grad_()
+        model(leaf).sum().backward()
+        name = str(dtype).removeprefix("torch.")
+        torch.jit.save(scripted, str(tmp_path / f"model_{name}.pt"))
+        torch.export.save(exported, str(tmp_path / f"model_{name}.pt2"))
+        torch.save({"x": x, "y": model(x).detach(), "grad": leaf.grad}, str(tmp_path / f"io_{name}.pt"))
     library = et.library_path() if framework == "elukit" else ""
     environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([sys.executable, "-c", _FRESH, str(tmp_path), library], capture_output=True, text=True,
                             timeout=300, cwd=str(tmp_path), env=environment)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["scripted"] and report["exported"] and report["gradient"], report
+    assert report["float32"] == report["float64"] == [True, True, True], report
     assert not report["elukit imported"]
     if framework == "elukit":
         assert "import elukit.torch" in report["unserved"]
@@ -189,3 +190,80 @@ def test_library_path_names_the_file_or_the_build_command():
             et.library_path()
     else:
         assert os.path.exists(et.library_path())
+
+
+_LIBTORCH_PROGRAM = r"""
+#include <dlfcn.h>
+#include <torch/script.h>
+
+#include <cstdio>
+
+// argv[1]: elukit's operator library; argv[2]: a scripted module with buffers x, y (its output) and
+// grad (the gradient of its output's sum with respect to x), all computed by eager elukit.
+int main(int argc, char **argv) {
+    if (argc != 3) return 2;
+    if (dlopen(argv[1], RTLD_NOW) == nullptr) {
+        std::fprintf(stderr, "%s\n", dlerror());
+        return 2;
+    }
+    torch::jit::Module module = torch::jit::load(argv[2]);
+    const torch::Tensor x = module.attr("x").toTensor().clone().requires_grad_();
+    const torch::Tensor out = module.forward({x}).toTensor();
+    out.sum().backward();
+    const bool same = torch::equal(out.detach(), module.attr("y").toTensor()) &&
+                      torch::equal(x.grad(), module.attr("grad").toTensor());
+    std::printf(same ? "same bits\n" : "different\n");
+    return same ? 0 : 1;
+}
+"""
+
+
+class _Holder(torch.nn.Module):
+    """A model with its input, output and input gradient as buffers, for the C++ program."""
+
+    def __init__(self, model, x):
+        super().__init__()
+        self.model = model
+        leaf = x.clone().requires_grad_()
+        out = model(leaf)
+        out.sum().backward()
+        self.register_buffer("x", x)
+        self.register_buffer("y", out.detach())
+        self.register_buffer("grad", leaf.grad)
+
+    def forward(self, x):
+        return self.model(x)
+
+
+@pytest.mark.slow  # compiles a libtorch program (about a minute here); the fresh-process test above covers the same
+@needs_library
+@pytest.mark.parametrize("framework", ["torch", "elukit"])
+def test_a_libtorch_program_dlopens_the_library_and_runs_a_script(framework, tmp_path):
+    """A C++ program linked with libtorch alone dlopens elukit's operator library and runs a scripted
+    model holding elukit's operators: eager's bits, forward and backward."""
+    import shutil
+
+    from torch.utils.cpp_extension import include_paths, library_paths
+
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no C++ compiler")
+    model = _model(framework).double()
+    with et.keep_operators():
+        holder = torch.jit.script(_Holder(model, torch.randn(16, 4, dtype=torch.float64) * 3))
+    if framework == "elukit":
+        assert "elukit::activation" in str(holder.model.inlined_graph) or "elukit::activation" in str(
+            holder.inlined_graph)
+    holder.save(str(tmp_path / "model.pt"))
+    (tmp_path / "main.cpp").write_text(_LIBTORCH_PROGRAM)
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    command = [compiler, "-std=c++17", "-O0", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", str(tmp_path / "main.cpp"),
+               "-o", str(tmp_path / "main")]
+    command += [f"-I{path}" for path in include_paths()]
+    command += [f"-L{path}" for path in library_paths()] + [f"-Wl,-rpath,{library_paths()[0]}"]
+    command += ["-ltorch", "-ltorch_cpu", "-lc10", "-ldl"]
+    subprocess.run(command, check=True, capture_output=True, timeout=900)
+    library = et.library_path() if framework == "elukit" else "libc.so.6"
+    result = subprocess.run([str(tmp_path / "main"), library, str(tmp_path / "model.pt")], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "same bits", result.stdout + result.stderr[-2000:]
