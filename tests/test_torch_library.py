@@ -143,6 +143,25 @@ def test_the_cpp_kernels_give_the_python_kernels_bits_for_every_spec(name):
                                            equal_nan=True)
 
 
+@needs_library
+def test_the_cpp_kernels_give_the_same_bits_on_several_threads():
+    """The library's kernels run their parallel parts on PyTorch's OpenMP team (import elukit.torch
+    shares it): the split does not change a bit."""
+    x = torch.randn(2**17, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 10
+    spec = get("celu", alpha=0.7)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        for order in (0, 1):
+            wanted = _kernels.evaluate_order(spec, order, x)
+            torch.set_num_threads(4)
+            assert torch.equal(_ops.ACTIVATION(x, "celu", [0.7], order, False), wanted)
+            assert torch.equal(_ops.ACTIVATION(x.float(), "celu", [0.7], order, False),
+                               _kernels.evaluate_order(spec, order, x.float()))
+    finally:
+        torch.set_num_threads(threads)
+
+
 _BAD_INPUTS = {
     "integer": lambda: torch.arange(4),
     "complex": lambda: torch.ones(4, dtype=torch.complex64),

@@ -36,11 +36,13 @@ raise NotImplementedError beyond). The in-place operator saves f'(x) before over
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import importlib.machinery
 import os
 from typing import Any
 
+from elukit import _native
 from elukit._registry import get
 from elukit._spec import Activation
 from elukit.torch import _decompose, _kernels
@@ -101,7 +103,18 @@ def _load_operator_library() -> str | None:
         torch.ops.load_library(path)
     except OSError:  # built against another torch
         return None
+    _share_openmp(path)
     return path
+
+
+def _share_openmp(path: str) -> None:
+    """Run the library's kernels' parallel parts on PyTorch's OpenMP team, as the Python module's
+    (`_kernels._share_torch_openmp`); a libtorch program that loads the library alone gets threads
+    of the library's own."""
+    runtime = _kernels.torch_openmp_runtime()
+    addresses = _native.openmp_entry_points(runtime) if runtime is not None else None
+    if addresses is not None:
+        ctypes.CDLL(path).elukit_kernels_set_openmp(*(ctypes.c_void_p(a) for a in addresses))
 
 
 LOADED_LIBRARY = _load_operator_library()
