@@ -48,6 +48,11 @@ _FRESH = textwrap.dedent("""
             torch.ops.elukit.activation(x, "gelu", [], 0, False)
         except RuntimeError as error:
             report["unserved"] = str(error)
+        import elukit.torch  # after the library: it is used as it is, and the Python side completes it
+        from elukit.torch import _ops
+        report["after import"] = [_ops.LOADED_LIBRARY == library,
+                                  torch.equal(torch.ops.elukit.activation(x, "gelu", [], 0, False),
+                                              elukit.torch.functional.activation(x, "gelu"))]
     print(json.dumps(report))
 """)
 
@@ -91,6 +96,7 @@ def test_artifacts_with_the_operators_run_where_elukit_is_not_imported(framework
     assert not report["elukit imported"]
     if framework == "elukit":
         assert "import elukit.torch" in report["unserved"]
+        assert report["after import"] == [True, True]
 
 
 def _parameter_sets(spec):

@@ -92,13 +92,17 @@ def library_path() -> str:
 def _load_operator_library() -> str | None:
     """Load the C++ operator library (it defines the operators and their CPU and autograd kernels),
     unless ``ELUKIT_TORCH_NATIVE_OPS=0``, it was not built, it does not load against this torch, or
-    the operators are defined already (by a library loaded before, which is then used as it is).
-    Returns the path loaded, or None."""
+    the operators are defined already (by this file loaded before, which is then used as it is, or
+    by something else, whose definitions the Python registrations complete). Returns the path of
+    the library serving, or None."""
     if os.environ.get("ELUKIT_TORCH_NATIVE_OPS", "1") == "0":
         return None
     path = _library_file()
-    if path is None or _has_schema(f"{_NAMESPACE}::activation"):
+    if path is None:
         return None
+    if _has_schema(f"{_NAMESPACE}::activation"):  # defined before elukit.torch was imported
+        # by this very file (torch.ops.load_library(library_path()) first): used as it is
+        return path if path in torch.ops.loaded_libraries else None
     try:
         torch.ops.load_library(path)
     except OSError:  # built against another torch
