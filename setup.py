@@ -9,6 +9,7 @@ import platform
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 if sys.platform == "win32":
     compile_args = ["/O2", "/fp:precise"]
@@ -67,33 +68,76 @@ else:
 
 
 
-def _torch_extension() -> Extension | None:
-    """elukit.torch's C++ hot paths (src/elukit/torch/_native_ops.cpp), built against the torch
-    that the build sees (``pip install --no-build-isolation`` with torch installed), else None:
-    elukit.torch then runs the same computation from Python (bit for bit, more per-call cost).
-    ELUKIT_NO_TORCH_EXTENSION=1 skips it."""
+def _torch_cxx_flags() -> list[str] | None:
+    """The C++ flags of extensions built against the torch that the build sees (``pip install
+    --no-build-isolation`` with torch installed), or None where there is none (or
+    ELUKIT_NO_TORCH_EXTENSION=1, or Windows): elukit.torch then runs from Python, bit for bit."""
     if os.environ.get("ELUKIT_NO_TORCH_EXTENSION") == "1" or sys.platform == "win32":
         return None
     try:
         import torch
-        from torch.utils.cpp_extension import CppExtension
     except ImportError:
         return None
     abi = int(getattr(torch._C, "_GLIBCXX_USE_CXX11_ABI", True))
-    return CppExtension(
+    return ["-O2", "-g0", "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={abi}"]
+
+
+def _torch_extensions(flags: list[str]) -> list[Extension]:
+    """elukit.torch's C++ hot paths (src/elukit/torch/_native_ops.cpp, a Python module: the direct
+    call of the operator from Python, the fused training node), and elukit's operators as a library
+    of libtorch alone (src/elukit/torch/_operators.cpp, with the C kernels compiled into it from the
+    same source). The library is not a Python module: `torch.ops.load_library` (elukit.torch does it
+    on import; `elukit.torch.library_path()` names the file) or a libtorch program loads it, and it
+    links no Python, so saved artifacts run where elukit's Python is not imported."""
+    from torch.utils.cpp_extension import CppExtension, include_paths, library_paths
+
+    module = CppExtension(
         "elukit.torch._native_ops",
         sources=["src/elukit/torch/_native_ops.cpp"],
-        extra_compile_args=["-O2", "-g0", "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
-                            "-DTORCH_EXTENSION_NAME=_native_ops", "-DTORCH_API_INCLUDE_EXTENSION_H"],
+        extra_compile_args=flags + ["-DTORCH_EXTENSION_NAME=_native_ops", "-DTORCH_API_INCLUDE_EXTENSION_H"],
         optional=True,
     )
+    library = Extension(
+        "elukit.torch._operators",
+        sources=["src/elukit/torch/_operators.cpp", "src/elukit/torch/_operator_kernels.c"],
+        depends=["src/elukit/_exponential_linear.c", "src/elukit/_exp2_table.h"],
+        include_dirs=include_paths(),
+        library_dirs=library_paths(),
+        libraries=["c10", "torch", "torch_cpu"],
+        extra_link_args=["-pthread"],
+        optional=True,
+    )
+    # per language (see BuildExt): the C kernels need their flags, the C++ file torch's
+    library.language_args = {"c": compile_args, "c++": flags + ["-fvisibility=hidden"]}
+    return [module, library]
 
 
-torch_extension = _torch_extension()
-if torch_extension is not None:
-    extensions.append(torch_extension)
+class BuildExt(build_ext):
+    """build_ext that compiles each source of an extension with a `language_args` attribute with
+    the arguments of its language (C or C++), as one extension may hold both."""
+
+    def build_extension(self, ext):
+        arguments = getattr(ext, "language_args", None)
+        if arguments is None:
+            return super().build_extension(ext)
+        original = self.compiler._compile
+
+        def compile_one(obj, src, source_extension, cc_args, extra_postargs, pp_opts):
+            language = "c" if source_extension == ".c" else "c++"
+            return original(obj, src, source_extension, cc_args, list(extra_postargs) + arguments[language], pp_opts)
+
+        self.compiler._compile = compile_one
+        try:
+            return super().build_extension(ext)
+        finally:
+            self.compiler._compile = original
+
+
+torch_flags = _torch_cxx_flags()
+if torch_flags is not None:
+    extensions.extend(_torch_extensions(torch_flags))
 else:
-    print("elukit: torch not importable at build time: building without elukit.torch._native_ops (the Python "
-          "operators serve); `pip install --no-build-isolation .` with torch installed builds it")
+    print("elukit: torch not importable at build time: building without elukit.torch._native_ops and the operator "
+          "library (the Python operators serve); `pip install --no-build-isolation .` with torch installed builds them")
 
-setup(ext_modules=extensions)
+setup(ext_modules=extensions, cmdclass={"build_ext": BuildExt})

@@ -1,7 +1,7 @@
 """elukit.torch.functional.elu against torch.nn.functional.elu on CPU.
 
 Run: python benchmarks/bench_torch.py  (``--small``: the per-call rows only; ``--training``: the
-1-thread forward+backward rows at 2^16-2^22 only)
+1-thread forward+backward rows at 2^16-2^22 only; both: both, in one run)
 
 Small tensors first (64, 2^10 and 2^12 elements, float32, 1 thread), where the per-call overhead
 dominates: the time per call in microseconds for elukit and native, forward (no grad),
@@ -49,10 +49,15 @@ def inplace_forward_backward(function, x):
 
 
 def small_tensors() -> None:
-    """Per-call time where the overhead of a call dominates (elukit's calls go through Python)."""
+    """Per-call time where the overhead of a call dominates: functional.elu against F.elu, and the
+    ELU module against torch.nn.ELU (module rows: forward and forward+backward ratios)."""
+    from elukit.torch import ELU
+
     torch.set_num_threads(1)
     print(f"{'size':>6} {'fwd native us':>14} {'fwd elukit us':>14} {'fwd ratio':>10} "
-          f"{'f+b native us':>14} {'f+b elukit us':>14} {'f+b ratio':>10} {'inplace f+b ratio':>18}")
+          f"{'f+b native us':>14} {'f+b elukit us':>14} {'f+b ratio':>10} {'inplace f+b ratio':>18} "
+          f"{'module fwd':>11} {'module f+b':>11}")
+    native_module, our_module = torch.nn.ELU(), ELU()
     for size in (64, 2**10, 2**12):
         x = torch.randn(size) * 3
         native = best(lambda: F.elu(x), number=300)
@@ -61,8 +66,13 @@ def small_tensors() -> None:
         ours_fb = best(forward_backward(E.elu, x), number=300)
         native_in = best(inplace_forward_backward(F.elu, x), number=300)
         ours_in = best(inplace_forward_backward(E.elu, x), number=300)
+        native_m = best(lambda: native_module(x), number=300)
+        ours_m = best(lambda: our_module(x), number=300)
+        native_mfb = best(forward_backward(native_module, x), number=300)
+        ours_mfb = best(forward_backward(our_module, x), number=300)
         print(f"{size:>6} {1e6 * native:>14.1f} {1e6 * ours:>14.1f} {ours / native:>9.2f}x "
-              f"{1e6 * native_fb:>14.1f} {1e6 * ours_fb:>14.1f} {ours_fb / native_fb:>9.2f}x {ours_in / native_in:>17.2f}x")
+              f"{1e6 * native_fb:>14.1f} {1e6 * ours_fb:>14.1f} {ours_fb / native_fb:>9.2f}x {ours_in / native_in:>17.2f}x "
+              f"{ours_m / native_m:>10.2f}x {ours_mfb / native_mfb:>10.2f}x")
 
 
 def training_sizes(sizes=(2**16, 2**18, 2**20, 2**22), repeat=7) -> None:
@@ -98,11 +108,12 @@ def training_sizes(sizes=(2**16, 2**18, 2**20, 2**22), repeat=7) -> None:
 
 def main() -> None:
     print(f"elukit compiled kernels: {'built' if _native.AVAILABLE else 'missing (the torch/NumPy kernels run)'}")
-    if "--training" in sys.argv[1:]:
-        training_sizes()
-        return
-    if "--small" in sys.argv[1:]:
-        small_tensors()
+    flags = set(sys.argv[1:]) & {"--small", "--training"}
+    if flags:  # either or both, in one run
+        if "--small" in flags:
+            small_tensors()
+        if "--training" in flags:
+            training_sizes()
         return
     small_tensors()
     training_sizes()

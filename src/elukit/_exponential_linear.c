@@ -31,8 +31,15 @@
    AVX-512 versions next to the baseline one and picks one at load time. -ffp-contract=off is
    required: the error-free transformations below break if the compiler fuses a*b + c on its own.
 */
+#ifdef ELUKIT_KERNELS_ONLY
+/* The kernels without Python (elukit.torch's operator library, src/elukit/torch/_operator_kernels.c):
+   everything up to the Python section below, plus elukit_kernels_run. */
+#include <stddef.h>
+typedef ptrdiff_t Py_ssize_t;
+#else
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#endif
 
 #include <math.h>
 #include <pthread.h>
@@ -1049,6 +1056,62 @@ static void run_parallel(task whole, int threads) {
     }
 }
 
+/* The derived fields of `k` once the parsed ones are in. */
+static void complete_constants(constants *k, long long m_exponent) {
+    k->m_exponent = (int64_t)m_exponent;
+    k->has_beta = k->beta != 1.0;
+    k->inverse_beta = 1.0 / k->beta;
+    /* results this small are below float's range: the rounding test sends them to the slow path */
+    double float_floor = (-1021.5 - (double)k->m_exponent) * LN2;
+    k->float_floor = float_floor > k->floor ? float_floor : k->floor;
+    k->grad_scalar = 1.0;
+}
+
+/* ---- a C interface for other compiled modules (elukit.torch._native_ops) -------------------------
+   The capsule "elukit._exponential_linear._C_API" holds an elukit_kernel_api: run() evaluates a
+   kind on raw addresses without touching the GIL (it may be called from threads that do not hold
+   it, such as PyTorch's autograd engine). constants: the 11 values of the Python tuple, the
+   exponent (index 6) as a double. */
+typedef struct {
+    int version; /* 1 */
+    void (*run)(int kind, int is_double, const void *x, const void *grad, Py_ssize_t grad_count, void *out,
+                void *out2, Py_ssize_t count, const double *constants, int threads);
+} elukit_kernel_api;
+
+static void api_run(int kind, int is_double, const void *x, const void *grad, Py_ssize_t grad_count, void *out,
+                    void *out2, Py_ssize_t count, const double *c, int threads) {
+    constants k;
+    k.c_hi = c[0], k.c_lo = c[1], k.d_hi = c[2], k.d_lo = c[3], k.m_hi = c[4], k.m_lo = c[5];
+    k.floor = c[7], k.positive = c[8], k.scale = c[9], k.beta = c[10];
+    complete_constants(&k, (long long)c[6]);
+    if (grad != NULL && grad_count == 1 && count != 1) {
+        k.grad_scalar = is_double ? *(const double *)grad : (double)*(const float *)grad;
+        grad = NULL;
+    }
+    task whole = {kind, is_double, (const char *)x, (const char *)grad, (char *)out, count, &k, (char *)out2};
+    run_parallel(whole, threads);
+}
+
+#ifdef ELUKIT_KERNELS_ONLY
+#if defined(__GNUC__)
+#define ELUKIT_EXPORT __attribute__((visibility("default")))
+#else
+#define ELUKIT_EXPORT
+#endif
+/* The entry points of the operator library (elukit.torch's _operators.cpp): api_run, and
+   set_openmp's C form (the runtime's three entry points, or NULLs for threads of our own). */
+ELUKIT_EXPORT void elukit_kernels_run(int kind, int is_double, const void *x, const void *grad, Py_ssize_t grad_count,
+                                      void *out, void *out2, Py_ssize_t count, const double *c, int threads) {
+    api_run(kind, is_double, x, grad, grad_count, out, out2, count, c, threads);
+}
+
+ELUKIT_EXPORT void elukit_kernels_set_openmp(void *parallel, void *thread_num, void *num_threads) {
+    gomp_parallel = (gomp_parallel_function)parallel;
+    omp_thread_num = (omp_int_function)thread_num;
+    omp_num_threads = (omp_int_function)num_threads;
+}
+#else /* the Python module */
+
 PyDoc_STRVAR(set_openmp_doc,
              "set_openmp(parallel, thread_num, num_threads)\n\n"
              "Addresses of GOMP_parallel, omp_get_thread_num and omp_get_num_threads of an OpenMP\n"
@@ -1086,17 +1149,6 @@ PyDoc_STRVAR(evaluate_doc,
              "may also hold one value for every element);\n"
              "out may be x. constants: (c_hi, c_lo, d_hi, d_lo, m_hi, m_lo, m_exponent, floor, positive,\n"
              "scale, beta). The GIL is released while the kernel runs.");
-
-/* The derived fields of `k` once the parsed ones are in. */
-static void complete_constants(constants *k, long long m_exponent) {
-    k->m_exponent = (int64_t)m_exponent;
-    k->has_beta = k->beta != 1.0;
-    k->inverse_beta = 1.0 / k->beta;
-    /* results this small are below float's range: the rounding test sends them to the slow path */
-    double float_floor = (-1021.5 - (double)k->m_exponent) * LN2;
-    k->float_floor = float_floor > k->floor ? float_floor : k->floor;
-    k->grad_scalar = 1.0;
-}
 
 /* Run `kind` over `count` elements without the GIL. A gradient of one element serving more
    elements is passed as the scalar k->grad_scalar. */
@@ -1253,31 +1305,6 @@ static PyObject *multiply_magnitude_addresses(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* ---- a C interface for other compiled modules (elukit.torch._native_ops) -------------------------
-   The capsule "elukit._exponential_linear._C_API" holds an elukit_kernel_api: run() evaluates a
-   kind on raw addresses without touching the GIL (it may be called from threads that do not hold
-   it, such as PyTorch's autograd engine). constants: the 11 values of the Python tuple, the
-   exponent (index 6) as a double. */
-typedef struct {
-    int version; /* 1 */
-    void (*run)(int kind, int is_double, const void *x, const void *grad, Py_ssize_t grad_count, void *out,
-                void *out2, Py_ssize_t count, const double *constants, int threads);
-} elukit_kernel_api;
-
-static void api_run(int kind, int is_double, const void *x, const void *grad, Py_ssize_t grad_count, void *out,
-                    void *out2, Py_ssize_t count, const double *c, int threads) {
-    constants k;
-    k.c_hi = c[0], k.c_lo = c[1], k.d_hi = c[2], k.d_lo = c[3], k.m_hi = c[4], k.m_lo = c[5];
-    k.floor = c[7], k.positive = c[8], k.scale = c[9], k.beta = c[10];
-    complete_constants(&k, (long long)c[6]);
-    if (grad != NULL && grad_count == 1 && count != 1) {
-        k.grad_scalar = is_double ? *(const double *)grad : (double)*(const float *)grad;
-        grad = NULL;
-    }
-    task whole = {kind, is_double, (const char *)x, (const char *)grad, (char *)out, count, &k, (char *)out2};
-    run_parallel(whole, threads);
-}
-
 static const elukit_kernel_api kernel_api = {1, api_run};
 
 static PyObject *exp2_table(PyObject *self, PyObject *unused) {
@@ -1325,3 +1352,4 @@ PyMODINIT_FUNC PyInit__exponential_linear(void) {
     }
     return m;
 }
+#endif /* ELUKIT_KERNELS_ONLY */

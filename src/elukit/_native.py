@@ -240,16 +240,24 @@ def share_openmp_runtime(path: str | None) -> bool:
     if path is None:
         _compiled.set_openmp(0, 0, 0)
         return True
-    try:
-        library = ctypes.CDLL(path)
-        addresses = [ctypes.cast(getattr(library, name), ctypes.c_void_p).value for name in _OPENMP_SYMBOLS]
-    except (OSError, AttributeError):
+    addresses = openmp_entry_points(path)
+    if addresses is None:
         return False
     _compiled.set_openmp(*addresses)
     return True
 
 
+def openmp_entry_points(path: str) -> list[int] | None:
+    """The addresses of GOMP_parallel, omp_get_thread_num and omp_get_num_threads in the OpenMP
+    runtime at `path` (what the kernels' set_openmp takes), or None where it has none of them."""
+    try:
+        library = ctypes.CDLL(path)
+        return [ctypes.cast(getattr(library, name), ctypes.c_void_p).value for name in _OPENMP_SYMBOLS]
+    except (OSError, AttributeError):
+        return None
+
+
 __all__ = ["AVAILABLE", "FAST", "KIND", "LINEAR", "constants_for", "derivative_constants", "evaluate", "evaluate_spec",
-           "kernel_constants", "kernels_for", "linear_constants", "loaded_openmp_runtimes", "multiply_magnitude_addresses",
+           "kernel_constants", "kernels_for", "linear_constants", "loaded_openmp_runtimes", "multiply_magnitude_addresses", "openmp_entry_points",
            "order_plan", "run_addresses", "run_both_addresses",
            "share_openmp_runtime"]

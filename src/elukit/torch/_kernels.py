@@ -60,14 +60,22 @@ def unobserved(*tensors: torch.Tensor) -> bool:
     return True
 
 
+def torch_openmp_runtime() -> str | None:
+    """The path of the OpenMP runtime PyTorch runs its parallel ops on, or None."""
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return None
+    runtimes = _native.loaded_openmp_runtimes()
+    torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
+    preferred = [p for p in runtimes if p.startswith(torch_lib)] or runtimes[:1]
+    return preferred[0] if preferred else None
+
+
 def _share_torch_openmp() -> None:
     """Let the compiled kernels run their threads on PyTorch's own OpenMP team."""
-    if _native.AVAILABLE and "parallel backend: OpenMP" in torch.__config__.parallel_info():
-        runtimes = _native.loaded_openmp_runtimes()
-        torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
-        preferred = [p for p in runtimes if p.startswith(torch_lib)] or runtimes[:1]
-        if preferred:
-            _native.share_openmp_runtime(preferred[0])
+    if _native.AVAILABLE:
+        runtime = torch_openmp_runtime()
+        if runtime is not None:
+            _native.share_openmp_runtime(runtime)
 
 
 _share_torch_openmp()

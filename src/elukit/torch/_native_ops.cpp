@@ -1,6 +1,6 @@
-// elukit.torch's eager hot paths in C++: the training nodes of the ELU family as C++ autograd
-// Functions (saving x, the default; or fused, saving f'), and the forward without autograd, on the
-// compiled kernels of
+// elukit.torch's eager hot paths in C++: the call of the operator elukit::activation from Python
+// without torch.ops' argument parsing (`activation`), the fused training node of the ELU family
+// (saving f', `use_fused_training`) and the forward without autograd, on the compiled kernels of
 // elukit._exponential_linear (reached through its "_C_API" capsule, so the kernels are compiled once).
 //
 // Optional: built by setup.py only where torch is importable at build time
@@ -124,69 +124,15 @@ struct Training : public torch::autograd::Function<Training> {
 
 at::Tensor train(const at::Tensor &x, int64_t index) { return Training::apply(x, index)[0]; }
 
-// grad * f'(x) through the dispatcher operator elukit::activation_backward (registered from Python:
-// differentiable, every order; the dispatcher takes the GIL for it).
-at::Tensor backward_operator(const at::Tensor &grad, const at::Tensor &x, const std::string &name,
-                             const std::vector<double> &params, bool exact) {
+// elukit::activation(x, name, params, 0, exact) through the C++ dispatcher (the operator library,
+// _operators.cpp, defines it): the operator itself, checks, autograd node and kernels included,
+// without the Python argument parsing of a torch.ops call (2 us of F.elu's 2-4 us).
+at::Tensor activation(const at::Tensor &x, const std::string &name, const std::vector<double> &params, bool exact) {
     static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("elukit::activation_backward", "")
-                               .typed<at::Tensor(const at::Tensor &, const at::Tensor &, c10::string_view,
-                                                 c10::ArrayRef<double>, int64_t, bool)>();
-    return op.call(grad, x, name, params, 0, exact);
-}
-
-// f(x) saving x, as the operator's autograd node (`_ops.ActivationFunction`) does, with the same
-// bits: a first-order backward is grad * f'(x) rounded once by one pass of the kernels (grad laid
-// out like x, or one broadcast value), anything else goes through the operator.
-struct SavingInput : public torch::autograd::Function<SavingInput> {
-    static at::Tensor forward(torch::autograd::AutogradContext *ctx, const at::Tensor &x, int64_t index, bool exact,
-                              const std::string &name, const std::vector<double> &params) {
-        const Plan &plan = plan_at(index);
-        at::Tensor source = x.detach();
-        at::Tensor out = at::empty_like(source);
-        const int64_t count = source.numel();
-        if (count)
-            kernels->run(VALUE | (exact ? 0 : FAST), is_double(source), source.data_ptr(), nullptr, 0, out.data_ptr(),
-                         nullptr, count, plan.constants.data(), at::get_num_threads());
-        ctx->saved_data["index"] = index;
-        ctx->saved_data["exact"] = exact;
-        ctx->saved_data["name"] = name;
-        ctx->saved_data["params"] = params;
-        ctx->save_for_backward({x});
-        return out;
-    }
-
-    static torch::autograd::variable_list backward(torch::autograd::AutogradContext *ctx,
-                                                   torch::autograd::variable_list grads) {
-        const at::Tensor x = ctx->get_saved_variables()[0];
-        const at::Tensor &grad = grads[0];
-        const bool exact = ctx->saved_data["exact"].toBool();
-        at::Tensor result;
-        if (!at::GradMode::is_enabled() && grad.scalar_type() == x.scalar_type() && plain(grad) && plain(x) &&
-            x.is_contiguous() && grad.sizes() == x.sizes()) {
-            bool broadcast = true;
-            for (auto stride : grad.strides()) broadcast = broadcast && stride == 0;
-            if (grad.is_contiguous() || broadcast) {
-                const Plan &plan = plan_at(ctx->saved_data["index"].toInt());
-                result = at::empty_like(x);
-                const int64_t count = x.numel();
-                if (count)
-                    kernels->run(EXPONENTIAL | (exact ? 0 : FAST), is_double(x), x.data_ptr(), grad.data_ptr(),
-                                 grad.is_contiguous() ? count : 1, result.data_ptr(), nullptr, count,
-                                 plan.constants.data(), at::get_num_threads());
-            }
-        }
-        if (!result.defined()) {
-            const auto params = ctx->saved_data["params"].toDoubleVector();
-            result = backward_operator(grad, x, ctx->saved_data["name"].toStringRef(), params, exact);
-        }
-        return {result, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
-    }
-};
-
-at::Tensor train_saving_input(const at::Tensor &x, int64_t index, bool exact, const std::string &name,
-                              const std::vector<double> &params) {
-    return SavingInput::apply(x, index, exact, name, params);
+                               .findSchemaOrThrow("elukit::activation", "")
+                               .typed<at::Tensor(const at::Tensor &, c10::string_view, c10::ArrayRef<double>,
+                                                 int64_t, bool)>();
+    return op.call(x, name, params, 0, exact);
 }
 
 // f(x) without autograd (the caller checked: contiguous CPU float32/float64, no grad needed).
@@ -211,7 +157,8 @@ PYBIND11_MODULE(_native_ops, m) {
     m.def("register_plan", &register_plan, "register_plan(constants, ratio) -> index");
     using release = pybind11::call_guard<pybind11::gil_scoped_release>;
     m.def("train", &train, "f(x) with the fused training node (f' saved, not x)", release());
-    m.def("train_saving_input", &train_saving_input, "f(x) with the training node that saves x", release());
+    m.def("activation", &activation, "elukit::activation(x, name, params, 0, exact) through the dispatcher",
+          release());
     m.def("value", &value, "f(x), no autograd", release());
     m.def("times_magnitude", &times_magnitude, "grad * |derivative|", release());
 }

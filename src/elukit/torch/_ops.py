@@ -11,6 +11,15 @@ Three operators, in the ``elukit`` namespace, serve every spec:
 `name` and `params` (the bound parameter values in the spec's order) name the spec in the
 registry, so traced, scripted and exported graphs hold plain operator calls.
 
+Where elukit was built with torch installed, its C++ operator library (`_operators.cpp`, libtorch
+alone, no Python; `library_path`) defines the operators and registers their CPU kernels for the
+specs with compiled kernels, the autograd kernels of ``activation`` and ``activation_backward`` and
+the version counter of ``activation_``; this module loads it (`LOADED_LIBRARY`; not with
+``ELUKIT_TORCH_NATIVE_OPS=0``) and then defines and registers only what it did not (`_impl_if_absent`):
+the kernels of the other devices, specs and dtypes (CompositeExplicitAutograd, which the C++
+kernels call where they do not serve), the fake kernels, the vmap rules, the autograd of
+``activation_`` and the export decomposition. Without the library, everything below serves.
+
 Each operator has a real kernel for every device (`functional.evaluate_order`), a fake kernel
 (meta tensors, FakeTensorMode, torch.compile, torch.export), a vmap rule (elementwise: the
 batched tensor is evaluated as it is), and an autograd kernel whose backward and forward-mode
@@ -27,9 +36,13 @@ raise NotImplementedError beyond). The in-place operator saves f'(x) before over
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import importlib.machinery
+import os
 from typing import Any
 
+from elukit import _native
 from elukit._registry import get
 from elukit._spec import Activation
 from elukit.torch import _decompose, _kernels
@@ -37,12 +50,91 @@ from elukit.torch._kernels import unobserved
 from elukit.torch._torch import torch
 
 _NAMESPACE = "elukit"
-_LIBRARY = torch.library.Library(_NAMESPACE, "DEF")
+_SCHEMAS = (
+    "activation(Tensor x, str name, float[] params, int order=0, bool exact=False) -> Tensor",
+    "activation_backward(Tensor grad, Tensor x, str name, float[] params, int order=0, bool exact=False) -> Tensor",
+    "activation_(Tensor(a!) x, str name, float[] params, bool exact=False) -> ()",
+)
 _TAGS = (torch.Tag.pt2_compliant_tag,)
-_LIBRARY.define("activation(Tensor x, str name, float[] params, int order=0, bool exact=False) -> Tensor", tags=_TAGS)
-_LIBRARY.define("activation_backward(Tensor grad, Tensor x, str name, float[] params, int order=0, bool exact=False) "
-                "-> Tensor", tags=_TAGS)
-_LIBRARY.define("activation_(Tensor(a!) x, str name, float[] params, bool exact=False) -> ()", tags=_TAGS)
+
+
+def _has_schema(qualified_name: str) -> bool:
+    try:
+        torch._C._dispatch_find_schema_or_throw(qualified_name, "")
+    except RuntimeError:
+        return False
+    return True
+
+
+def _library_file() -> str | None:
+    """The operator library built next to this module (`_operators.cpp`), or None."""
+    folder = os.path.dirname(os.path.abspath(__file__))
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = os.path.join(folder, "_operators" + suffix)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def library_path() -> str:
+    """The path of elukit's C++ operator library, for ``torch.ops.load_library(path)`` in a process
+    that runs saved artifacts holding elukit's operators without importing elukit, or for a libtorch
+    program to ``dlopen`` (it needs libtorch alone, no Python). ImportError naming the build command
+    where this installation was built without it."""
+    path = _library_file()
+    if path is None:
+        raise ImportError("elukit was installed without its C++ operator library (torch was not importable at build "
+                          "time, or ELUKIT_NO_TORCH_EXTENSION=1): reinstall with torch installed, "
+                          "pip install --no-build-isolation 'elukit[torch]'")
+    return path
+
+
+def _load_operator_library() -> str | None:
+    """Load the C++ operator library (it defines the operators and their CPU and autograd kernels),
+    unless ``ELUKIT_TORCH_NATIVE_OPS=0``, it was not built, it does not load against this torch, or
+    the operators are defined already (by this file loaded before, which is then used as it is, or
+    by something else, whose definitions the Python registrations complete). Returns the path of
+    the library serving, or None."""
+    if os.environ.get("ELUKIT_TORCH_NATIVE_OPS", "1") == "0":
+        return None
+    path = _library_file()
+    if path is None:
+        return None
+    if _has_schema(f"{_NAMESPACE}::activation"):  # defined before elukit.torch was imported
+        # by this very file (torch.ops.load_library(library_path()) first): used as it is
+        return path if path in torch.ops.loaded_libraries else None
+    try:
+        torch.ops.load_library(path)
+    except OSError:  # built against another torch
+        return None
+    _share_openmp(path)
+    return path
+
+
+def _share_openmp(path: str) -> None:
+    """Run the library's kernels' parallel parts on PyTorch's OpenMP team, as the Python module's
+    (`_kernels._share_torch_openmp`); a libtorch program that loads the library alone gets threads
+    of the library's own."""
+    runtime = _kernels.torch_openmp_runtime()
+    addresses = _native.openmp_entry_points(runtime) if runtime is not None else None
+    if addresses is not None:
+        ctypes.CDLL(path).elukit_kernels_set_openmp(*(ctypes.c_void_p(a) for a in addresses))
+
+
+LOADED_LIBRARY = _load_operator_library()
+"""The path of the C++ operator library this process loaded, or None (the operators are Python's)."""
+
+_LIBRARY = torch.library.Library(_NAMESPACE, "FRAGMENT")
+for _schema in _SCHEMAS:  # what the C++ library did not define
+    if not _has_schema(f"{_NAMESPACE}::{_schema.split('(')[0]}"):
+        _LIBRARY.define(_schema, tags=_TAGS)
+
+
+def _impl_if_absent(name: str, kernel, key: str, with_keyset: bool = False) -> None:
+    """Register `kernel` for (operator `name`, dispatch `key`) unless a kernel is there already
+    (the C++ library's)."""
+    if not torch._C._dispatch_has_kernel_for_dispatch_key(f"{_NAMESPACE}::{name}", key):
+        _LIBRARY.impl(name, kernel, key, with_keyset=with_keyset)
 
 ACTIVATION = torch.ops.elukit.activation.default
 ACTIVATION_BACKWARD = torch.ops.elukit.activation_backward.default
@@ -123,6 +215,7 @@ def _inplace_kernel(x, name, params, exact=False):
     _kernels.write_value_into(spec_for(name, tuple(params)), x, exact)
 
 
+# every device, and the CPU cases the C++ library hands back (other specs and dtypes)
 _LIBRARY.impl("activation", _activation_kernel, "CompositeExplicitAutograd")
 _LIBRARY.impl("activation_backward", _backward_kernel, "CompositeExplicitAutograd")
 _LIBRARY.impl("activation_", _inplace_kernel, "CompositeExplicitAutograd")
@@ -189,7 +282,7 @@ def _inplace_or_view(keyset, x, name, params, exact=False):
     return ACTIVATION_INPLACE.redispatch(keyset & _BELOW_INPLACE_OR_VIEW, x, name, params, exact)
 
 
-_LIBRARY.impl("activation_", _inplace_or_view, "ADInplaceOrView", with_keyset=True)
+_impl_if_absent("activation_", _inplace_or_view, "ADInplaceOrView", with_keyset=True)
 
 
 # --- autograd ---------------------------------------------------------------------------------------
@@ -510,9 +603,9 @@ def _inplace_autograd(keyset, x, name, params, exact=False):
         InplaceFunction.apply(x, anchor, name, params, exact, keyset, [])
 
 
-_LIBRARY.impl("activation", _activation_autograd, "Autograd", with_keyset=True)
-_LIBRARY.impl("activation_backward", _backward_autograd, "Autograd", with_keyset=True)
-_LIBRARY.impl("activation_", _inplace_autograd, "Autograd", with_keyset=True)
+_impl_if_absent("activation", _activation_autograd, "Autograd", with_keyset=True)
+_impl_if_absent("activation_backward", _backward_autograd, "Autograd", with_keyset=True)
+_impl_if_absent("activation_", _inplace_autograd, "Autograd", with_keyset=True)
 
 
 # --- decompositions into core ATen (run_decompositions, the ONNX exporters, ExecuTorch-style lowering) --
@@ -533,6 +626,6 @@ def _backward_decomposition(grad, x, name, params, order=0, exact=False):
     return _decompose.decompose_backward(spec_for(name, tuple(params)), order, grad, x)
 
 
-__all__ = ["ACTIVATION", "ACTIVATION_BACKWARD", "ACTIVATION_INPLACE", "ActivationFunction", "BackwardFunction",
+__all__ = ["LOADED_LIBRARY", "ACTIVATION", "ACTIVATION_BACKWARD", "ACTIVATION_INPLACE", "ActivationFunction", "BackwardFunction",
            "InplaceFunction", "ScaledByDerivative", "SecondOrderGuard", "TrainingFunction", "anchor_of", "check_inplace_allowed", "check_input", "check_no_internal_overlap", "direct_call_allowed",
-           "spec_for", "unobserved"]
+           "library_path", "spec_for", "unobserved"]

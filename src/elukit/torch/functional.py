@@ -31,7 +31,9 @@ no collapse; differentiating it twice raises.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from typing import Any, Optional
 
 from elukit import constants
@@ -55,6 +57,80 @@ def _eager_and_plain(x: torch.Tensor) -> bool:
     return _forward_ad._current_level < 0 and _ops.unobserved(x)
 
 
+def _native_call():
+    """`_native_ops.activation` (the operator elukit::activation called from C++, without torch.ops'
+    argument parsing) where the C++ operator library defines the operators, else None."""
+    if _ops.LOADED_LIBRARY is None or _kernels._NATIVE_OPS is None:
+        return None
+    return getattr(_kernels._NATIVE_OPS, "activation", None)
+
+
+_NATIVE_CALL = _native_call()
+
+_KEEP_OPERATORS = {"enabled": False}
+
+
+@contextlib.contextmanager
+def keep_operators(enabled: bool = True) -> Iterator[None]:
+    """Within this block, saved artifacts keep elukit's exact operators instead of their core-ATen
+    decomposition: ``torch.export.export``, ``torch.jit.trace`` and ``torch.jit.script`` of elukit's
+    modules record ``torch.ops.elukit.activation`` (``activation_`` with ``inplace=True``).
+
+    Such an artifact gives eager elukit's bits (the decomposed one is within the bounds documented
+    in `elukit.torch._decompose`), and loading it needs elukit's operators: ``import elukit.torch``,
+    or, without elukit's Python, ``torch.ops.load_library(elukit.torch.library_path())`` (the C++
+    operator library; libtorch programs dlopen the same file), which serves the ELU family and
+    ReLU/leaky ReLU on CPU float32/float64 tensors. ``elukit.torch.functional.elu/selu/celu`` called
+    inside a scripted function still compile to the decomposition (TorchScript cannot read this
+    switch)."""
+    previous = _KEEP_OPERATORS["enabled"]
+    _KEEP_OPERATORS["enabled"] = bool(enabled)
+    try:
+        yield
+    finally:
+        _KEEP_OPERATORS["enabled"] = previous
+
+
+def keeping_operators() -> bool:
+    """Whether `keep_operators` is on: artifacts being saved record elukit's operators."""
+    return _KEEP_OPERATORS["enabled"]
+
+
+NATIVE, EAGER, OPERATOR, TRACING, EXPORTING, COMPILING, SYMBOLIC = (
+    "native", "eager", "operator", "tracing", "exporting", "compiling", "symbolic")
+"""The paths that serve a call (`serving_path`)."""
+
+
+def serving_path(x: Any, inplace: bool = False) -> str:
+    """Which path serves a call of `activation` on x (elukit's default kernels; ``backend=`` is
+    decided before): the one place that decides.
+
+    - `COMPILING` / `EXPORTING`: torch.compile traces (the operators), torch.export traces (the
+      core-ATen decomposition, or the operators under `keep_operators`);
+    - `SYMBOLIC`: ``torch.fx.symbolic_trace`` (records the operator call);
+    - `NATIVE`: a plain ``torch.Tensor`` (no ``__torch_function__`` subclass), no jit.trace, the C++
+      operator library loaded, out of place, fused training off: the operator called from C++
+      (`_native_ops.activation`), which is the operator itself (its autograd node, forward-mode AD,
+      torch.func transforms and dispatch modes behave as through ``torch.ops``);
+    - `EAGER`: elukit's kernels and autograd nodes called from Python (`_eager_and_plain`);
+    - `TRACING`: ``torch.jit.trace`` (the decomposition, or the operators under `keep_operators`);
+    - `OPERATOR`: anything else (tensor subclasses, transforms without the C++ library): the operators
+      through ``torch.ops``.
+    """
+    if torch.compiler.is_compiling():
+        return EXPORTING if torch.compiler.is_exporting() else COMPILING
+    if (type(x) is torch.Tensor and _NATIVE_CALL is not None and _kernels._NATIVE_OPS is not None and not inplace
+            and not _kernels._FUSED["enabled"] and torch._C._get_tracing_state() is None):
+        return NATIVE
+    if isinstance(x, torch.fx.Proxy):
+        return SYMBOLIC
+    if _eager_and_plain(x):
+        return EAGER
+    if torch.jit.is_tracing():
+        return TRACING
+    return OPERATOR
+
+
 def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, exact: bool = False,
                backend: str | None = None, **params: Any) -> torch.Tensor:
     """Apply any registered activation (a name or a spec) with exact derivatives of every order.
@@ -62,8 +138,9 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
     Runs as the PyTorch operators ``torch.ops.elukit.activation`` / ``activation_`` (see
     `elukit.torch._ops`), so it composes with autograd (any order), forward-mode AD, torch.func
     (vmap, grad, jacrev, jacfwd, hessian), torch.compile, torch.export, torch.jit.trace and
-    script, meta tensors and FakeTensorMode. Plain eager calls skip the dispatcher's Python
-    overhead and run the same kernels and autograd node directly.
+    script, meta tensors and FakeTensorMode. Plain eager calls skip torch.ops' Python overhead
+    (`serving_path`): the operator is called from C++ where its C++ library was built, else the
+    same kernels and autograd node run directly.
 
     ``exact=True`` rounds float64 results correctly (ELU/SELU/CELU: the double-double kernels,
     ~1.6x the default's time at 2^16 elements); by default they are faithful (<= 0.52 ulp).
@@ -79,13 +156,19 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
     """
     if backend is not None:
         return _with_backend(x, spec, inplace, exact, backend, params)
-    if not isinstance(x, torch.fx.Proxy):  # torch.fx.symbolic_trace records the operator call below
+    path = serving_path(x, inplace)
+    if path == NATIVE:  # the operator checks x (in C++) and the parameters (the spec's errors)
+        spec = _bound_spec(spec, params)
+        if spec.torch is None:
+            raise ValueError(f"activation {spec.name!r} has no torch kernels")
+        return _NATIVE_CALL(x, spec.name, _registered_values(spec), exact)
+    if path != SYMBOLIC:  # torch.fx.symbolic_trace records the operator call below
         _check_tensor(x)
     spec = _bound_spec(spec, params)
     if spec.torch is None:
         raise ValueError(f"activation {spec.name!r} has no torch kernels")
-    if torch.compiler.is_compiling() or isinstance(x, torch.fx.Proxy):  # no caches; the fake kernel checks the spec
-        if torch.compiler.is_exporting():  # artifacts hold core ATen ops (_decompose)
+    if path in (COMPILING, EXPORTING, SYMBOLIC):  # no caches; the fake kernel checks the spec
+        if path == EXPORTING and not keeping_operators():  # artifacts hold core ATen ops (_decompose)
             return _decomposed(spec, x, inplace)
         values = list(spec.parameters.values())
         if inplace:
@@ -93,7 +176,7 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
             return x
         return _ops.ACTIVATION(x, spec.name, values, 0, exact)
     name, values = spec.name, _registered_values(spec)
-    if _eager_and_plain(x):
+    if path == EAGER:
         if inplace:
             _ops.check_inplace_allowed(x)
             _ops.check_no_internal_overlap(x)
@@ -112,13 +195,11 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
                 if plan[2] is not None:
                     return _kernels._NATIVE_OPS.train(x, plan[2])  # the same node in C++
                 return _ops.TrainingFunction.apply(x, plan)[0]
-            if index is not None:  # the operator's node in C++: saves x, the same bits
-                return _kernels._NATIVE_OPS.train_saving_input(x, index, exact, name, values)
-            return _ops.ActivationFunction.apply(x, name, values, 0, exact, None)
+            return _ops.ActivationFunction.apply(x, name, values, 0, exact, None)  # the operator's node, from Python
         if index is not None:  # the compiled kernel evaluate_order would run, called from C++
             return _kernels._NATIVE_OPS.value(x, index, exact)
         return evaluate_order(spec, 0, x, exact)
-    if torch.jit.is_tracing():  # checked after the eager path, which it would slow: the trace is an artifact
+    if path == TRACING and not keeping_operators():  # the trace is an artifact: core ATen ops
         return _decomposed(spec, x, inplace)
     if inplace:
         _ops.ACTIVATION_INPLACE(x, name, values, exact)
@@ -177,6 +258,11 @@ def _bound_spec(spec: str | Activation, params: dict[str, Any]) -> Activation:
     return get(spec, **params) if params or isinstance(spec, str) else spec
 
 
+_PLAIN_NUMBERS = (float, int)
+"""Parameter types the native call passes as they are (others, bools included, go through the spec's check)."""
+_SELU_VALUES = [constants.SELU_ALPHA, constants.SELU_SCALE]  # the spec's parameter order (alpha, scale)
+
+
 def _script_alpha(alpha: float) -> float:
     """Under torch.jit.script: the spec's check of alpha (no registry there)."""
     if not (alpha > 0.0 and alpha < float("inf")):
@@ -199,6 +285,8 @@ def elu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool 
     saved script needs no elukit; `exact` has no effect there."""
     if torch.jit.is_scripting():
         return _script_result(x, _decompose.exponential_linear(x, 1.0, _script_alpha(alpha), 1.0, 0), inplace)
+    if backend is None and not inplace and type(alpha) in _PLAIN_NUMBERS and serving_path(x) == NATIVE:
+        return _NATIVE_CALL(x, "elu", [alpha], exact)  # the operator checks x and alpha (C++, else the spec)
     return activation(x, "elu", inplace, exact, backend, alpha=alpha)  # TorchScript skips what follows is_scripting()
 
 
@@ -207,6 +295,8 @@ def selu(x: torch.Tensor, inplace: bool = False, exact: bool = False, backend: O
     if torch.jit.is_scripting():
         values = _decompose.exponential_linear(x, constants.SELU_SCALE, constants.SELU_ALPHA, 1.0, 0)  # the spec's form
         return _script_result(x, values, inplace)
+    if backend is None and not inplace and serving_path(x) == NATIVE:
+        return _NATIVE_CALL(x, "selu", _SELU_VALUES, exact)
     return activation(x, "selu", inplace, exact, backend)
 
 
@@ -216,6 +306,8 @@ def celu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool
     if torch.jit.is_scripting():
         alpha = _script_alpha(alpha)
         return _script_result(x, _decompose.exponential_linear(x, 1.0, alpha, alpha, 0), inplace)
+    if backend is None and not inplace and type(alpha) in _PLAIN_NUMBERS and serving_path(x) == NATIVE:
+        return _NATIVE_CALL(x, "celu", [alpha], exact)
     return activation(x, "celu", inplace, exact, backend, alpha=alpha)
 
 
@@ -236,6 +328,6 @@ def pelu(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, channel_dim: int = 1
     return torch.where(x > 0, (a / b) * x, negative)
 
 
-__all__ = ["QUANTITIES", "activation", "celu", "elu", "evaluate", "evaluate_order", "gradient_times_derivative", "pelu",
-           "round_to_odd_float32", "selu", "times_magnitude", "training_plan", "use_compiled_kernels",
+__all__ = ["COMPILING", "EAGER", "EXPORTING", "NATIVE", "OPERATOR", "QUANTITIES", "SYMBOLIC", "TRACING", "activation", "celu", "elu", "evaluate", "evaluate_order", "gradient_times_derivative", "keep_operators", "keeping_operators", "pelu",
+           "round_to_odd_float32", "selu", "serving_path", "times_magnitude", "training_plan", "use_compiled_kernels",
            "use_fused_training", "value_and_derivative", "write_value_into"]

@@ -61,13 +61,19 @@ class Activation(nn.Module):
     def __prepare_scriptable__(self) -> nn.Module:
         """torch.jit.script scripts a `DecomposedActivation` in place of this module where the spec
         has a core-ATen decomposition (ELU family, piecewise linear): the saved script then needs
-        no elukit. Other specs script as this module, calling elukit's operator."""
+        no elukit. Other specs, and every spec under `functional.keep_operators`, script as this
+        module, calling elukit's operator."""
         form = _decompose.script_form(self.spec)
+        if functional.keeping_operators():  # the exact operators stay in the script
+            return self
         return DecomposedActivation(self.name, form, self.inplace) if form else self
 
     @torch.jit.unused
     def _eager(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling() and not torch.compiler.is_exporting():  # dynamo: the operators, no caches
+        path = functional.serving_path(x, self.inplace)
+        if path == functional.NATIVE:  # the operator from C++: it checks x and the parameters
+            return functional._NATIVE_CALL(x, self.name, self.parameter_values(), self.exact)
+        if path == functional.COMPILING:  # dynamo: the operators, no caches
             if self.inplace:
                 torch.ops.elukit.activation_(x, self.name, self.parameter_values(), self.exact)
                 return x

@@ -1,0 +1,294 @@
+"""elukit's C++ operator library (src/elukit/torch/_operators.cpp): artifacts that keep elukit's
+operators run in a process that never imports elukit, with eager's bits; the C++ kernels give the
+Python kernels' bits for every spec; the C++ checks name the argument.
+
+Each integration test runs twice: against elukit and, as a control, against torch.nn's own
+function.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import elukit.torch as et  # noqa: E402
+from elukit._registry import activations, get  # noqa: E402
+from elukit.torch import _kernels, _ops  # noqa: E402
+
+needs_library = pytest.mark.skipif(_ops.LOADED_LIBRARY is None,
+                                   reason="elukit was built without its C++ operator library")
+
+_FRESH = textwrap.dedent("""
+    import json, sys
+    import torch
+    torch.set_num_threads(1)
+    folder, library = sys.argv[1], sys.argv[2]
+    if library:
+        torch.ops.load_library(library)
+    report = {}
+    for dtype in ("float32", "float64"):
+        saved = torch.load(f"{folder}/io_{dtype}.pt")
+        x = saved["x"]
+        scripted = torch.jit.load(f"{folder}/model_{dtype}.pt")
+        exported = torch.export.load(f"{folder}/model_{dtype}.pt2").module()
+        leaf = x.clone().requires_grad_()
+        scripted(leaf).sum().backward()
+        report[dtype] = [torch.equal(scripted(x), saved["y"]), torch.equal(exported(x), saved["y"]),
+                         torch.equal(leaf.grad, saved["grad"])]
+    report["elukit imported"] = any(name.split(".")[0] == "elukit" for name in sys.modules)
+    if library:
+        try:
+            torch.ops.elukit.activation(x, "gelu", [], 0, False)
+        except RuntimeError as error:
+            report["unserved"] = str(error)
+        import elukit.torch  # after the library: it is used as it is, and the Python side completes it
+        from elukit.torch import _ops
+        report["after import"] = [_ops.LOADED_LIBRARY == library,
+                                  torch.equal(torch.ops.elukit.activation(x, "gelu", [], 0, False),
+                                              elukit.torch.functional.activation(x, "gelu"))]
+    print(json.dumps(report))
+""")
+
+
+def _model(framework: str) -> torch.nn.Module:
+    nn = torch.nn if framework == "torch" else et
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), nn.ELU(alpha=0.7), torch.nn.Linear(8, 6), nn.SELU(),
+                               nn.CELU(alpha=2.0), torch.nn.Linear(6, 3), nn.ELU())
+
+
+@needs_library
+@pytest.mark.parametrize("framework", ["torch", "elukit"])
+def test_artifacts_with_the_operators_run_where_elukit_is_not_imported(framework, tmp_path):
+    """Scripted and exported models (float32, float64) saved under keep_operators hold elukit's
+    operators and, in a fresh process that loads the C++ library and never imports elukit, give
+    eager's bits, forward and backward (the C++ autograd kernels); an operator call the library does
+    not serve says what to import."""
+    for dtype in (torch.float32, torch.float64):
+        model = _model(framework).to(dtype)
+        x = torch.randn(16, 4, dtype=dtype) * 3
+        with et.keep_operators():
+            scripted = torch.jit.script(model)
+            exported = torch.export.export(model, (x,))
+        if framework == "elukit":
+            assert "elukit::activation" in str(scripted.inlined_graph)
+            assert any(node.target is _ops.ACTIVATION for node in exported.graph.nodes)
+        leaf = x.clone().requires_grad_()
+        model(leaf).sum().backward()
+        name = str(dtype).removeprefix("torch.")
+        torch.jit.save(scripted, str(tmp_path / f"model_{name}.pt"))
+        torch.export.save(exported, str(tmp_path / f"model_{name}.pt2"))
+        torch.save({"x": x, "y": model(x).detach(), "grad": leaf.grad}, str(tmp_path / f"io_{name}.pt"))
+    library = et.library_path() if framework == "elukit" else ""
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", _FRESH, str(tmp_path), library], capture_output=True, text=True,
+                            timeout=300, cwd=str(tmp_path), env=environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["float32"] == report["float64"] == [True, True, True], report
+    assert not report["elukit imported"]
+    if framework == "elukit":
+        assert "import elukit.torch" in report["unserved"]
+        assert report["after import"] == [True, True]
+
+
+def _parameter_sets(spec):
+    """The default parameters, and others spanning the kernels' cases (divisor != 1, tiny, large)."""
+    if not spec.params:
+        return [{}]
+    sets = [{}]
+    for value in (0.3, 2.5, 1e-3, 7.0):
+        sets.append({p.name: value * (1.5 if i else 1.0) for i, p in enumerate(spec.params)})
+    return sets
+
+
+def _points(dtype):
+    torch.manual_seed(1)
+    finfo = torch.finfo(dtype)
+    special = torch.tensor([0.0, -0.0, float("inf"), float("-inf"), float("nan"), finfo.tiny, -finfo.tiny,
+                            finfo.max, -finfo.max, -1e-30, 1e-30, -100.0, -700.0], dtype=torch.float64)
+    return torch.cat([torch.randn(2000, dtype=torch.float64) * 8, special]).to(dtype)
+
+
+@needs_library
+@pytest.mark.parametrize("name", activations())
+def test_the_cpp_kernels_give_the_python_kernels_bits_for_every_spec(name):
+    """torch.ops.elukit.* on CPU (the C++ kernels where they serve, elukit's Python kernels where they
+    do not) against elukit.torch._kernels called from Python: the same bits, orders 0-3, both modes,
+    float16/float32/float64, every spec of the registry with torch kernels."""
+    if get(name).torch is None:
+        pytest.skip("no torch kernels")
+    for params in _parameter_sets(get(name)):
+        spec = get(name, **params)
+        values = list(spec.parameters.values())
+        highest = 3 if (spec.exponential_linear_form() or spec.linear_branches_form()) else 2  # f'' for the others
+        for dtype in (torch.float16, torch.float32, torch.float64):
+            x = _points(dtype)
+            grad = torch.randn(x.shape, dtype=torch.float64).to(dtype)
+            for exact in (False, True):
+                for order in range(highest + 1):
+                    got = _ops.ACTIVATION(x, name, values, order, exact)
+                    wanted = _kernels.evaluate_order(spec, order, x, exact)
+                    torch.testing.assert_close(got, wanted, rtol=0, atol=0, equal_nan=True,
+                                               msg=lambda m: f"{spec.label()} {dtype} order {order} exact {exact}: {m}")
+                    if order == highest:
+                        continue
+                    got = _ops.ACTIVATION_BACKWARD(grad, x, name, values, order, exact)
+                    wanted = _kernels.gradient_times_derivative(spec, order + 1, x, grad, exact)
+                    torch.testing.assert_close(got, wanted, rtol=0, atol=0, equal_nan=True)
+                written = x.clone()
+                _ops.ACTIVATION_INPLACE(written, name, values, exact)
+                torch.testing.assert_close(written, _kernels.evaluate_order(spec, 0, x, exact), rtol=0, atol=0,
+                                           equal_nan=True)
+
+
+@needs_library
+def test_the_cpp_kernels_give_the_same_bits_on_several_threads():
+    """The library's kernels run their parallel parts on PyTorch's OpenMP team (import elukit.torch
+    shares it): the split does not change a bit."""
+    x = torch.randn(2**17, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) * 10
+    spec = get("celu", alpha=0.7)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        for order in (0, 1):
+            wanted = _kernels.evaluate_order(spec, order, x)
+            torch.set_num_threads(4)
+            assert torch.equal(_ops.ACTIVATION(x, "celu", [0.7], order, False), wanted)
+            assert torch.equal(_ops.ACTIVATION(x.float(), "celu", [0.7], order, False),
+                               _kernels.evaluate_order(spec, order, x.float()))
+    finally:
+        torch.set_num_threads(threads)
+
+
+_BAD_INPUTS = {
+    "integer": lambda: torch.arange(4),
+    "complex": lambda: torch.ones(4, dtype=torch.complex64),
+    "sparse": lambda: torch.ones(4).to_sparse(),
+}
+
+
+@pytest.mark.parametrize("framework", ["torch", "elukit"])
+@pytest.mark.parametrize("case", sorted(_BAD_INPUTS))
+@pytest.mark.parametrize("call", ["functional", "module", "operator"])
+def test_bad_inputs_raise_one_line_naming_the_argument(framework, case, call):
+    """What the C++ checks raise (elukit's fast path and the operators): a TypeError of one line
+    naming x. The control is that torch's own elu refuses these inputs too (with its own error)."""
+    x = _BAD_INPUTS[case]()
+    if framework == "torch":
+        function = {"functional": torch.nn.functional.elu, "module": torch.nn.ELU(),
+                    "operator": torch.ops.aten.elu.default}[call]
+        if case == "sparse" and call != "operator":
+            pytest.skip("torch's elu accepts sparse COO tensors")
+        with pytest.raises((TypeError, RuntimeError, NotImplementedError)):
+            function(x)
+        return
+    function = {"functional": et.functional.elu, "module": et.ELU(),
+                "operator": lambda t: torch.ops.elukit.activation(t, "elu", [1.0])}[call]
+    with pytest.raises(TypeError) as error:
+        function(x)
+    message = str(error.value)
+    assert message.startswith("x must be a ") and "\n" not in message, message
+
+
+@needs_library
+@pytest.mark.parametrize("framework", ["torch", "elukit"])
+def test_the_backward_operator_names_grad(framework):
+    x = torch.randn(4, requires_grad=True)
+    y = torch.nn.functional.elu(x) if framework == "torch" else et.functional.elu(x)
+    with pytest.raises((TypeError, RuntimeError)) as error:
+        y.backward(torch.ones(4, dtype=torch.complex64))
+    if framework == "elukit":
+        assert "grad must be a real floating-point tensor" in str(error.value) or "complex" in str(error.value)
+
+
+def test_library_path_names_the_file_or_the_build_command():
+    if _ops.LOADED_LIBRARY is None and _ops._library_file() is None:
+        with pytest.raises(ImportError, match="no-build-isolation"):
+            et.library_path()
+    else:
+        assert os.path.exists(et.library_path())
+
+
+_LIBTORCH_PROGRAM = r"""
+#include <dlfcn.h>
+#include <torch/script.h>
+
+#include <cstdio>
+
+// argv[1]: elukit's operator library; argv[2]: a scripted module with buffers x, y (its output) and
+// grad (the gradient of its output's sum with respect to x), all computed by eager elukit.
+int main(int argc, char **argv) {
+    if (argc != 3) return 2;
+    if (dlopen(argv[1], RTLD_NOW) == nullptr) {
+        std::fprintf(stderr, "%s\n", dlerror());
+        return 2;
+    }
+    torch::jit::Module module = torch::jit::load(argv[2]);
+    const torch::Tensor x = module.attr("x").toTensor().clone().requires_grad_();
+    const torch::Tensor out = module.forward({x}).toTensor();
+    out.sum().backward();
+    const bool same = torch::equal(out.detach(), module.attr("y").toTensor()) &&
+                      torch::equal(x.grad(), module.attr("grad").toTensor());
+    std::printf(same ? "same bits\n" : "different\n");
+    return same ? 0 : 1;
+}
+"""
+
+
+class _Holder(torch.nn.Module):
+    """A model with its input, output and input gradient as buffers, for the C++ program."""
+
+    def __init__(self, model, x):
+        super().__init__()
+        self.model = model
+        leaf = x.clone().requires_grad_()
+        out = model(leaf)
+        out.sum().backward()
+        self.register_buffer("x", x)
+        self.register_buffer("y", out.detach())
+        self.register_buffer("grad", leaf.grad)
+
+    def forward(self, x):
+        return self.model(x)
+
+
+@pytest.mark.slow  # compiles a libtorch program (about a minute here); the fresh-process test above covers the same
+@needs_library
+@pytest.mark.parametrize("framework", ["torch", "elukit"])
+def test_a_libtorch_program_dlopens_the_library_and_runs_a_script(framework, tmp_path):
+    """A C++ program linked with libtorch alone dlopens elukit's operator library and runs a scripted
+    model holding elukit's operators: eager's bits, forward and backward."""
+    import shutil
+
+    from torch.utils.cpp_extension import include_paths, library_paths
+
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no C++ compiler")
+    model = _model(framework).double()
+    with et.keep_operators():
+        holder = torch.jit.script(_Holder(model, torch.randn(16, 4, dtype=torch.float64) * 3))
+    if framework == "elukit":
+        assert "elukit::activation" in str(holder.model.inlined_graph) or "elukit::activation" in str(
+            holder.inlined_graph)
+    holder.save(str(tmp_path / "model.pt"))
+    (tmp_path / "main.cpp").write_text(_LIBTORCH_PROGRAM)
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    command = [compiler, "-std=c++17", "-O0", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", str(tmp_path / "main.cpp"),
+               "-o", str(tmp_path / "main")]
+    command += [f"-I{path}" for path in include_paths()]
+    command += [f"-L{path}" for path in library_paths()] + [f"-Wl,-rpath,{library_paths()[0]}"]
+    command += ["-ltorch", "-ltorch_cpu", "-lc10", "-ldl"]
+    subprocess.run(command, check=True, capture_output=True, timeout=900)
+    library = et.library_path() if framework == "elukit" else "libc.so.6"
+    result = subprocess.run([str(tmp_path / "main"), library, str(tmp_path / "model.pt")], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "same bits", result.stdout + result.stderr[-2000:]
