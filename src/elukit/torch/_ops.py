@@ -159,24 +159,29 @@ def _batched_to_front(tensor, dim, size):
     return tensor.movedim(dim, 0)
 
 
-def _activation_vmap(info, in_dims, x, name, params, order=0, exact=False):
-    return ACTIVATION(x, name, params, order, exact), in_dims[0]
+def vmap_rules(activation, backward, inplace):
+    """The vmap rules of the three operators `activation`, `backward`, `inplace` (elementwise: each
+    calls its operator on the batched tensors; `_compiled` registers them for its twins too)."""
+
+    def activation_rule(info, in_dims, x, name, params, order=0, exact=False):
+        return activation(x, name, params, order, exact), in_dims[0]
+
+    def backward_rule(info, in_dims, grad, x, name, params, order=0, exact=False):
+        grad_dim, x_dim = in_dims[0], in_dims[1]
+        if grad_dim == x_dim:
+            return backward(grad, x, name, params, order, exact), x_dim
+        grad = _batched_to_front(grad, grad_dim, info.batch_size)
+        x = _batched_to_front(x, x_dim, info.batch_size)
+        return backward(grad, x, name, params, order, exact), 0
+
+    def inplace_rule(info, in_dims, x, name, params, exact=False):
+        inplace(x, name, params, exact)
+        return None, None
+
+    return activation_rule, backward_rule, inplace_rule
 
 
-def _backward_vmap(info, in_dims, grad, x, name, params, order=0, exact=False):
-    grad_dim, x_dim = in_dims[0], in_dims[1]
-    if grad_dim == x_dim:
-        return ACTIVATION_BACKWARD(grad, x, name, params, order, exact), x_dim
-    grad = _batched_to_front(grad, grad_dim, info.batch_size)
-    x = _batched_to_front(x, x_dim, info.batch_size)
-    return ACTIVATION_BACKWARD(grad, x, name, params, order, exact), 0
-
-
-def _inplace_vmap(info, in_dims, x, name, params, exact=False):
-    ACTIVATION_INPLACE(x, name, params, exact)
-    return None, None
-
-
+_activation_vmap, _backward_vmap, _inplace_vmap = vmap_rules(ACTIVATION, ACTIVATION_BACKWARD, ACTIVATION_INPLACE)
 torch.library.register_vmap("elukit::activation", _activation_vmap, lib=_LIBRARY)
 torch.library.register_vmap("elukit::activation_backward", _backward_vmap, lib=_LIBRARY)
 torch.library.register_vmap("elukit::activation_", _inplace_vmap, lib=_LIBRARY)
@@ -226,7 +231,10 @@ def _add(first, second):
 
 
 class ActivationFunction(_Function):
-    """f^(n)(x) with d/dx = f^(n+1)(x), in both modes."""
+    """f^(n)(x) with d/dx = f^(n+1)(x), in both modes. The derivatives call `BACKWARD` (read from
+    ctx._forward_cls, so that `_compiled`'s subclass calls its twin operator)."""
+
+    BACKWARD = ACTIVATION_BACKWARD
 
     @staticmethod
     def forward(x, name, params, order, exact, keyset):
@@ -247,17 +255,19 @@ class ActivationFunction(_Function):
         (x,) = ctx.saved_tensors
         if direct_call_allowed(grad, x):  # a first-order eager backward: the same kernel, without the dispatcher
             return _backward_kernel(grad, x, *ctx.arguments), None, None, None, None, None
-        return ACTIVATION_BACKWARD(grad, x, *ctx.arguments), None, None, None, None, None
+        return ctx._forward_cls.BACKWARD(grad, x, *ctx.arguments), None, None, None, None, None
 
     @staticmethod
     def jvp(ctx, tangent, *_):
         check_forward_mode_not_nested()
         (x,) = ctx.saved_tensors
-        return ACTIVATION_BACKWARD(tangent, x, *ctx.arguments)
+        return ctx._forward_cls.BACKWARD(tangent, x, *ctx.arguments)
 
 
 class BackwardFunction(_Function):
-    """grad * f^(n+1)(x): linear in grad, and d/dx = grad * f^(n+2)(x)."""
+    """grad * f^(n+1)(x): linear in grad, and d/dx = grad * f^(n+2)(x) (through `BACKWARD`)."""
+
+    BACKWARD = ACTIVATION_BACKWARD
 
     @staticmethod
     def forward(grad, x, name, params, order, exact, keyset):
@@ -275,8 +285,9 @@ class BackwardFunction(_Function):
     def backward(ctx, outer):
         grad, x = ctx.saved_tensors
         name, params, order, exact = ctx.arguments
-        wrt_grad = ACTIVATION_BACKWARD(outer, x, *ctx.arguments) if ctx.needs_input_grad[0] else None
-        wrt_x = ACTIVATION_BACKWARD(outer * grad, x, name, params, order + 1, exact) if ctx.needs_input_grad[1] else None
+        backward = ctx._forward_cls.BACKWARD
+        wrt_grad = backward(outer, x, *ctx.arguments) if ctx.needs_input_grad[0] else None
+        wrt_x = backward(outer * grad, x, name, params, order + 1, exact) if ctx.needs_input_grad[1] else None
         return wrt_grad, wrt_x, None, None, None, None, None
 
     @staticmethod
@@ -284,11 +295,12 @@ class BackwardFunction(_Function):
         check_forward_mode_not_nested()
         grad, x = ctx.saved_tensors
         name, params, order, exact = ctx.arguments
+        backward = ctx._forward_cls.BACKWARD
         result = None
         if grad_tangent is not None:
-            result = ACTIVATION_BACKWARD(grad_tangent, x, *ctx.arguments)
+            result = backward(grad_tangent, x, *ctx.arguments)
         if x_tangent is not None:
-            result = _add(result, ACTIVATION_BACKWARD(grad * x_tangent, x, name, params, order + 1, exact))
+            result = _add(result, backward(grad * x_tangent, x, name, params, order + 1, exact))
         return result
 
 
@@ -517,8 +529,11 @@ _LIBRARY.impl("activation_", _inplace_autograd, "Autograd", with_keyset=True)
 
 # --- decompositions into core ATen (run_decompositions, the ONNX exporters, ExecuTorch-style lowering) --
 # Python-dispatcher CompositeImplicitAutograd kernels: torch.export's decomposition table picks them
-# up for every graph that holds an operator, while the C++ dispatcher (eager mode), torch.compile,
-# make_fx and FakeTensorMode never see them and keep the operators themselves.
+# up for every graph that holds an operator. The C++ dispatcher (eager mode) never sees them, but every
+# Python tracer does: FakeTensorMode, make_fx's proxy mode and functionalization call
+# OpOverload.decompose on an operator that has one, so torch.compile's AOT tracing would compute this
+# decomposition instead of the kernels (float64 within 3 ulp, 16-bit Leaky ReLU rounded twice).
+# torch.compile therefore records the twin operators of `_compiled`, which have no such kernel.
 
 _CIA = torch._C.DispatchKey.CompositeImplicitAutograd
 

@@ -5,7 +5,7 @@ from typing import Any, List  # noqa: UP035 - TorchScript reads typing.List, not
 
 from elukit._registry import get
 from elukit._spec import Activation as Spec
-from elukit.torch import _decompose, _ops, functional
+from elukit.torch import _compiled, _decompose, _ops, functional
 from elukit.torch._torch import torch
 
 nn = torch.nn
@@ -68,10 +68,7 @@ class Activation(nn.Module):
     @torch.jit.unused
     def _eager(self, x: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_compiling() and not torch.compiler.is_exporting():  # dynamo: the operators, no caches
-            if self.inplace:
-                torch.ops.elukit.activation_(x, self.name, self.parameter_values(), self.exact)
-                return x
-            return torch.ops.elukit.activation(x, self.name, self.parameter_values(), 0, self.exact)
+            return _compiled.call(x, self.name, self.parameter_values(), self.inplace, self.exact)  # no decomposition
         return functional.activation(x, self.spec, self.inplace, self.exact)  # eager, jit.trace, torch.export
 
     def _flags(self) -> str:
