@@ -181,3 +181,15 @@ def test_inductor_freezing_gives_the_eager_bits(which):
     with torch._inductor.config.patch(freezing=True), torch.no_grad():
         assert same_bits(torch.compile(model, backend="inductor", fullgraph=True)(x), model(x))
 
+
+@pytest.mark.parametrize("which", ["elukit", "torch.nn"])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_make_fx_pre_dispatch_graph_gives_the_eager_bits_on_a_new_input(which, inplace):
+    """Regression: pre-dispatch modes sit on a stack of their own, so the eager path ran the kernel
+    directly and the graph held only the empty_like of its output (1,000 of 1,000 values wrong)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    function = implementation(which, "elu")
+    graph = make_fx(lambda t: function(t, inplace=inplace), pre_dispatch=True)(inputs(torch.float64, 100))
+    x = inputs(torch.float64, 100) * 0.5
+    assert same_bits(graph(x.clone()), function(x.clone()))
