@@ -131,6 +131,24 @@ def test_piecewise_linear_decomposition_is_exact_with_the_sign_of_zero(name, par
         assert torch.equal(got.isnan(), wanted.isnan()) and torch.equal(got.signbit()[number], wanted.signbit()[number])
 
 
+def test_celu_value_with_a_divisor_below_one_keeps_the_float64_bound():
+    """Regression: where x/alpha < -800 (clamped), the division residual was still added: CELU(0.1)
+    at x = -631 gave -0.1 * (1 + e^-41 * 5510), 62 ulp off. (Its f' and f'' in float64 are not
+    within 3 ulp everywhere: 5 ulp among subnormal results, 4 ulp in autograd's f''; not covered.)"""
+    spec = elukit.get("celu", alpha=0.1)
+    x = sample_points(torch.float64)
+    assert_within_ulps(_decompose.decompose(spec, 0, x), EF.evaluate_order(spec, 0, x), ULP_BOUND[torch.float64])
+
+
+@pytest.mark.parametrize("alpha", [0.7, 1.3])
+def test_a_traced_float64_celu_keeps_the_decomposition_bound(backend, alpha):
+    """Regression: TorchScript's trace merges constants that are equal in float32, so alpha next to
+    its Veltkamp high part (the division residual) made a traced CELU(0.7) 3.8e7 ulp off."""
+    function = (lambda t: EF.celu(t, alpha=alpha)) if backend == "elukit" else (lambda t: TF.celu(t, alpha=alpha))
+    x = sample_points(torch.float64, n=20_000)
+    assert_within_ulps(torch.jit.trace(function, x)(x), function(x), ULP_BOUND[torch.float64])
+
+
 # --- torch.export -------------------------------------------------------------------------------------
 
 def _core_aten_only(program):
