@@ -65,10 +65,15 @@ def call(x: torch.Tensor, name: str, params: list[float], inplace: bool, exact: 
     return ACTIVATION(x, name, params, 0, exact)
 
 
-@torch.compiler.assume_constant_result  # a constant of (name, params): dynamo calls it instead of tracing its caches
 def _fused_plan(name: str, params: list[float]) -> bool:
     """Whether `_kernels.training_plan` serves this spec (the ELU family on the compiled kernels)."""
     return _kernels._kernel_plan(_ops.spec_for(name, tuple(params))) is not None
+
+
+# torch.compiler.assume_constant_result(_fused_plan), a constant of (name, params): dynamo calls it
+# instead of tracing its caches. The decorator imports torch._dynamo (2.5 s at `import elukit.torch`),
+# so the attribute it sets is set here.
+_fused_plan._dynamo_marked_constant = True
 
 
 # --- real kernels: the operators' own --------------------------------------------------------------
