@@ -243,3 +243,63 @@ def test_jax_every_16_bit_input(backend, name, params, dtype_name, request):
         value, derivative = jax.jit(lambda v: jax.jvp(function, (v,), (jax.numpy.ones_like(v),)))(x)
     _assert_correctly_rounded(spec, x, {"value": np.asarray(value), "derivative": np.asarray(derivative)},
                               elukit_backend=backend == "elukit")
+
+
+# --- artifacts: the core-ATen decomposition exported programs and ONNX files hold (issue 20) ---------
+
+def _artifact_module(backend: str, name: str, params: dict):
+    torch = _torch()
+    if backend == "torch":
+        return (torch.nn.ReLU() if name == "relu" else torch.nn.LeakyReLU(params.get("slope", 0.01))).eval()
+    from elukit.torch import Activation
+
+    return Activation(name, **params).eval()
+
+
+def _artifact_values(path: str, module, x):
+    """f(x) from the artifact `path` makes of `module`: the exported program after
+    run_decompositions(), or an ONNX file (dynamo or TorchScript exporter) run in onnxruntime."""
+    torch = _torch()
+    if path == "exported":
+        return torch.export.export(module, (x,)).run_decompositions().module()(x)
+    import io
+
+    pytest.importorskip("onnxscript" if path == "onnx-dynamo" else "onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    if path == "onnx-dynamo":
+        proto = torch.onnx.export(module, (x,), dynamo=True, verbose=False).model_proto.SerializeToString()
+    else:
+        buffer = io.BytesIO()
+        torch.onnx.export(module, (x,), buffer, dynamo=False)
+        proto = buffer.getvalue()
+    session = onnxruntime.InferenceSession(proto, providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+
+
+_ARTIFACT_CONTROL_MISROUNDS = {  # (name, params, dtype, path): what torch's own graph misrounds, measured here
+    # onnxruntime 1.x's float16 LeakyRelu, which both exporters write
+    ("leaky_relu", "", "float16", "onnx-dynamo"): "onnxruntime's LeakyRelu: 21 values (x = -2.98e-06: -0.0 for -5.96e-08)",
+    ("leaky_relu", "", "float16", "onnx-torchscript"): "onnxruntime's LeakyRelu: 21 values",
+    ("leaky_relu", "{'slope': 0.3}", "float16", "onnx-dynamo"): "onnxruntime's LeakyRelu: 142 values",
+    ("leaky_relu", "{'slope': 0.3}", "float16", "onnx-torchscript"): "onnxruntime's LeakyRelu: 142 values",
+}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript ONNX exporter is deprecated in torch 2.13
+@pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated:FutureWarning")
+@pytest.mark.parametrize("path,dtype_name", [("exported", "float16"), ("exported", "bfloat16"),
+                                             ("onnx-dynamo", "float16"), ("onnx-torchscript", "float16")])
+@pytest.mark.parametrize("name,params", LINEAR[1:], ids=[f"{n}{p or ''}" for n, p in LINEAR[1:]])  # ReLU: no rounding
+@pytest.mark.parametrize("backend", ["elukit", "torch"])
+def test_artifact_every_16_bit_input(backend, name, params, path, dtype_name, request):
+    """Leaky ReLU's decomposition forms the exact product as a float64 sum and its error and rounds
+    it once (it rounded the float64 product: 21 float16 values were 1 ulp off at slope 0.01, 103 at
+    0.3). onnxruntime has no bfloat16 inputs from NumPy, so bfloat16 runs as an exported program."""
+    reason = _ARTIFACT_CONTROL_MISROUNDS.get((name, str(params or ""), dtype_name, path)) if backend == "torch" else None
+    if reason is None and backend == "torch" and path == "exported":  # aten.leaky_relu: torch's own kernel
+        reason = _TORCH_CONTROL_MISROUNDS.get((name, str(params or ""), dtype_name))
+    if reason is not None:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"torch is not correctly rounded here: {reason}"))
+    got = _artifact_values(path, _artifact_module(backend, name, params), _torch_input(dtype_name))
+    _assert_correctly_rounded(elukit.get(name, **params), _every_input(dtype_name),
+                              {"value": _to_numpy(got, dtype_name)}, elukit_backend=backend == "elukit")

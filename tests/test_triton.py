@@ -309,3 +309,69 @@ def test_forward_mode_nested_in_another_transform_is_right_or_one_clear_error(im
     with pytest.raises(NotImplementedError, match=r"hessian\(f\) or jacfwd\(jacrev\(f\)\)") as error:
         compute()
     assert "\n" not in str(error.value)
+
+
+_ROUTES_SOURCE = """
+import torch
+_REVERSE_ROUTES = {
+    "grad(grad)": lambda f, x: torch.func.grad(lambda u: torch.func.grad(lambda v: f(v).sum())(u).sum())(x),
+    "jacrev(grad)": lambda f, x: torch.func.jacrev(torch.func.grad(lambda v: f(v).sum()))(x).diagonal(),
+    "vjp(grad)": lambda f, x: torch.func.vjp(torch.func.grad(lambda v: f(v).sum()), x)[1](torch.ones_like(x))[0],
+    "vmap(grad(grad))": lambda f, x: torch.func.vmap(torch.func.grad(torch.func.grad(f)))(x),
+    "jacrev(jacrev)": lambda f, x: torch.func.jacrev(torch.func.jacrev(lambda v: f(v).sum()))(x).diagonal(),
+    "grad(vjp)": lambda f, x: torch.func.grad(
+        lambda u: torch.func.vjp(lambda v: f(v).sum(), u)[1](torch.ones((), dtype=u.dtype))[0].sum())(x),
+    "hessian": lambda f, x: torch.func.hessian(lambda v: f(v).sum())(x).diagonal(),
+}
+"""
+_namespace: dict = {}
+exec(_ROUTES_SOURCE, _namespace)
+_REVERSE_ROUTES = _namespace["_REVERSE_ROUTES"]
+_REFUSED = ("grad(grad)", "jacrev(grad)", "vjp(grad)", "vmap(grad(grad))")  # an inner grad while an outer one is live
+
+
+@pytest.mark.parametrize("route", list(_REVERSE_ROUTES))
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_reverse_mode_nested_in_another_transform_is_right_or_one_clear_error(implementation, route):
+    """Regression: grad(grad(elukit's elu)) (and jacrev/vjp/vmap of a grad) returned zeros for x < 0
+    through the Python autograd Functions (Triton backend, installs without the operator library,
+    torch.compile's twins): an outer torch.func.grad does not see them while an inner one is live.
+    The C++ autograd kernels are right; the Python ones now raise one line naming the alternatives.
+    The routes whose inner backward runs after the inner level ends are right on every backend."""
+    elu = _elu_of(implementation)
+    x = torch.tensor(_X, dtype=torch.float64)
+    second = torch.where(x > 0, 0.0, 1.3 * torch.exp(x))
+    if route not in _REFUSED or implementation == "torch" or (
+            implementation == "elukit" and _ops.LOADED_LIBRARY is not None):
+        torch.testing.assert_close(_REVERSE_ROUTES[route](elu, x), second, rtol=1e-15, atol=0)
+        return
+    with pytest.raises(NotImplementedError, match=r"jacrev\(jacrev\(f\)\) or torch.func.hessian\(f\)") as error:
+        _REVERSE_ROUTES[route](elu, x)
+    assert "\n" not in str(error.value)
+
+
+def test_reverse_mode_nested_without_the_operator_library_is_right_or_one_clear_error():
+    """The same routes in a process where elukit's C++ operator library is switched off
+    (ELUKIT_TORCH_NATIVE_OPS=0: the Python autograd kernels, as in installs built without torch)."""
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        from elukit.torch import functional as F, _ops
+        assert _ops.LOADED_LIBRARY is None
+        x = torch.tensor({_X!r}, dtype=torch.float64)
+        second = torch.where(x > 0, 0.0, 1.3 * torch.exp(x))
+        for route, compute in _REVERSE_ROUTES.items():
+            try:
+                got = compute(lambda v: F.elu(v, alpha=1.3), x)
+            except NotImplementedError as error:
+                print(route, "refused" if "torch.func.hessian(f)" in str(error) else "other error")
+            else:
+                print(route, "right" if torch.allclose(got, second, rtol=1e-15, atol=0) else "WRONG")
+    """)
+    env = dict(os.environ, ELUKIT_TORCH_NATIVE_OPS="0")
+    result = subprocess.run([sys.executable, "-c", _ROUTES_SOURCE + script], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = dict(line.split(" ", 1) for line in result.stdout.strip().splitlines())
+    assert outcome == {route: "refused" if route in _REFUSED else "right" for route in _REVERSE_ROUTES}, outcome

@@ -27,10 +27,11 @@ same bounds (`test_autograd_through_the_decomposition_gives_the_exact_derivative
 
 Derivatives of order n >= 1 are :math:`\lambda\ (n = 1)` or 0 for x > 0 and
 :math:`\lambda\alpha\delta^{-n} e^{x/\delta}` for x <= 0 (the left branch at 0, as eager).
-Piecewise-linear specs (ReLU, leaky ReLU) are exact in float64 and within 1 ulp in float32 (the
-product is rounded in float64 first). Other specs (GELU, SiLU, ...) run their
-torch kernels in float64, rounded once (twice for 16-bit dtypes); those are not TorchScript, so a
-*scripted* module with them keeps elukit's operator (and needs ``import elukit.torch`` to load).
+Piecewise-linear specs (ReLU, leaky ReLU) are exact in every dtype: below float64 the product is
+formed exactly as a float64 sum and its error and rounded once (`linear_branches`). Other specs
+(GELU, SiLU, ...) run their torch kernels in float64, rounded once (twice for 16-bit dtypes); those
+are not TorchScript, so a *scripted* module with them keeps elukit's operator (and needs
+``import elukit.torch`` to load).
 
 `exponential_linear` and `linear_branches` are TorchScript functions: the scripted modules and
 ``elukit.torch.functional.elu/selu/celu`` inside a scripted ``forward`` compile to them.
@@ -96,29 +97,110 @@ def _division_residual(x: torch.Tensor, w: torch.Tensor, divisor: float) -> torc
     d_split = divisor * split
     d_high = d_split - (d_split - divisor)  # Python floats: float64 arithmetic
     d_low = divisor - d_high
+    # The graph holds d_high and d_low scaled by 2^-64 (exact): TorchScript's trace merges constants
+    # that are equal in float32, and d_high next to divisor made a traced CELU(0.7) 3.8e7 ulp off.
+    tiny, huge = 2.0 ** -64, 2.0 ** 64
     product = w * divisor
     w_split = w * split
     w_high = w_split - (w_split - w)
     w_low = w - w_high
-    error = ((w_high * d_high - product) + w_high * d_low + w_low * d_high) + w_low * d_low
+    high, low = d_high * tiny, d_low * tiny
+    error = (((w_high * high - product * tiny) + w_high * low + w_low * high) + w_low * low) * huge
     residual = ((x - product) - error) / divisor
-    return torch.where(torch.isfinite(residual) & (x <= 0), residual, 0.0)
+    # none where w is the clamp, not the quotient: CELU(0.1) at x = -631 was 62 ulp off (-1 - e^-41 * 5510)
+    return torch.where(torch.isfinite(residual) & (x <= 0) & (w > -800.0), residual, 0.0)
+
+
+def _float32_parts(c: float) -> tuple[float, float, float]:
+    """c = c1 + c2 + c3 exactly, each part a float32 number (24 + 24 + at most 5 of a float64's 53
+    bits; Veltkamp's split at 2^29 + 1, twice). Graph constants must be float32 numbers: torch 2.13's
+    dynamo ONNX exporter rounds every Python float constant to float32."""
+    split = c * 536870913.0
+    c1 = split - (split - c)
+    rest = c - c1
+    split = rest * 536870913.0
+    c2 = split - (split - rest)
+    return c1, c2, rest - c2
+
+
+def _narrow_product(w: torch.Tensor, c: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(p, e) with p + e = w*c exactly, p the float64 sum and |e| below half an ulp of p, for a
+    float64 tensor w holding at most 24 significant bits (a float32, float16 or bfloat16 input):
+    w times each float32 part of c (`_float32_parts`) is exact, and the parts are summed with their
+    errors (Fast2Sum, then Knuth's TwoSum for the two small terms); plain mul/add, no constant that
+    is not a float32 number. The sign of zero is w*c's."""
+    c1, c2, c3 = _float32_parts(c)
+    a1, a2, a3 = w * c1, w * c2, w * c3
+    s = a1 + a2
+    e1 = a2 - (s - a1)  # |a1| >= |a2|: exact
+    t = e1 + a3
+    back = t - e1
+    small_error = (e1 - (t - back)) + (a3 - back)
+    p = s + t
+    e = (t - (p - s)) + small_error  # |s| >= |t|
+    # Where w is 0, +-inf or NaN, the product's sign rule: a1 + a2 may be +0 for -0.0, NaN for inf.
+    # (p is the second operand of where: onnxruntime's Where returns +0.0 for a -0.0 first operand.)
+    p = torch.where(torch.isfinite(w) & (w != 0), p, w * (1.0 if c > 0 else -1.0))
+    return p, torch.where(torch.isfinite(e), e, 0.0)
+
+
+def _off_midpoints(value: torch.Tensor, error: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`value` (a wider dtype), moved where needed so that rounding it to `dtype` gives value + error
+    rounded once (|error| below half an ulp of value; only its sign is read).
+
+    Rounding value alone goes wrong only where value lies exactly halfway between two `dtype`
+    numbers and error != 0: ties-to-even may then pick the neighbour on the wrong side. There the
+    result is the quarter point towards the error's side, which rounds to that neighbour. The
+    midpoint test: h = value rounded, other = 2*value - h is exact, and it is a `dtype` number only
+    at a midpoint (elsewhere it lies strictly between two)."""
+    wide = value.dtype
+    nearest = value.to(dtype).to(wide)
+    other = value * 2.0 - nearest
+    midpoint = (nearest != value) & (other.to(dtype).to(wide) == other) & torch.isfinite(other) & (error != 0)
+    side = torch.where(error > 0, torch.maximum(nearest, other), torch.minimum(nearest, other))
+    return torch.where(midpoint, (value + side) * 0.5, value)
+
+
+def _round_once(product: torch.Tensor, error: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """product + error (float64, error its exact residual) rounded once to `dtype`.
+
+    ``product.to(dtype)`` rounds the float64 product, not the exact value: 21 float16 and 3 bfloat16
+    Leaky ReLU(0.01) values were 1 ulp off, as were float32 ones. torch's own float64 -> float16 cast
+    rounds through float32 (twice), so 16-bit results are rounded to float32 first, explicitly, with
+    the residual of that step carried (its sign is exact: the float32 step moves by at least an ulp of
+    float64 when it moves at all, more than |error|), then to 16 bits: each step is one rounding that
+    every runtime does alike (float64 -> float32 -> 16 bits, to nearest even)."""
+    if dtype == torch.float64:
+        return product
+    if dtype == torch.float32:
+        return _off_midpoints(product, error, dtype).to(dtype)
+    single = product.to(torch.float32)
+    residual = (product - single.to(torch.float64)) + error
+    return _off_midpoints(single, residual, dtype).to(dtype)
 
 
 def linear_branches(x: torch.Tensor, a: float, b: float, order: int = 0) -> torch.Tensor:
     """The derivative of `order` of a*x (x > 0), b*x (x <= 0); b = 0 gives +0 for x <= 0, as ReLU.
-    One comparison and one multiplication in float64, rounded to x's dtype: exact in float64."""
+    float64 inputs: one comparison and one multiplication, exact. Narrower ones: the exact product
+    as a float64 sum and its error (`_narrow_product`), rounded once to x's dtype (`_round_once`),
+    as eager elukit rounds it."""
     wide = x.to(torch.float64)
-    if order == 0:
+    if order == 0 and x.dtype == torch.float64:
         if b != 0.0:  # -0.0 comes from the second operand (see exponential_linear)
-            result = torch.where(wide > 0, wide * a, wide * b)
-        else:
-            result = torch.where(wide <= 0, 0.0, wide * a)
-    elif order == 1:
+            return torch.where(wide > 0, wide * a, wide * b)
+        return torch.where(wide <= 0, 0.0, wide * a)
+    if order == 0:  # no constant a or b in this graph: only their float32 parts (see _narrow_product)
+        positive, error = _narrow_product(wide, a)
+        if b == 0.0:
+            return _round_once(torch.where(wide <= 0, 0.0, positive), torch.where(wide <= 0, 0.0, error), x.dtype)
+        negative, negative_error = _narrow_product(wide, b)
+        return _round_once(torch.where(wide > 0, positive, negative), torch.where(wide > 0, error, negative_error),
+                           x.dtype)
+    if order == 1:
         result = torch.where(wide <= 0, b, torch.where(wide > 0, a, wide))  # NaN -> NaN
     else:
         result = torch.where(torch.isnan(wide), wide, 0.0)  # f''(NaN) = NaN, as eager
-    return result.to(x.dtype)
+    return _round_once(result, torch.zeros_like(result), x.dtype)  # a slope cast through float32 could round twice
 
 
 def script_form(spec: Activation) -> list[float]:

@@ -47,12 +47,18 @@ def _functorch_wrapped(t: torch.Tensor) -> bool:
     return torch._C._functorch.is_functorch_wrapped_tensor(t) or torch._C._functorch.is_legacy_batchedtensor(t)
 
 
+_PRE_DISPATCH = torch._C.DispatchKey.PreDispatch
+
+
 def unobserved(*tensors: torch.Tensor) -> bool:
     """Whether calling a kernel directly, instead of through its operator, is invisible: plain
-    CPU/CUDA tensors, and no tracer, functorch transform, dispatch mode (FakeTensorMode, make_fx) or
-    compiler that would see the operator differently. The result is the same either way."""
+    CPU/CUDA tensors, and no tracer, functorch transform, dispatch mode (FakeTensorMode, make_fx,
+    also ``make_fx(pre_dispatch=True)``, whose modes sit on a stack of their own: unseen, a direct
+    call was traced as the ``empty_like`` of its output, a graph returning garbage) or compiler that
+    would see the operator differently. The result is the same either way."""
     if (torch._C._get_tracing_state() is not None or torch._C._are_functorch_transforms_active()
-            or torch._C._len_torch_dispatch_stack() or torch.compiler.is_compiling()):
+            or torch._C._len_torch_dispatch_stack() or torch.compiler.is_compiling()
+            or torch._C._dispatch_tls_is_dispatch_key_included(_PRE_DISPATCH)):
         return False
     for t in tensors:
         if type(t) is not torch.Tensor or not (t.is_cpu or t.is_cuda) or _functorch_wrapped(t):

@@ -252,24 +252,29 @@ def _batched_to_front(tensor, dim, size):
     return tensor.movedim(dim, 0)
 
 
-def _activation_vmap(info, in_dims, x, name, params, order=0, exact=False):
-    return ACTIVATION(x, name, params, order, exact), in_dims[0]
+def vmap_rules(activation, backward, inplace):
+    """The vmap rules of the three operators `activation`, `backward`, `inplace` (elementwise: each
+    calls its operator on the batched tensors; `_compiled` registers them for its twins too)."""
+
+    def activation_rule(info, in_dims, x, name, params, order=0, exact=False):
+        return activation(x, name, params, order, exact), in_dims[0]
+
+    def backward_rule(info, in_dims, grad, x, name, params, order=0, exact=False):
+        grad_dim, x_dim = in_dims[0], in_dims[1]
+        if grad_dim == x_dim:
+            return backward(grad, x, name, params, order, exact), x_dim
+        grad = _batched_to_front(grad, grad_dim, info.batch_size)
+        x = _batched_to_front(x, x_dim, info.batch_size)
+        return backward(grad, x, name, params, order, exact), 0
+
+    def inplace_rule(info, in_dims, x, name, params, exact=False):
+        inplace(x, name, params, exact)
+        return None, None
+
+    return activation_rule, backward_rule, inplace_rule
 
 
-def _backward_vmap(info, in_dims, grad, x, name, params, order=0, exact=False):
-    grad_dim, x_dim = in_dims[0], in_dims[1]
-    if grad_dim == x_dim:
-        return ACTIVATION_BACKWARD(grad, x, name, params, order, exact), x_dim
-    grad = _batched_to_front(grad, grad_dim, info.batch_size)
-    x = _batched_to_front(x, x_dim, info.batch_size)
-    return ACTIVATION_BACKWARD(grad, x, name, params, order, exact), 0
-
-
-def _inplace_vmap(info, in_dims, x, name, params, exact=False):
-    ACTIVATION_INPLACE(x, name, params, exact)
-    return None, None
-
-
+_activation_vmap, _backward_vmap, _inplace_vmap = vmap_rules(ACTIVATION, ACTIVATION_BACKWARD, ACTIVATION_INPLACE)
 torch.library.register_vmap("elukit::activation", _activation_vmap, lib=_LIBRARY)
 torch.library.register_vmap("elukit::activation_backward", _backward_vmap, lib=_LIBRARY)
 torch.library.register_vmap("elukit::activation_", _inplace_vmap, lib=_LIBRARY)
@@ -312,6 +317,30 @@ def check_forward_mode_not_nested() -> None:
         raise NotImplementedError(NESTED_FORWARD_MODE)
 
 
+NESTED_REVERSE_MODE = (
+    "elukit: torch.func.grad inside another reverse-mode transform (grad(grad(f)), jacrev(grad(f)), "
+    "vjp(grad(f)), also under torch.compile) is not supported by elukit's Python autograd nodes: the outer "
+    "derivative would be silently zero. Use jacrev(jacrev(f)) or torch.func.hessian(f), or eager mode with "
+    "elukit's C++ operator library (built by `pip install --no-build-isolation .` with torch installed; "
+    "elukit.torch.library_path() says whether it is)")
+
+
+def check_reverse_mode_not_nested() -> None:
+    """Raise where a backward rule runs while two torch.func Grad levels are live, i.e. an inner
+    ``torch.func.grad`` differentiates inside an outer grad/vjp/jacrev: the outer level then never sees
+    the operators these rules call (measured: grad(grad(elu)), jacrev(grad(elu)), vjp(grad(elu)) and
+    vmap(grad(grad(elu))) gave zeros for x < 0, in eager mode without the C++ library and under
+    torch.compile). jacrev(jacrev(f)), grad(jacrev(f)), grad(vjp(f)) and hessian run their inner
+    backward after the inner level has exited, and are right."""
+    if not torch._C._are_functorch_transforms_active():
+        return
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    grad = torch._C._functorch.TransformType.Grad
+    if sum(i.key() == grad for i in retrieve_all_functorch_interpreters()) >= 2:
+        raise NotImplementedError(NESTED_REVERSE_MODE)
+
+
 def _add(first, second):
     if first is None:
         return second
@@ -319,7 +348,10 @@ def _add(first, second):
 
 
 class ActivationFunction(_Function):
-    """f^(n)(x) with d/dx = f^(n+1)(x), in both modes."""
+    """f^(n)(x) with d/dx = f^(n+1)(x), in both modes. The derivatives call `BACKWARD` (read from
+    ctx._forward_cls, so that `_compiled`'s subclass calls its twin operator)."""
+
+    BACKWARD = ACTIVATION_BACKWARD
 
     @staticmethod
     def forward(x, name, params, order, exact, keyset):
@@ -337,20 +369,23 @@ class ActivationFunction(_Function):
 
     @staticmethod
     def backward(ctx, grad):
+        check_reverse_mode_not_nested()
         (x,) = ctx.saved_tensors
         if direct_call_allowed(grad, x):  # a first-order eager backward: the same kernel, without the dispatcher
             return _backward_kernel(grad, x, *ctx.arguments), None, None, None, None, None
-        return ACTIVATION_BACKWARD(grad, x, *ctx.arguments), None, None, None, None, None
+        return ctx._forward_cls.BACKWARD(grad, x, *ctx.arguments), None, None, None, None, None
 
     @staticmethod
     def jvp(ctx, tangent, *_):
         check_forward_mode_not_nested()
         (x,) = ctx.saved_tensors
-        return ACTIVATION_BACKWARD(tangent, x, *ctx.arguments)
+        return ctx._forward_cls.BACKWARD(tangent, x, *ctx.arguments)
 
 
 class BackwardFunction(_Function):
-    """grad * f^(n+1)(x): linear in grad, and d/dx = grad * f^(n+2)(x)."""
+    """grad * f^(n+1)(x): linear in grad, and d/dx = grad * f^(n+2)(x) (through `BACKWARD`)."""
+
+    BACKWARD = ACTIVATION_BACKWARD
 
     @staticmethod
     def forward(grad, x, name, params, order, exact, keyset):
@@ -366,10 +401,12 @@ class BackwardFunction(_Function):
 
     @staticmethod
     def backward(ctx, outer):
+        check_reverse_mode_not_nested()
         grad, x = ctx.saved_tensors
         name, params, order, exact = ctx.arguments
-        wrt_grad = ACTIVATION_BACKWARD(outer, x, *ctx.arguments) if ctx.needs_input_grad[0] else None
-        wrt_x = ACTIVATION_BACKWARD(outer * grad, x, name, params, order + 1, exact) if ctx.needs_input_grad[1] else None
+        backward = ctx._forward_cls.BACKWARD
+        wrt_grad = backward(outer, x, *ctx.arguments) if ctx.needs_input_grad[0] else None
+        wrt_x = backward(outer * grad, x, name, params, order + 1, exact) if ctx.needs_input_grad[1] else None
         return wrt_grad, wrt_x, None, None, None, None, None
 
     @staticmethod
@@ -377,11 +414,12 @@ class BackwardFunction(_Function):
         check_forward_mode_not_nested()
         grad, x = ctx.saved_tensors
         name, params, order, exact = ctx.arguments
+        backward = ctx._forward_cls.BACKWARD
         result = None
         if grad_tangent is not None:
-            result = ACTIVATION_BACKWARD(grad_tangent, x, *ctx.arguments)
+            result = backward(grad_tangent, x, *ctx.arguments)
         if x_tangent is not None:
-            result = _add(result, ACTIVATION_BACKWARD(grad * x_tangent, x, name, params, order + 1, exact))
+            result = _add(result, backward(grad * x_tangent, x, name, params, order + 1, exact))
         return result
 
 
@@ -452,6 +490,7 @@ class InplaceFunction(_Function):
 
     @staticmethod
     def backward(ctx, grad):
+        check_reverse_mode_not_nested()
         derivative, kept = ctx.saved_tensors
         if ctx.constants is not None:
             ratio, signed = ctx.constants
@@ -493,6 +532,7 @@ class ScaledByDerivative(_Function):
 
     @staticmethod
     def backward(ctx, outer):
+        check_reverse_mode_not_nested()
         grad, derivative, kept = ctx.saved_tensors
         wrt_grad = wrt_output = None
         if ctx.needs_input_grad[0]:
@@ -541,6 +581,7 @@ class TrainingFunction(_Function):
 
     @staticmethod
     def backward(ctx, grad, grad_derivative):
+        check_reverse_mode_not_nested()
         (derivative,) = ctx.saved_tensors
         result = None
         if grad is not None:
@@ -566,6 +607,7 @@ class SecondOrderGuard(_Function):
 
     @staticmethod
     def backward(ctx, outer):
+        check_reverse_mode_not_nested()
         if ctx.anchor_node is not None and torch._C._will_engine_execute_node(ctx.anchor_node):
             raise RuntimeError(DOUBLE_BACKWARD_INPLACE)
         return outer, None
@@ -579,28 +621,36 @@ def anchor_of(x):
     return corner.sum()
 
 
-def _activation_autograd(keyset, x, name, params, order=0, exact=False):
-    with enable_single_level_autograd_function():
-        return ActivationFunction.apply(x, name, params, order, exact, keyset)
+def autograd_kernels(activation_function, backward_function, inplace_function, inplace_operator):
+    """The Autograd kernels of an (activation, backward, in-place) operator triple from its autograd
+    Functions: these operators' own, and `_compiled`'s twins with theirs."""
+
+    def activation_autograd(keyset, x, name, params, order=0, exact=False):
+        with enable_single_level_autograd_function():
+            return activation_function.apply(x, name, params, order, exact, keyset)
+
+    def backward_autograd(keyset, grad, x, name, params, order=0, exact=False):
+        with enable_single_level_autograd_function():
+            return backward_function.apply(grad, x, name, params, order, exact, keyset)
+
+    def inplace_autograd(keyset, x, name, params, exact=False):
+        check_input(x)
+        check_inplace_allowed(x)
+        check_no_internal_overlap(x)
+        recording = torch.is_grad_enabled() and x.requires_grad
+        if not recording and torch.autograd.forward_ad.unpack_dual(x).tangent is None:  # nothing to differentiate
+            with torch._C._AutoDispatchBelowAutograd():
+                inplace_operator.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, exact)
+            return
+        anchor = anchor_of(x) if recording else x.new_zeros(())
+        with enable_single_level_autograd_function():
+            inplace_function.apply(x, anchor, name, params, exact, keyset, [])
+
+    return activation_autograd, backward_autograd, inplace_autograd
 
 
-def _backward_autograd(keyset, grad, x, name, params, order=0, exact=False):
-    with enable_single_level_autograd_function():
-        return BackwardFunction.apply(grad, x, name, params, order, exact, keyset)
-
-
-def _inplace_autograd(keyset, x, name, params, exact=False):
-    check_input(x)
-    check_inplace_allowed(x)
-    check_no_internal_overlap(x)
-    recording = torch.is_grad_enabled() and x.requires_grad
-    if not recording and torch.autograd.forward_ad.unpack_dual(x).tangent is None:  # nothing to differentiate
-        with torch._C._AutoDispatchBelowAutograd():
-            ACTIVATION_INPLACE.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, exact)
-        return
-    anchor = anchor_of(x) if recording else x.new_zeros(())
-    with enable_single_level_autograd_function():
-        InplaceFunction.apply(x, anchor, name, params, exact, keyset, [])
+_activation_autograd, _backward_autograd, _inplace_autograd = autograd_kernels(
+    ActivationFunction, BackwardFunction, InplaceFunction, ACTIVATION_INPLACE)
 
 
 _impl_if_absent("activation", _activation_autograd, "Autograd", with_keyset=True)
@@ -610,8 +660,11 @@ _impl_if_absent("activation_", _inplace_autograd, "Autograd", with_keyset=True)
 
 # --- decompositions into core ATen (run_decompositions, the ONNX exporters, ExecuTorch-style lowering) --
 # Python-dispatcher CompositeImplicitAutograd kernels: torch.export's decomposition table picks them
-# up for every graph that holds an operator, while the C++ dispatcher (eager mode), torch.compile,
-# make_fx and FakeTensorMode never see them and keep the operators themselves.
+# up for every graph that holds an operator. The C++ dispatcher (eager mode) never sees them, but every
+# Python tracer does: FakeTensorMode, make_fx's proxy mode and functionalization call
+# OpOverload.decompose on an operator that has one, so torch.compile's AOT tracing would compute this
+# decomposition instead of the kernels (float64 within 3 ulp, 16-bit Leaky ReLU rounded twice).
+# torch.compile therefore records the twin operators of `_compiled`, which have no such kernel.
 
 _CIA = torch._C.DispatchKey.CompositeImplicitAutograd
 
@@ -626,6 +679,6 @@ def _backward_decomposition(grad, x, name, params, order=0, exact=False):
     return _decompose.decompose_backward(spec_for(name, tuple(params)), order, grad, x)
 
 
-__all__ = ["LOADED_LIBRARY", "ACTIVATION", "ACTIVATION_BACKWARD", "ACTIVATION_INPLACE", "ActivationFunction", "BackwardFunction",
+__all__ = ["LOADED_LIBRARY", "ACTIVATION", "ACTIVATION_BACKWARD", "ACTIVATION_INPLACE", "NESTED_REVERSE_MODE", "autograd_kernels", "check_reverse_mode_not_nested", "ActivationFunction", "BackwardFunction",
            "InplaceFunction", "ScaledByDerivative", "SecondOrderGuard", "TrainingFunction", "anchor_of", "check_inplace_allowed", "check_input", "check_no_internal_overlap", "direct_call_allowed",
            "library_path", "spec_for", "unobserved"]

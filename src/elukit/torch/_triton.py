@@ -269,6 +269,7 @@ class _ActivationFunction(_ops._Function):
 
     @staticmethod
     def backward(ctx, grad):
+        _ops.check_reverse_mode_not_nested()
         (x,) = ctx.saved_tensors
         return activation_backward_op(grad, x, *ctx.arguments), None, None, None, None, None
 
@@ -296,6 +297,7 @@ class _BackwardFunction(_ops._Function):
 
     @staticmethod
     def backward(ctx, outer):
+        _ops.check_reverse_mode_not_nested()
         grad, x = ctx.saved_tensors
         name, params, order, exact = ctx.arguments
         wrt_grad = activation_backward_op(outer, x, *ctx.arguments) if ctx.needs_input_grad[0] else None
@@ -335,6 +337,7 @@ class _InplaceTangent(_ops._Function):
 
     @staticmethod
     def backward(ctx, grad):
+        _ops.check_reverse_mode_not_nested()
         raise RuntimeError("elukit: backward through an in-place Triton activation needs inplace=False or a call "
                            "with x requiring grad")
 
@@ -410,6 +413,7 @@ class _Inplace(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        _ops.check_reverse_mode_not_nested()
         derivative, anchor = ctx.saved_tensors
         gradient = grad * derivative
         if torch.is_grad_enabled() and anchor.requires_grad:

@@ -39,7 +39,7 @@ from typing import Any, Optional
 from elukit import constants
 from elukit._registry import get
 from elukit._spec import Activation
-from elukit.torch import _decompose, _kernels, _ops
+from elukit.torch import _compiled, _decompose, _kernels, _ops
 from elukit.torch._kernels import (QUANTITIES, evaluate, evaluate_order, gradient_times_derivative,
                                    round_to_odd_float32, times_magnitude, training_plan, use_compiled_kernels,
                                    use_fused_training, value_and_derivative, write_value_into)
@@ -171,6 +171,8 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
         if path == EXPORTING and not keeping_operators():  # artifacts hold core ATen ops (_decompose)
             return _decomposed(spec, x, inplace)
         values = list(spec.parameters.values())
+        if path == COMPILING:  # torch.compile: the twins without the export decomposition (_compiled)
+            return _compiled.call(x, spec.name, values, inplace, exact)
         if inplace:
             _ops.ACTIVATION_INPLACE(x, spec.name, values, exact)
             return x

@@ -5,7 +5,7 @@ from typing import Any, List  # noqa: UP035 - TorchScript reads typing.List, not
 
 from elukit._registry import get
 from elukit._spec import Activation as Spec
-from elukit.torch import _decompose, _ops, functional
+from elukit.torch import _compiled, _decompose, _ops, functional
 from elukit.torch._torch import torch
 
 nn = torch.nn
@@ -73,11 +73,8 @@ class Activation(nn.Module):
         path = functional.serving_path(x, self.inplace)
         if path == functional.NATIVE:  # the operator from C++: it checks x and the parameters
             return functional._NATIVE_CALL(x, self.name, self.parameter_values(), self.exact)
-        if path == functional.COMPILING:  # dynamo: the operators, no caches
-            if self.inplace:
-                torch.ops.elukit.activation_(x, self.name, self.parameter_values(), self.exact)
-                return x
-            return torch.ops.elukit.activation(x, self.name, self.parameter_values(), 0, self.exact)
+        if path == functional.COMPILING:  # dynamo: the twin operators, no caches, no decomposition
+            return _compiled.call(x, self.name, self.parameter_values(), self.inplace, self.exact)
         return functional.activation(x, self.spec, self.inplace, self.exact)  # eager, jit.trace, torch.export
 
     def _flags(self) -> str:
