@@ -4,8 +4,9 @@ Each case is a study a user can run: two seeds, a diverged study, an interrupted
 into one --out at once, and a rerun into the same --out."""
 
 import json
-import re
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -94,6 +95,9 @@ def test_two_studies_into_one_out_never_mix(tmp_path):
         lock = tmp_path / ".elukit.lock"
         while not (lock.exists() and lock.stat().st_size) and time.monotonic() < deadline:
             time.sleep(0.1)
+        # paused while the second one runs, so that it cannot finish (and free the lock) first: on a
+        # loaded machine it sometimes did, in the seconds the second process takes to import torch
+        os.kill(first.pid, signal.SIGSTOP)
         second = subprocess.run([sys.executable, "-m", "elukit.cli.app", "compare", *SMALL, "--out", str(tmp_path),
                                  "--seeds", "2", "--epochs", "2", "--activations", "elu"],
                                 capture_output=True, text=True, timeout=300)
@@ -102,6 +106,7 @@ def test_two_studies_into_one_out_never_mix(tmp_path):
         assert len(lines) == 1 and f"in use by another elukit process (pid {first.pid}" in lines[0]
         assert "--activations relu" in lines[0]
     finally:
+        os.kill(first.pid, signal.SIGCONT)
         out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert str(tmp_path / "report" / "report.html") in out
