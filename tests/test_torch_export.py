@@ -113,7 +113,7 @@ def test_autograd_through_the_decomposition_gives_the_exact_derivatives(spec, dt
 
 
 @pytest.mark.parametrize("name, params", [("relu", {}), ("leaky_relu", {"slope": 0.1}), ("leaky_relu", {"slope": 0.01}),
-                                          ("leaky_relu", {"slope": 0.3})])
+                                          ("leaky_relu", {"slope": 0.3}), ("leaky_relu", {"slope": 2.99999995})])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
 def test_piecewise_linear_decomposition_is_exact_with_the_sign_of_zero(name, params, dtype):
     """Exact in every dtype: narrower than float64, the product is formed as a float64 sum and its
@@ -129,6 +129,24 @@ def test_piecewise_linear_decomposition_is_exact_with_the_sign_of_zero(name, par
         assert_within_ulps(got, wanted, 0)
         number = ~wanted.isnan()  # a NaN's sign bit is no value (bfloat16's eager kernels return +NaN)
         assert torch.equal(got.isnan(), wanted.isnan()) and torch.equal(got.signbit()[number], wanted.signbit()[number])
+
+
+@pytest.mark.parametrize("dtype, x, slope", [(torch.float16, -21840.0, 2.99999995),
+                                              (torch.bfloat16, -2.0 ** 127, (2 - 2 ** -8) - 2 ** -30),
+                                              (torch.float32, -2.6767726300346975e38, 1.271241169166179)], ids=str)
+def test_leaky_relu_decomposition_rounds_at_the_overflow_threshold(dtype, x, slope):
+    """Regression: where x * slope lies just inside the midpoint between the largest finite number
+    and the next power of two, the decomposition gave -inf (the midpoint test read inf's neighbour as
+    inf); eager elukit, and now the decomposition, give the largest finite number. Also through
+    jit.trace and an exported program."""
+    spec = elukit.get("leaky_relu", slope=slope)
+    t = torch.tensor([x, -x], dtype=dtype)
+    wanted = EF.evaluate_order(spec, 0, t)
+    assert wanted[0] == -torch.finfo(dtype).max
+    assert torch.equal(_decompose.decompose(spec, 0, t), wanted)
+    module = Activation("leaky_relu", slope=slope)
+    assert torch.equal(torch.jit.trace(module, (t,))(t), wanted)
+    assert torch.equal(torch.export.export(module, (t,)).run_decompositions().module()(t), wanted)
 
 
 def test_celu_value_with_a_divisor_below_one_keeps_the_float64_bound():

@@ -209,6 +209,58 @@ def test_the_backward_operator_names_grad(framework):
         assert "grad must be a real floating-point tensor" in str(error.value) or "complex" in str(error.value)
 
 
+_IN_PLACE_WITH_THE_LIBRARY_ALONE = """
+import sys
+import torch
+torch.ops.load_library(sys.argv[1])
+def train(x):
+    h = x * 1.0
+    torch.ops.elukit.activation_(h, "elu", [1.0], False)
+    h.sum().backward()
+    return x.grad.tolist()
+x = torch.tensor([-2.0, 2.0], requires_grad=True)
+try:
+    print("grad", train(x))
+except RuntimeError as error:
+    print("refused", "import elukit.torch" in str(error))
+with torch.no_grad():
+    y = torch.tensor([-2.0, 2.0])
+    torch.ops.elukit.activation_(y, "elu", [1.0], False)
+print("inference", y.tolist())
+import elukit.torch
+print("imported", train(torch.tensor([-2.0, 2.0], requires_grad=True)))
+"""
+
+
+@needs_library
+def test_in_place_training_with_the_library_alone_is_refused_not_the_identity():
+    """Regression: in a process that had loaded the operator library but not elukit.torch, autograd's
+    fallback let the in-place operator through as the identity (gradient [1, 1] for ELU at [-2, 2],
+    forward-mode tangents likewise). It now raises naming `import elukit.torch`; inference in place
+    runs; after the import the Python autograd serves (f'(-2) = e^-2)."""
+    result = subprocess.run([sys.executable, "-c", _IN_PLACE_WITH_THE_LIBRARY_ALONE, et.library_path()],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "refused True"
+    assert lines[1] == f"inference {[torch.expm1(torch.tensor(-2.0)).item(), 2.0]}"
+    assert lines[2] == f"imported {[torch.exp(torch.tensor(-2.0)).item(), 1.0]}"
+
+
+@pytest.mark.parametrize("order", [-1, -2, -5])
+@pytest.mark.parametrize("operator", ["activation", "activation_backward"])
+def test_a_negative_order_is_refused_by_every_kernel(operator, order):
+    """Regression: the C++ backward kernel took order -1 as f itself (ignoring grad) and -2 as
+    grad * f'; the Python ones raised unrelated errors or returned a value (order -2). The real,
+    meta and fake kernels now refuse it in one line."""
+    x = torch.tensor([-2.0, -0.5, 0.5, 2.0], dtype=torch.float64)
+    call = getattr(torch.ops.elukit, operator)
+    arguments = (x, "elu", [1.0], order) if operator == "activation" else (torch.ones_like(x), x, "elu", [1.0], order)
+    for device in ("cpu", "meta"):
+        with pytest.raises(ValueError, match=f"order must be >= 0, got {order}"):
+            call(*[a.to(device) if isinstance(a, torch.Tensor) else a for a in arguments])
+
+
 def test_library_path_names_the_file_or_the_build_command():
     if _ops.LOADED_LIBRARY is None and _ops._library_file() is None:
         with pytest.raises(ImportError, match="no-build-isolation"):

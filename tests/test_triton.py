@@ -322,12 +322,14 @@ _REVERSE_ROUTES = {
     "grad(vjp)": lambda f, x: torch.func.grad(
         lambda u: torch.func.vjp(lambda v: f(v).sum(), u)[1](torch.ones((), dtype=u.dtype))[0].sum())(x),
     "hessian": lambda f, x: torch.func.hessian(lambda v: f(v).sum())(x).diagonal(),
+    "jvp(grad)": lambda f, x: torch.func.jvp(torch.func.grad(lambda v: f(v).sum()), (x,), (torch.ones_like(x),))[1],
+    "jacfwd(grad)": lambda f, x: torch.func.jacfwd(torch.func.grad(lambda v: f(v).sum()))(x).diagonal(),
 }
 """
 _namespace: dict = {}
 exec(_ROUTES_SOURCE, _namespace)
 _REVERSE_ROUTES = _namespace["_REVERSE_ROUTES"]
-_REFUSED = ("grad(grad)", "jacrev(grad)", "vjp(grad)", "vmap(grad(grad))")  # an inner grad while an outer one is live
+_REFUSED = ("grad(grad)", "jacrev(grad)", "vjp(grad)", "vmap(grad(grad))", "jvp(grad)", "jacfwd(grad)")  # an inner grad inside
 
 
 @pytest.mark.parametrize("route", list(_REVERSE_ROUTES))

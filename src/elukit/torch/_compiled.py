@@ -113,6 +113,7 @@ _LIBRARY.impl("activation_fused_compiled", _at_run_time(_fused_kernel), "Composi
 def _activation_fake(x, name, params, order=0, exact=False):
     _ops.check_input(x)
     _ops.spec_for(name, tuple(params))
+    _ops.check_order(order)
     return torch.empty_like(x)
 
 
@@ -121,6 +122,7 @@ def _backward_fake(grad, x, name, params, order=0, exact=False):
     _ops.check_input(x)
     _ops.check_input(grad, "grad")
     _ops.spec_for(name, tuple(params))
+    _ops.check_order(order)
     return torch.empty_like(x)
 
 

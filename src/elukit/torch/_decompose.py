@@ -39,6 +39,9 @@ are not TorchScript, so a *scripted* module with them keeps elukit's operator (a
 
 from __future__ import annotations
 
+from typing import Tuple  # noqa: UP035 - TorchScript reads typing.Tuple
+
+
 from elukit._spec import Activation
 from elukit.torch._torch import torch
 
@@ -144,6 +147,15 @@ def _narrow_product(w: torch.Tensor, c: float) -> tuple[torch.Tensor, torch.Tens
     return p, torch.where(torch.isfinite(e), e, 0.0)
 
 
+def _largest_and_half_ulp(dtype: torch.dtype) -> Tuple[float, float]:
+    """`dtype`'s largest finite number and half its ulp there (written out: TorchScript has no finfo)."""
+    if dtype == torch.float16:
+        return 65504.0, 16.0
+    if dtype == torch.bfloat16:
+        return 3.3895313892515355e38, 2.0 ** 119
+    return 3.4028234663852886e38, 2.0 ** 103  # float32
+
+
 def _off_midpoints(value: torch.Tensor, error: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """`value` (a wider dtype), moved where needed so that rounding it to `dtype` gives value + error
     rounded once (|error| below half an ulp of value; only its sign is read).
@@ -152,13 +164,21 @@ def _off_midpoints(value: torch.Tensor, error: torch.Tensor, dtype: torch.dtype)
     numbers and error != 0: ties-to-even may then pick the neighbour on the wrong side. There the
     result is the quarter point towards the error's side, which rounds to that neighbour. The
     midpoint test: h = value rounded, other = 2*value - h is exact, and it is a `dtype` number only
-    at a midpoint (elsewhere it lies strictly between two)."""
+    at a midpoint (elsewhere it lies strictly between two). It is formed as value + (value - h): as
+    2*value - h it overflowed the wide dtype above half its range (bfloat16 in float32: Leaky
+    ReLU(2.99999995) misrounded at -5.9e37)."""
     wide = value.dtype
     nearest = value.to(dtype).to(wide)
-    other = value * 2.0 - nearest
+    other = value + (value - nearest)  # 2*value - nearest, exact; value * 2.0 overflowed above max/2
     midpoint = (nearest != value) & (other.to(dtype).to(wide) == other) & torch.isfinite(other) & (error != 0)
     side = torch.where(error > 0, torch.maximum(nearest, other), torch.minimum(nearest, other))
-    return torch.where(midpoint, (value + side) * 0.5, value)
+    value = torch.where(midpoint, value + (side - value) * 0.5, value)  # (value + side) / 2 overflowed
+    # The midpoint between `dtype`'s largest finite number and the next power of two rounds to inf, and
+    # `other` is then inf too, so the test above misses it: where the error points towards zero the
+    # result is the largest finite number (float16 Leaky ReLU(2.99999995) at -21840 gave -inf).
+    largest, half_ulp = _largest_and_half_ulp(dtype)
+    towards_zero = (value.abs() == largest + half_ulp) & (error != 0) & ((error < 0) != (value < 0))
+    return torch.where(towards_zero, value - torch.sign(value) * (half_ulp / 2), value)
 
 
 def _round_once(product: torch.Tensor, error: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -19,9 +19,12 @@
 // - Autograd kernels of activation and activation_backward: backward is activation_backward one
 //   order up, itself differentiable, so every order of reverse mode is exact; forward-mode AD is
 //   computed the same way (tangent * f^(n+1)(x)), as native operators do it.
-// - ADInplaceOrView of activation_ (the version counter); its Autograd kernel is elukit's Python
-//   one (it saves f'(x) and needs no x: `_ops.InplaceFunction`), so in-place *training* needs
-//   elukit.torch; in-place inference does not.
+// - ADInplaceOrView of activation_ (the version counter), and an Autograd kernel that serves only
+//   calls with nothing to differentiate and raises otherwise: the in-place derivative is elukit's
+//   Python (it saves f'(x) and needs no x: `_ops.InplaceFunction`), which replaces this kernel when
+//   elukit.torch is imported. So in-place *training* needs elukit.torch; in-place inference does
+//   not. (Without this kernel autograd's fallback let the in-place call through as the identity:
+//   a process that had loaded the library alone trained an in-place ELU with gradient 1.)
 // Meta/fake kernels, vmap rules, the other devices and the export decomposition are elukit.torch's
 // Python (`_ops.py` defines and registers whatever this library did not).
 
@@ -278,6 +281,7 @@ Tensor backward_cpu(const Tensor &grad, const Tensor &x, c10::string_view name, 
                     int64_t order, bool exact) {
     check_input(x, "x");
     check_input(grad, "grad");
+    TORCH_CHECK_VALUE(order >= 0, "order must be >= 0, got ", order);
     if (auto plan = served(x, name, params, order + 1)) {
         // elukit.torch._kernels.gradient_times_derivative: one pass where grad has x's dtype
         Tensor gradient = grad.sizes() == x.sizes() ? grad : grad.expand_as(x);
@@ -444,6 +448,17 @@ void inplace_or_view(c10::DispatchKeySet keys, const Tensor &x, c10::string_view
     inplace_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, x, name, params, exact);
 }
 
+// activation_'s Autograd kernel where elukit's Python has not replaced it (see the header).
+void inplace_autograd(c10::DispatchKeySet keys, const Tensor &x, c10::string_view name, c10::ArrayRef<double> params,
+                      bool exact) {
+    const bool recording = at::GradMode::is_enabled() && x.requires_grad();
+    TORCH_CHECK(!recording && !x._fw_grad(/*level=*/0).defined(),
+                "elukit: differentiating the in-place elukit::activation_ needs elukit's Python autograd, which "
+                "this process has not loaded: import elukit.torch first, or use the out-of-place operator");
+    at::AutoDispatchBelowAutograd guard;
+    inplace_op().redispatch(keys & c10::after_autograd_keyset, x, name, params, exact);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(elukit, m) {
@@ -469,6 +484,7 @@ TORCH_LIBRARY_IMPL(elukit, CompositeExplicitAutogradNonFunctional, m) {
 TORCH_LIBRARY_IMPL(elukit, Autograd, m) {
     m.impl("activation", torch::CppFunction::makeFromUnboxedFunction(&activation_autograd));
     m.impl("activation_backward", torch::CppFunction::makeFromUnboxedFunction(&backward_autograd));
+    m.impl("activation_", torch::CppFunction::makeFromUnboxedFunction(&inplace_autograd));
 }
 
 TORCH_LIBRARY_IMPL(elukit, ADInplaceOrView, m) {

@@ -136,6 +136,17 @@ def _impl_if_absent(name: str, kernel, key: str, with_keyset: bool = False) -> N
     if not torch._C._dispatch_has_kernel_for_dispatch_key(f"{_NAMESPACE}::{name}", key):
         _LIBRARY.impl(name, kernel, key, with_keyset=with_keyset)
 
+def _impl_replacing_the_library(name: str, kernel, key: str, with_keyset: bool = False) -> None:
+    """Register `kernel` for (operator `name`, dispatch `key`), replacing the C++ library's kernel
+    there (activation_'s Autograd kernel, which refuses to differentiate: the derivative is this
+    Python one). The dispatcher warns once that a kernel is overridden; that is the intent here."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
+        _LIBRARY.impl(name, kernel, key, with_keyset=with_keyset)
+
+
 ACTIVATION = torch.ops.elukit.activation.default
 ACTIVATION_BACKWARD = torch.ops.elukit.activation_backward.default
 ACTIVATION_INPLACE = torch.ops.elukit.activation_.default
@@ -198,14 +209,22 @@ def direct_call_allowed(*tensors: torch.Tensor) -> bool:
 
 # --- real kernels ---------------------------------------------------------------------------------
 
+def check_order(order: int) -> None:
+    """ValueError unless `order` (the derivative's order, 0: f itself) is >= 0."""
+    if order < 0:
+        raise ValueError(f"order must be >= 0, got {order}")
+
+
 def _activation_kernel(x, name, params, order=0, exact=False):
     check_input(x)
+    check_order(order)
     return _kernels.evaluate_order(spec_for(name, tuple(params)), order, x, exact)
 
 
 def _backward_kernel(grad, x, name, params, order=0, exact=False):
     check_input(x)
     check_input(grad, "grad")
+    check_order(order)
     return _kernels.gradient_times_derivative(spec_for(name, tuple(params)), order + 1, x, grad, exact)
 
 
@@ -227,6 +246,7 @@ _LIBRARY.impl("activation_", _inplace_kernel, "CompositeExplicitAutograd")
 def _activation_fake(x, name, params, order=0, exact=False):
     check_input(x)
     spec_for(name, tuple(params))
+    check_order(order)
     return torch.empty_like(x)
 
 
@@ -235,6 +255,7 @@ def _backward_fake(grad, x, name, params, order=0, exact=False):
     check_input(x)
     check_input(grad, "grad")
     spec_for(name, tuple(params))
+    check_order(order)
     return torch.empty_like(x)
 
 
@@ -318,26 +339,29 @@ def check_forward_mode_not_nested() -> None:
 
 
 NESTED_REVERSE_MODE = (
-    "elukit: torch.func.grad inside another reverse-mode transform (grad(grad(f)), jacrev(grad(f)), "
-    "vjp(grad(f)), also under torch.compile) is not supported by elukit's Python autograd nodes: the outer "
-    "derivative would be silently zero. Use jacrev(jacrev(f)) or torch.func.hessian(f), or eager mode with "
+    "elukit: torch.func.grad inside another derivative transform (grad(grad(f)), jacrev(grad(f)), "
+    "vjp(grad(f)), jvp(grad(f)), jacfwd(grad(f)), also under torch.compile) is not supported by elukit's "
+    "Python autograd nodes: the outer derivative would be silently zero. Use jacrev(jacrev(f)) or "
+    "torch.func.hessian(f), or eager mode with "
     "elukit's C++ operator library (built by `pip install --no-build-isolation .` with torch installed; "
     "elukit.torch.library_path() says whether it is)")
 
 
 def check_reverse_mode_not_nested() -> None:
-    """Raise where a backward rule runs while two torch.func Grad levels are live, i.e. an inner
-    ``torch.func.grad`` differentiates inside an outer grad/vjp/jacrev: the outer level then never sees
-    the operators these rules call (measured: grad(grad(elu)), jacrev(grad(elu)), vjp(grad(elu)) and
-    vmap(grad(grad(elu))) gave zeros for x < 0, in eager mode without the C++ library and under
+    """Raise where a backward rule runs while a torch.func Grad level and another derivative level
+    (Grad or Jvp) are live, i.e. an inner ``torch.func.grad`` differentiates inside an outer
+    grad/vjp/jacrev/jvp/jacfwd: the outer level then never sees the operators these rules call
+    (measured: grad(grad(elu)), jacrev(grad(elu)), vjp(grad(elu)), vmap(grad(grad(elu))), jvp(grad(elu))
+    and jacfwd(grad(elu)) gave zeros for x < 0, in eager mode without the C++ library and under
     torch.compile). jacrev(jacrev(f)), grad(jacrev(f)), grad(vjp(f)) and hessian run their inner
     backward after the inner level has exited, and are right."""
     if not torch._C._are_functorch_transforms_active():
         return
     from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
-    grad = torch._C._functorch.TransformType.Grad
-    if sum(i.key() == grad for i in retrieve_all_functorch_interpreters()) >= 2:
+    kinds = [i.key() for i in retrieve_all_functorch_interpreters()]
+    grad, jvp = torch._C._functorch.TransformType.Grad, torch._C._functorch.TransformType.Jvp
+    if grad in kinds and kinds.count(grad) + kinds.count(jvp) >= 2:
         raise NotImplementedError(NESTED_REVERSE_MODE)
 
 
@@ -655,7 +679,7 @@ _activation_autograd, _backward_autograd, _inplace_autograd = autograd_kernels(
 
 _impl_if_absent("activation", _activation_autograd, "Autograd", with_keyset=True)
 _impl_if_absent("activation_backward", _backward_autograd, "Autograd", with_keyset=True)
-_impl_if_absent("activation_", _inplace_autograd, "Autograd", with_keyset=True)
+_impl_replacing_the_library("activation_", _inplace_autograd, "Autograd", with_keyset=True)
 
 
 # --- decompositions into core ATen (run_decompositions, the ONNX exporters, ExecuTorch-style lowering) --
@@ -679,6 +703,6 @@ def _backward_decomposition(grad, x, name, params, order=0, exact=False):
     return _decompose.decompose_backward(spec_for(name, tuple(params)), order, grad, x)
 
 
-__all__ = ["LOADED_LIBRARY", "ACTIVATION", "ACTIVATION_BACKWARD", "ACTIVATION_INPLACE", "NESTED_REVERSE_MODE", "autograd_kernels", "check_reverse_mode_not_nested", "ActivationFunction", "BackwardFunction",
+__all__ = ["LOADED_LIBRARY", "ACTIVATION", "ACTIVATION_BACKWARD", "ACTIVATION_INPLACE", "NESTED_REVERSE_MODE", "autograd_kernels", "check_order", "check_reverse_mode_not_nested", "ActivationFunction", "BackwardFunction",
            "InplaceFunction", "ScaledByDerivative", "SecondOrderGuard", "TrainingFunction", "anchor_of", "check_inplace_allowed", "check_input", "check_no_internal_overlap", "direct_call_allowed",
            "library_path", "spec_for", "unobserved"]
