@@ -261,6 +261,19 @@ def test_a_negative_order_is_refused_by_every_kernel(operator, order):
             call(*[a.to(device) if isinstance(a, torch.Tensor) else a for a in arguments])
 
 
+@pytest.mark.parametrize("flags", [{"exact": "no"}, {"exact": 1}, {"exact": []}, {"inplace": "yes"}], ids=str)
+@pytest.mark.parametrize("function", ["elu", "selu", "celu", "activation"])
+def test_non_bool_flags_are_one_line_on_every_path(function, flags):
+    """Found in review: on the C++ fast path exact="no" gave pybind's multi-line "incompatible
+    function arguments", and without the library it was taken as true. Now one line, as the
+    modules already said it, with and without the library."""
+    call = getattr(et.functional, function)
+    x = torch.randn(4)
+    with pytest.raises(TypeError, match="inplace and exact must be bools") as error:
+        call(x, "elu", **flags) if function == "activation" else call(x, **flags)
+    assert "\n" not in str(error.value)
+
+
 def test_library_path_names_the_file_or_the_build_command():
     if _ops.LOADED_LIBRARY is None and _ops._library_file() is None:
         with pytest.raises(ImportError, match="no-build-isolation"):

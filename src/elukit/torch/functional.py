@@ -154,6 +154,8 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
     tensors under ``TRITON_INTERPRET=1``; ELU family and piecewise-linear specs): the same bits as
     the CPU kernels, one pass over memory.
     """
+    if type(inplace) is not bool or type(exact) is not bool:  # as the modules check them
+        raise TypeError(f"inplace and exact must be bools, got inplace={inplace!r}, exact={exact!r}")
     if backend is not None:
         return _with_backend(x, spec, inplace, exact, backend, params)
     path = serving_path(x, inplace)
@@ -287,7 +289,8 @@ def elu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool 
     saved script needs no elukit; `exact` has no effect there."""
     if torch.jit.is_scripting():
         return _script_result(x, _decompose.exponential_linear(x, 1.0, _script_alpha(alpha), 1.0, 0), inplace)
-    if backend is None and not inplace and type(alpha) in _PLAIN_NUMBERS and serving_path(x) == NATIVE:
+    if (backend is None and inplace is False and type(exact) is bool and type(alpha) in _PLAIN_NUMBERS
+            and serving_path(x) == NATIVE):
         return _NATIVE_CALL(x, "elu", [alpha], exact)  # the operator checks x and alpha (C++, else the spec)
     return activation(x, "elu", inplace, exact, backend, alpha=alpha)  # TorchScript skips what follows is_scripting()
 
@@ -297,7 +300,7 @@ def selu(x: torch.Tensor, inplace: bool = False, exact: bool = False, backend: O
     if torch.jit.is_scripting():
         values = _decompose.exponential_linear(x, constants.SELU_SCALE, constants.SELU_ALPHA, 1.0, 0)  # the spec's form
         return _script_result(x, values, inplace)
-    if backend is None and not inplace and serving_path(x) == NATIVE:
+    if backend is None and inplace is False and type(exact) is bool and serving_path(x) == NATIVE:
         return _NATIVE_CALL(x, "selu", _SELU_VALUES, exact)
     return activation(x, "selu", inplace, exact, backend)
 
@@ -308,7 +311,8 @@ def celu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool
     if torch.jit.is_scripting():
         alpha = _script_alpha(alpha)
         return _script_result(x, _decompose.exponential_linear(x, 1.0, alpha, alpha, 0), inplace)
-    if backend is None and not inplace and type(alpha) in _PLAIN_NUMBERS and serving_path(x) == NATIVE:
+    if (backend is None and inplace is False and type(exact) is bool and type(alpha) in _PLAIN_NUMBERS
+            and serving_path(x) == NATIVE):
         return _NATIVE_CALL(x, "celu", [alpha], exact)
     return activation(x, "celu", inplace, exact, backend, alpha=alpha)
 
