@@ -41,7 +41,6 @@ from __future__ import annotations
 
 from typing import Tuple  # noqa: UP035 - TorchScript reads typing.Tuple
 
-
 from elukit._spec import Activation
 from elukit.torch._torch import torch
 
