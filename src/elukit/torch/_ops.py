@@ -13,12 +13,13 @@ registry, so traced, scripted and exported graphs hold plain operator calls.
 
 Where elukit was built with torch installed, its C++ operator library (`_operators.cpp`, libtorch
 alone, no Python; `library_path`) defines the operators and registers their CPU kernels for the
-specs with compiled kernels, the autograd kernels of ``activation`` and ``activation_backward`` and
-the version counter of ``activation_``; this module loads it (`LOADED_LIBRARY`; not with
-``ELUKIT_TORCH_NATIVE_OPS=0``) and then defines and registers only what it did not (`_impl_if_absent`):
-the kernels of the other devices, specs and dtypes (CompositeExplicitAutograd, which the C++
-kernels call where they do not serve), the fake kernels, the vmap rules, the autograd of
-``activation_`` and the export decomposition. Without the library, everything below serves.
+specs with compiled kernels, the autograd kernels of the three operators and the version counter
+of ``activation_``; this module loads it (`LOADED_LIBRARY`; not with ``ELUKIT_TORCH_NATIVE_OPS=0``)
+and then defines and registers only what it did not (`_impl_if_absent`): the kernels of the other
+devices, specs and dtypes (CompositeExplicitAutograd, which the C++ kernels call where they do not
+serve), the fake kernels, the vmap rules and the export decomposition. Without the library,
+everything below serves (the autograd Functions compute what the C++ autograd kernels compute, with
+the same bits).
 
 Each operator has a real kernel for every device (`functional.evaluate_order`), a fake kernel
 (meta tensors, FakeTensorMode, torch.compile, torch.export), a vmap rule (elementwise: the
@@ -134,16 +135,6 @@ def _impl_if_absent(name: str, kernel, key: str, with_keyset: bool = False) -> N
     """Register `kernel` for (operator `name`, dispatch `key`) unless a kernel is there already
     (the C++ library's)."""
     if not torch._C._dispatch_has_kernel_for_dispatch_key(f"{_NAMESPACE}::{name}", key):
-        _LIBRARY.impl(name, kernel, key, with_keyset=with_keyset)
-
-def _impl_replacing_the_library(name: str, kernel, key: str, with_keyset: bool = False) -> None:
-    """Register `kernel` for (operator `name`, dispatch `key`), replacing the C++ library's kernel
-    there (activation_'s Autograd kernel, which refuses to differentiate: the derivative is this
-    Python one). The dispatcher warns once that a kernel is overridden; that is the intent here."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
         _LIBRARY.impl(name, kernel, key, with_keyset=with_keyset)
 
 
@@ -365,6 +356,25 @@ def check_reverse_mode_not_nested() -> None:
         raise NotImplementedError(NESTED_REVERSE_MODE)
 
 
+INPLACE_UNDER_REVERSE_TRANSFORM = (
+    "elukit: torch.func's reverse mode (grad, vjp, jacrev, hessian) through an in-place activation "
+    "(inplace=True) needs elukit's C++ operator library, which this process has not loaded (built by "
+    "`pip install --no-build-isolation .` with torch installed; not with ELUKIT_TORCH_NATIVE_OPS=0): "
+    "use inplace=False there")
+
+
+def check_inplace_not_under_reverse_transform() -> None:
+    """Raise where the Python in-place autograd (`InplaceFunction`) would run under a torch.func Grad
+    level: its backward applies single-level Functions there, which PyTorch refuses with an INTERNAL
+    ASSERT (grad, jacrev, hessian, vmap(grad) all did). Forward mode alone (jvp, jacfwd) is right."""
+    if not torch._C._are_functorch_transforms_active():
+        return
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    if any(i.key() == torch._C._functorch.TransformType.Grad for i in retrieve_all_functorch_interpreters()):
+        raise NotImplementedError(INPLACE_UNDER_REVERSE_TRANSFORM)
+
+
 def _add(first, second):
     if first is None:
         return second
@@ -472,7 +482,9 @@ def _on_the_left_branch(derivative: torch.Tensor, output: torch.Tensor, signed: 
 
 
 class InplaceFunction(_Function):
-    """x <- f(x), saving f'(x) (computed before the write) for the derivatives.
+    """x <- f(x), saving f'(x) (computed before the write) for the derivatives: the in-place
+    operator's autograd where the C++ operator library is not loaded (its C++ kernel computes the
+    same, `_operators.cpp`), and of `_compiled`'s twin.
 
     For the ELU and piecewise-linear families f'(x) is saved with the output f(x) (x's own memory)
     and every derivative follows from them (`ScaledByDerivative`, `branch_constants`), as PyTorch's
@@ -666,6 +678,7 @@ def autograd_kernels(activation_function, backward_function, inplace_function, i
             with torch._C._AutoDispatchBelowAutograd():
                 inplace_operator.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, exact)
             return
+        check_inplace_not_under_reverse_transform()
         anchor = anchor_of(x) if recording else x.new_zeros(())
         with enable_single_level_autograd_function():
             inplace_function.apply(x, anchor, name, params, exact, keyset, [])
@@ -679,7 +692,7 @@ _activation_autograd, _backward_autograd, _inplace_autograd = autograd_kernels(
 
 _impl_if_absent("activation", _activation_autograd, "Autograd", with_keyset=True)
 _impl_if_absent("activation_backward", _backward_autograd, "Autograd", with_keyset=True)
-_impl_replacing_the_library("activation_", _inplace_autograd, "Autograd", with_keyset=True)
+_impl_if_absent("activation_", _inplace_autograd, "Autograd", with_keyset=True)
 
 
 # --- decompositions into core ATen (run_decompositions, the ONNX exporters, ExecuTorch-style lowering) --
