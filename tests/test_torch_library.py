@@ -463,3 +463,49 @@ def test_a_libtorch_program_dlopens_the_library_and_runs_a_script(framework, tmp
     result = subprocess.run([str(tmp_path / "main"), library, str(tmp_path / "model.pt")], capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0 and result.stdout.strip() == "same bits", result.stdout + result.stderr[-2000:]
+
+
+def _in_place_results(call, x, grad, second):
+    leaf = x.clone().requires_grad_()
+    y = call(leaf * 1.0)
+    (first,) = torch.autograd.grad(y, leaf, grad, create_graph=second)
+    results = [y.detach(), first.detach()]
+    if second:
+        (derivative,) = torch.autograd.grad(first, leaf, grad)
+        results.append(derivative)
+    return results
+
+
+@needs_library
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("spec", ["elu", "selu", "celu", "relu", "leaky_relu", "gelu"])
+def test_in_place_autograd_in_cpp_gives_the_python_bits(spec, dtype):
+    """activation_'s C++ autograd kernel against elukit's Python one (`_ops.InplaceFunction`, what
+    serves without the library): f, grad * f' (a random grad, and a transposed view) and the second
+    derivative, bit for bit, exact=False and True, special values included; GELU's second derivative
+    in place is refused by both. The C++ values are also the kernels' own (evaluate_order)."""
+    parameters = {"elu": {"alpha": 0.7}, "celu": {"alpha": 3.0}, "leaky_relu": {"slope": 0.2}}.get(spec, {})
+    bound = get(spec, **parameters)
+    values = list(bound.parameters.values())
+    generator = torch.Generator().manual_seed(1)
+    x = torch.cat([torch.randn(58, generator=generator, dtype=torch.float64) * 6,
+                   torch.tensor([0.0, -0.0, float("inf"), -float("inf"), -1e-310, 1e-310], dtype=torch.float64)])
+    x = x.to(dtype).reshape(8, 8).t()  # a view that is not contiguous
+    grad = torch.randn(8, 8, generator=generator, dtype=torch.float64).to(dtype)
+    second = bound.exponential_linear_form() is not None or bound.linear_branches_form() is not None
+    for exact in (False, True):
+        cpp = _in_place_results(lambda t: torch.ops.elukit.activation_(t, spec, values, exact) or t, x, grad, second)
+        python = _in_place_results(lambda t: _ops.InplaceFunction.apply(t, _ops.anchor_of(t), spec, values, exact,
+                                                                         None, []), x, grad, second)
+        for a, b in zip(cpp, python):
+            assert torch.equal(a.view(torch.int16 if dtype.itemsize == 2 else torch.int32 if dtype.itemsize == 4
+                                      else torch.int64), b.view(torch.int16 if dtype.itemsize == 2 else
+                                                                  torch.int32 if dtype.itemsize == 4 else torch.int64))
+        assert torch.equal(cpp[0], et.functional.evaluate_order(bound, 0, x, exact))
+        if not second:
+            leaf = x.clone().requires_grad_()
+            y = leaf * 1.0
+            torch.ops.elukit.activation_(y, spec, values, exact)
+            (first,) = torch.autograd.grad(y, leaf, grad, create_graph=True)
+            with pytest.raises(RuntimeError, match="inplace=False"):
+                torch.autograd.grad(first.sum(), leaf)

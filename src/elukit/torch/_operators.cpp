@@ -565,11 +565,11 @@ bool plain(const Tensor &t) {
 
 Tensor magnitude(const Tensor &derivative, bool is_signed) { return is_signed ? derivative.abs() : derivative; }
 
-// grad * |f'(x)| (grad * f'(x) unsigned), one rounding: one pass of the kernels where grad is laid out
-// like the saved f'(x) or is one value broadcast (what sum().backward() hands in), else ATen (the
-// same bits).
+// grad * |f'(x)| (grad * f'(x) unsigned: other specs' f' may be negative), one rounding: one pass of the
+// kernels where grad is laid out like the saved f'(x) or is one value broadcast (what sum().backward()
+// hands in), else ATen (the same bits).
 Tensor times_derivative(const Tensor &grad, const Tensor &derivative, bool is_signed) {
-    if (compiled_dtype(derivative) && grad.scalar_type() == derivative.scalar_type() && plain(grad) &&
+    if (is_signed && compiled_dtype(derivative) && grad.scalar_type() == derivative.scalar_type() && plain(grad) &&
         plain(derivative) && grad.sizes() == derivative.sizes() && derivative.is_non_overlapping_and_dense()) {
         bool broadcast = true;
         for (auto stride : grad.strides()) broadcast = broadcast && stride == 0;
