@@ -185,7 +185,7 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
             _ops.check_inplace_allowed(x)
             _ops.check_no_internal_overlap(x)
             if torch.is_grad_enabled() and x.requires_grad:
-                _ops.InplaceFunction.apply(x, _ops.anchor_of(x), name, values, exact, None, [])
+                _ops.InplaceFunction.apply(x, x.clone(), name, values, exact, None, None, _ops.ACTIVATION_BACKWARD)
                 return x
             if x.is_inference() and not torch.is_inference_mode_enabled():
                 _ops.ACTIVATION_INPLACE(x, name, values, exact)  # raises PyTorch's inference-tensor error
