@@ -151,26 +151,7 @@ _LIBRARY.impl("activation_compiled_", _ops.inplace_or_view_kernel(ACTIVATION_INP
 from torch._functorch.utils import enable_single_level_autograd_function  # noqa: E402
 
 
-class ActivationFunction(_ops.ActivationFunction):
-    """`_ops.ActivationFunction` on the twins: its derivatives call `BACKWARD`."""
-
-    BACKWARD = ACTIVATION_BACKWARD
-
-    @staticmethod
-    def forward(x, name, params, order, exact, keyset):
-        with torch._C._AutoDispatchBelowAutograd():
-            return ACTIVATION.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, order, exact)
-
-
-class BackwardFunction(_ops.BackwardFunction):
-    """`_ops.BackwardFunction` on the twins."""
-
-    BACKWARD = ACTIVATION_BACKWARD
-
-    @staticmethod
-    def forward(grad, x, name, params, order, exact, keyset):
-        with torch._C._AutoDispatchBelowAutograd():
-            return ACTIVATION_BACKWARD.redispatch(keyset & _BELOW_AUTOGRAD, grad, x, name, params, order, exact)
+ActivationFunction, BackwardFunction = _ops.functions_on(ACTIVATION, ACTIVATION_BACKWARD, direct_backward=True)
 
 
 class FusedFunction(_ops._Function):

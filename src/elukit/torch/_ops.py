@@ -565,6 +565,32 @@ class TrainingFunction(_Function):
         return result, None
 
 
+def functions_on(activation_operator, backward_operator, direct_backward: bool):
+    """`ActivationFunction` and `BackwardFunction` on another operator pair (`_compiled`'s twins,
+    `_triton`'s operators): their forward redispatches that pair's operator, their derivatives call
+    `backward_operator` one order up; `direct_backward`: whether an eager first-order backward may
+    call the CPU kernel directly (backend="triton" means the Triton kernels in backward too)."""
+
+    class Activation(ActivationFunction):
+        BACKWARD = backward_operator
+        DIRECT_BACKWARD = direct_backward
+
+        @staticmethod
+        def forward(x, name, params, order, exact, keyset):
+            with torch._C._AutoDispatchBelowAutograd():
+                return activation_operator.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, order, exact)
+
+    class Backward(BackwardFunction):
+        BACKWARD = backward_operator
+
+        @staticmethod
+        def forward(grad, x, name, params, order, exact, keyset):
+            with torch._C._AutoDispatchBelowAutograd():
+                return backward_operator.redispatch(keyset & _BELOW_AUTOGRAD, grad, x, name, params, order, exact)
+
+    return Activation, Backward
+
+
 def autograd_kernels(activation_function, backward_function, inplace_operator, backward_operator,
                      inplace_function=InplaceFunction):
     """The Autograd kernels of an (activation, backward, in-place) operator triple from its autograd
@@ -624,6 +650,6 @@ def _backward_decomposition(grad, x, name, params, order=0, exact=False):
     return _decompose.decompose_backward(spec_for(name, tuple(params)), order, grad, x)
 
 
-__all__ = ["LOADED_LIBRARY", "ACTIVATION", "ACTIVATION_BACKWARD", "ACTIVATION_INPLACE", "NESTED_REVERSE_MODE", "autograd_kernels", "check_order", "inplace_or_view_kernel", "register_vmap_rules", "check_reverse_mode_not_nested", "ActivationFunction", "BackwardFunction",
+__all__ = ["LOADED_LIBRARY", "ACTIVATION", "ACTIVATION_BACKWARD", "ACTIVATION_INPLACE", "NESTED_REVERSE_MODE", "autograd_kernels", "functions_on", "check_order", "inplace_or_view_kernel", "register_vmap_rules", "check_reverse_mode_not_nested", "ActivationFunction", "BackwardFunction",
            "InplaceFunction", "TrainingFunction", "check_inplace_allowed", "check_input", "check_no_internal_overlap", "direct_call_allowed",
            "library_path", "spec_for", "unobserved"]

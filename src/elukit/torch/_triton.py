@@ -253,29 +253,7 @@ _ACTIVATION_INPLACE = torch.ops.elukit_triton.activation_.default
 _BELOW_AUTOGRAD = torch._C._after_autograd_keyset
 
 
-class _ActivationFunction(_ops.ActivationFunction):
-    """`_ops.ActivationFunction` on these operators: f^(n)(x) with d/dx = f^(n+1)(x), in both modes."""
-
-    BACKWARD = _ACTIVATION_BACKWARD
-    DIRECT_BACKWARD = False  # backend="triton" means the Triton kernels, in backward too
-
-    @staticmethod
-    def forward(x, name, params, order, exact, keyset):
-        with torch._C._AutoDispatchBelowAutograd():
-            return _ACTIVATION.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, order, exact)
-
-
-class _BackwardFunction(_ops.BackwardFunction):
-    """`_ops.BackwardFunction` on these operators: grad * f^(n+1)(x), d/dx = grad * f^(n+2)(x)."""
-
-    BACKWARD = _ACTIVATION_BACKWARD
-
-    @staticmethod
-    def forward(grad, x, name, params, order, exact, keyset):
-        with torch._C._AutoDispatchBelowAutograd():
-            return _ACTIVATION_BACKWARD.redispatch(keyset & _BELOW_AUTOGRAD, grad, x, name, params, order, exact)
-
-
+_ActivationFunction, _BackwardFunction = _ops.functions_on(_ACTIVATION, _ACTIVATION_BACKWARD, direct_backward=False)
 _OPERATORS = (_ACTIVATION, _ACTIVATION_BACKWARD, _ACTIVATION_INPLACE)
 _AUTOGRAD_KERNELS = _ops.autograd_kernels(_ActivationFunction, _BackwardFunction, _ACTIVATION_INPLACE,
                                           _ACTIVATION_BACKWARD)
