@@ -293,15 +293,19 @@ else:
         "alpha 10**400 activation": lambda: F.activation(x, "elu", alpha=10**400),
         "alpha True": lambda: F.elu(x, alpha=True),
         "alpha True inplace": lambda: F.celu(x.clone(), alpha=True, inplace=True),
-        "jacrev(jacrev)": lambda: torch.func.jacrev(torch.func.jacrev(f))(x),
-        "hessian": lambda: torch.func.hessian(lambda t: f(t).sum())(x),
-        "jacfwd(grad)": lambda: torch.func.jacfwd(torch.func.grad(lambda t: f(t).sum()))(x),
     })
+    import elukit
+    wanted = F.evaluate_order(elukit.get("elu"), 2, x)  # the exact f''
+    nested = {
+        "jacrev(jacrev)": lambda: torch.einsum("iii->i", torch.func.jacrev(torch.func.jacrev(f))(x)),
+        "hessian": lambda: torch.func.hessian(lambda t: f(t).sum())(x).diagonal(),
+        "jacfwd(grad)": lambda: torch.func.jacfwd(torch.func.grad(lambda t: f(t).sum()))(x).diagonal(),
+    }
+    cases.update({label: lambda route=route: torch.equal(route(), wanted) for label, route in nested.items()})
 report = {}
 for label, case in cases.items():
     try:
-        case()
-        report[label] = None
+        report[label] = case()
     except Exception as error:
         report[label] = [type(error).__name__, str(error)]
 print(json.dumps(report))
@@ -326,19 +330,24 @@ def test_bad_arguments_get_the_same_one_line_error_on_every_path():
     "incompatible function arguments" on the C++ fast path and float()'s OverflowError, naming no
     argument, without it; with the library alone a bad parameter and a meta tensor got "not served by
     elukit's C++ operator library" (the meta tensor described as a float64 tensor). torch.func's
-    reverse mode through inplace=True gave PyTorch INTERNAL ASSERTs: the C++ autograd now computes it,
-    the Python one (without the library) refuses it in one line. alpha=True is refused on every path
+    second derivatives through inplace=True (PyTorch INTERNAL ASSERTs before) give the exact f''
+    (without the library jacfwd(grad(f)) is refused naming hessian(f), as out of place: an outer level
+    does not see Python autograd Functions while an inner grad is live). alpha=True is refused on every path
     (torch.nn.functional.elu takes it as 1.0; in elukit a bool is refused as a parameter, so that
     elu(x, True), meaning inplace=True, cannot silently run out of place with alpha 1)."""
     with_library = _errors("with the library")
     without = _errors("without the library")
     alone = _errors("library alone")
+    for report in (with_library, without):
+        for label in ("jacrev(jacrev)", "hessian", "jacfwd(grad)"):
+            outcome = report.pop(label)
+            if report is without and label == "jacfwd(grad)":  # Python autograd Functions: grad nested, refused
+                assert outcome[0] == "NotImplementedError" and "hessian(f)" in outcome[1], outcome
+            else:
+                assert outcome is True, (label, outcome)  # computed: the exact f'', bit for bit
     for report in (with_library, without, alone):
         for label, outcome in report.items():
-            if label in ("jacrev(jacrev)", "hessian", "jacfwd(grad)") and report is with_library:
-                assert outcome is None, (label, outcome)  # computed: tests/test_torch_views.py checks the values
-                continue
-            assert outcome is not None and "\n" not in outcome[1], (label, outcome)
+            assert isinstance(outcome, list) and "\n" not in outcome[1], (label, outcome)
     for label in ("op bad value", "op bad count", "op bad slope", "backward bad value"):
         assert with_library[label] == without[label] == alone[label], label
     assert with_library["op bad value"] == ["ValueError", "parameter 'alpha' must be finite and > 0, got -1.0"]
@@ -348,8 +357,6 @@ def test_bad_arguments_get_the_same_one_line_error_on_every_path():
                   "alpha True inplace"):
         assert with_library[label] == without[label], label
         assert "parameter 'alpha'" in with_library[label][1], (label, with_library[label])
-    for label in ("jacrev(jacrev)", "hessian", "jacfwd(grad)"):
-        assert without[label][0] == "NotImplementedError" and "inplace=False" in without[label][1]
     assert "device meta" in alone["meta"][1] and "import elukit.torch" in alone["meta"][1]
 
 
@@ -465,15 +472,20 @@ def test_a_libtorch_program_dlopens_the_library_and_runs_a_script(framework, tmp
     assert result.returncode == 0 and result.stdout.strip() == "same bits", result.stdout + result.stderr[-2000:]
 
 
-def _in_place_results(call, x, grad, second):
+def _in_place_results(call, x, grad):
     leaf = x.clone().requires_grad_()
     y = call(leaf * 1.0)
-    (first,) = torch.autograd.grad(y, leaf, grad, create_graph=second)
-    results = [y.detach(), first.detach()]
-    if second:
-        (derivative,) = torch.autograd.grad(first, leaf, grad)
-        results.append(derivative)
-    return results
+    (first,) = torch.autograd.grad(y, leaf, grad, create_graph=True)
+    (second,) = torch.autograd.grad(first, leaf, grad)
+    return [t.detach().view(getattr(torch, f"int{8 * x.dtype.itemsize}")) for t in (y, first, second)]
+
+
+def _python_in_place(t, spec, values, exact):
+    """The Python in-place autograd (`_ops.InplaceFunction`), what serves without the library."""
+    from torch._functorch.utils import enable_single_level_autograd_function
+
+    with enable_single_level_autograd_function():
+        return _ops.InplaceFunction.apply(t, t.clone(), spec, values, exact, None, None, _ops.ACTIVATION_BACKWARD)
 
 
 @needs_library
@@ -481,31 +493,19 @@ def _in_place_results(call, x, grad, second):
 @pytest.mark.parametrize("spec", ["elu", "selu", "celu", "relu", "leaky_relu", "gelu"])
 def test_in_place_autograd_in_cpp_gives_the_python_bits(spec, dtype):
     """activation_'s C++ autograd kernel against elukit's Python one (`_ops.InplaceFunction`, what
-    serves without the library): f, grad * f' (a random grad, and a transposed view) and the second
-    derivative, bit for bit, exact=False and True, special values included; GELU's second derivative
-    in place is refused by both. The C++ values are also the kernels' own (evaluate_order)."""
+    serves without the library) and against the out-of-place operator: f, grad * f' and the second
+    derivative (a random upstream gradient, a transposed view, special values), bit for bit, with
+    exact=False and True."""
     parameters = {"elu": {"alpha": 0.7}, "celu": {"alpha": 3.0}, "leaky_relu": {"slope": 0.2}}.get(spec, {})
-    bound = get(spec, **parameters)
-    values = list(bound.parameters.values())
+    values = list(get(spec, **parameters).parameters.values())
     generator = torch.Generator().manual_seed(1)
     x = torch.cat([torch.randn(58, generator=generator, dtype=torch.float64) * 6,
                    torch.tensor([0.0, -0.0, float("inf"), -float("inf"), -1e-310, 1e-310], dtype=torch.float64)])
     x = x.to(dtype).reshape(8, 8).t()  # a view that is not contiguous
     grad = torch.randn(8, 8, generator=generator, dtype=torch.float64).to(dtype)
-    second = bound.exponential_linear_form() is not None or bound.linear_branches_form() is not None
     for exact in (False, True):
-        cpp = _in_place_results(lambda t: torch.ops.elukit.activation_(t, spec, values, exact) or t, x, grad, second)
-        python = _in_place_results(lambda t: _ops.InplaceFunction.apply(t, _ops.anchor_of(t), spec, values, exact,
-                                                                         None, []), x, grad, second)
-        for a, b in zip(cpp, python):
-            assert torch.equal(a.view(torch.int16 if dtype.itemsize == 2 else torch.int32 if dtype.itemsize == 4
-                                      else torch.int64), b.view(torch.int16 if dtype.itemsize == 2 else
-                                                                  torch.int32 if dtype.itemsize == 4 else torch.int64))
-        assert torch.equal(cpp[0], et.functional.evaluate_order(bound, 0, x, exact))
-        if not second:
-            leaf = x.clone().requires_grad_()
-            y = leaf * 1.0
-            torch.ops.elukit.activation_(y, spec, values, exact)
-            (first,) = torch.autograd.grad(y, leaf, grad, create_graph=True)
-            with pytest.raises(RuntimeError, match="inplace=False"):
-                torch.autograd.grad(first.sum(), leaf)
+        cpp = _in_place_results(lambda t: torch.ops.elukit.activation_(t, spec, values, exact) or t, x, grad)
+        python = _in_place_results(lambda t: _python_in_place(t, spec, values, exact), x, grad)
+        out_of_place = _in_place_results(lambda t: torch.ops.elukit.activation(t, spec, values, 0, exact), x, grad)
+        for label, a, b, c in zip(("f", "f'", "f''"), cpp, python, out_of_place):
+            assert torch.equal(a, b) and torch.equal(a, c), (label, exact)

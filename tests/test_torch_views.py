@@ -9,7 +9,6 @@ torch = pytest.importorskip("torch")
 
 import elukit  # noqa: E402
 from elukit.torch import CELU, ELU, SELU  # noqa: E402
-from elukit.torch import _ops  # noqa: E402
 from elukit.torch import functional as EF  # noqa: E402
 
 TF = torch.nn.functional
@@ -176,19 +175,15 @@ _NESTED_ROUTES = {
 @pytest.mark.parametrize("route", list(_NESTED_ROUTES))
 def test_second_derivatives_of_inplace_under_torch_func(backend, name, route):
     """jacrev(jacrev(f)), hessian(f), jacfwd(grad(f)) and grad(grad(f)) where f writes in place: the exact
-    f'' of elukit's kernels (bit for bit with the C++ operator library),
+    f'' of elukit's kernels, bit for bit,
     torch.nn.functional's in-place function as the control (away from the kink: torch's in-place
-    backward takes x = 0 on the right branch). Regression: PyTorch INTERNAL ASSERTs. Without the C++
-    operator library (tests/test_torch_library.py runs that too) elukit refuses in one line."""
+    backward takes x = 0 on the right branch). Regression: PyTorch INTERNAL ASSERTs (without the C++
+    operator library too: tests/test_torch_library.py runs that path)."""
     f = function(backend, name)
     x = torch.tensor([-20.0, -3.0, -1.0, -0.25, 0.5, 2.0], dtype=torch.float64)
-    if backend == "elukit" and _ops.LOADED_LIBRARY is None:  # the Python in-place autograd refuses, in one line
-        with pytest.raises(NotImplementedError, match="use inplace=False"):
-            _NESTED_ROUTES[route](lambda t: f(t * 1.0, inplace=True), x)
-        return
     got = _NESTED_ROUTES[route](lambda t: f(t * 1.0, inplace=True), x)
     wanted = EF.evaluate_order(elukit.get(name, **PARAMS[name]), 2, x)
-    if backend == "elukit" and _ops.LOADED_LIBRARY is not None:
+    if backend == "elukit":
         assert torch.equal(got, wanted), (got, wanted)
     else:
         torch.testing.assert_close(got, wanted)

@@ -115,6 +115,33 @@ def test_inplace_writes_the_same_bits_and_keeps_the_gradient(dtype):
     _assert_same_bits(grads[1], grads[0], finite, f"in-place gradient {dtype}")
 
 
+@pytest.mark.parametrize("implementation", ["torch", "elukit", "triton"])
+@pytest.mark.parametrize("name", ["elu", "selu", "celu"])
+def test_in_place_second_derivative_is_the_out_of_place_one(implementation, name):
+    """PyTorch's OpInfo test_inplace_gradgrad: differentiating an in-place call twice gives the
+    out-of-place second derivative (torch.nn.functional is the control; elukit's backends save f'
+    before the write and reach x's branch from the output)."""
+    kwargs = {"alpha": 0.5} if name == "celu" else {}
+    functional = getattr(torch.nn.functional, name)
+    if implementation != "torch":
+        backend = "triton" if implementation == "triton" else None
+        functional = getattr(F, name)
+        kwargs["backend"] = backend
+    x = torch.tensor([-3.0, -0.7, -1e-3, 0.4, 2.5], dtype=torch.float64, requires_grad=True)
+
+    def second(inplace):
+        y = functional(x * 1.0, inplace=inplace, **kwargs)
+        (first,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+        return torch.autograd.grad(first.sum(), x)[0]
+
+    out_of_place, in_place = second(False), second(True)
+    if implementation == "torch":  # torch's in-place ELU differentiates its output: a few ulp off
+        torch.testing.assert_close(in_place, out_of_place, rtol=1e-14, atol=0)
+    else:
+        assert torch.equal(in_place, out_of_place), (in_place - out_of_place).tolist()
+    assert (out_of_place[:3] != 0).all() and (out_of_place[3:] == 0).all()
+
+
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_gradcheck_and_gradgradcheck_away_from_the_kink(backend):
     elu = (lambda t: torch.nn.functional.elu(t, alpha=1.3)) if backend == "torch" else (

@@ -16,7 +16,7 @@ So torch.compile gets twin operators that have no such kernel, and stay opaque t
 
 with the operators' own real kernels (`_ops._activation_kernel`, ...), fake kernels, vmap rules and
 autograd rules whose backward and forward-mode derivatives are these twins one order up (the
-in-place one saves f'(x) from ``activation_compiled``), so every order under torch.compile runs
+in-place one at a copy of x from before the write), so every order under torch.compile runs
 elukit's eager kernels, bit for bit. `call` chooses them while dynamo traces and torch.export does
 not (`torch.compiler.is_compiling()` and not `is_exporting()`): dynamo traces that Python, so the
 choice lands in the graph. torch.export, ``jit.trace`` and ``jit.script`` keep recording the
@@ -45,7 +45,6 @@ ACTIVATION_INPLACE = torch.ops.elukit.activation_compiled_.default
 ACTIVATION_FUSED = torch.ops.elukit.activation_fused_compiled.default
 
 _BELOW_AUTOGRAD = torch._C._after_autograd_keyset
-_BELOW_INPLACE_OR_VIEW = torch._C._after_ADInplaceOrView_keyset
 
 
 def call(x: torch.Tensor, name: str, params: list[float], inplace: bool, exact: bool) -> torch.Tensor:
@@ -142,18 +141,9 @@ def _fused_fake(x, name, params):
 
 # --- vmap (torch.func inside a compiled function) ---------------------------------------------------
 
-_activation_vmap, _backward_vmap, _inplace_vmap = _ops.vmap_rules(ACTIVATION, ACTIVATION_BACKWARD, ACTIVATION_INPLACE)
-torch.library.register_vmap("elukit::activation_compiled", _activation_vmap, lib=_LIBRARY)
-torch.library.register_vmap("elukit::activation_backward_compiled", _backward_vmap, lib=_LIBRARY)
-torch.library.register_vmap("elukit::activation_compiled_", _inplace_vmap, lib=_LIBRARY)
-
-
-def _inplace_or_view(keyset, x, name, params, exact=False):
-    torch.autograd.graph.increment_version(x)
-    return ACTIVATION_INPLACE.redispatch(keyset & _BELOW_INPLACE_OR_VIEW, x, name, params, exact)
-
-
-_LIBRARY.impl("activation_compiled_", _inplace_or_view, "ADInplaceOrView", with_keyset=True)
+_ops.register_vmap_rules((ACTIVATION, ACTIVATION_BACKWARD, ACTIVATION_INPLACE), _LIBRARY)
+_LIBRARY.impl("activation_compiled_", _ops.inplace_or_view_kernel(ACTIVATION_INPLACE), "ADInplaceOrView",
+              with_keyset=True)
 
 
 # --- autograd: `_ops`'s rules, one order up through the twins ---------------------------------------
@@ -161,41 +151,7 @@ _LIBRARY.impl("activation_compiled_", _inplace_or_view, "ADInplaceOrView", with_
 from torch._functorch.utils import enable_single_level_autograd_function  # noqa: E402
 
 
-class ActivationFunction(_ops.ActivationFunction):
-    """`_ops.ActivationFunction` on the twins: its derivatives call `BACKWARD`."""
-
-    BACKWARD = ACTIVATION_BACKWARD
-
-    @staticmethod
-    def forward(x, name, params, order, exact, keyset):
-        with torch._C._AutoDispatchBelowAutograd():
-            return ACTIVATION.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, order, exact)
-
-
-class BackwardFunction(_ops.BackwardFunction):
-    """`_ops.BackwardFunction` on the twins."""
-
-    BACKWARD = ACTIVATION_BACKWARD
-
-    @staticmethod
-    def forward(grad, x, name, params, order, exact, keyset):
-        with torch._C._AutoDispatchBelowAutograd():
-            return ACTIVATION_BACKWARD.redispatch(keyset & _BELOW_AUTOGRAD, grad, x, name, params, order, exact)
-
-
-class InplaceFunction(_ops.InplaceFunction):
-    """x <- f(x), saving f'(x) from the twin operator (`_ops.InplaceFunction`'s backward and jvp)."""
-
-    @staticmethod
-    def forward(x, anchor, name, params, exact, keyset, box):
-        constants = _ops.branch_constants(_ops.spec_for(name, tuple(params)))
-        with torch._C._AutoDispatchBelowAutograd():
-            derivative = ACTIVATION(x, name, params, 1, exact)
-            if constants is not None and constants[1]:  # the branch in the sign bit: -f' where x <= 0 or NaN
-                derivative = torch.where(x > 0, derivative, -derivative)
-            ACTIVATION_INPLACE.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, exact)
-        box.append((derivative, constants))
-        return x
+ActivationFunction, BackwardFunction = _ops.functions_on(ACTIVATION, ACTIVATION_BACKWARD, direct_backward=True)
 
 
 class FusedFunction(_ops._Function):
@@ -227,7 +183,7 @@ class FusedFunction(_ops._Function):
 
 
 _activation_autograd, _backward_autograd, _inplace_autograd = _ops.autograd_kernels(
-    ActivationFunction, BackwardFunction, InplaceFunction, ACTIVATION_INPLACE)
+    ActivationFunction, BackwardFunction, ACTIVATION_INPLACE, ACTIVATION_BACKWARD)
 
 
 _LIBRARY.impl("activation_compiled", _activation_autograd, "Autograd", with_keyset=True)

@@ -19,12 +19,11 @@
 // - Autograd kernels of activation and activation_backward: backward is activation_backward one
 //   order up, itself differentiable, so every order of reverse mode is exact; forward-mode AD is
 //   computed the same way (tangent * f^(n+1)(x)), as native operators do it.
-// - ADInplaceOrView of activation_ (the version counter) and its Autograd kernel: it keeps f'(x),
-//   computed before the write (for the ELU family on plain CPU float32/float64 tensors, from the same
-//   exponential as f(x)), and the output, and differentiates every order from them where f''/f' is a
-//   constant of the branch (the ELU family, ReLU, leaky ReLU); forward mode multiplies the tangent
-//   in place. elukit.torch's Python (`_ops.InplaceFunction`) computes the same, where this library
-//   is not loaded. So a process that loaded this library alone trains in place too.
+// - ADInplaceOrView of activation_ (the version counter) and its Autograd kernel: it keeps a copy of
+//   x from before the write and differentiates at it with the operators above, so every derivative
+//   of every order is inplace=False's, bit for bit; forward mode writes the tangent in place.
+//   elukit.torch's Python (`_ops.InplaceFunction`) computes the same, where this library is not
+//   loaded. So a process that loaded this library alone trains in place too.
 // - The parameter checks of the specs it knows, with the messages of elukit's Python.
 // Meta/fake kernels, vmap rules, the other devices and the export decomposition are elukit.torch's
 // Python (`_ops.py` defines and registers whatever this library did not).
@@ -48,7 +47,6 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -526,180 +524,28 @@ void inplace_or_view(c10::DispatchKeySet keys, const Tensor &x, c10::string_view
 }
 
 // --- autograd of the in-place operator ---------------------------------------------------------------
-// x <- f(x) overwrites x, so its derivatives come from what is kept instead: f'(x), computed before
-// the write, and the output f(x) (x's own memory), as elukit.torch._ops.InplaceFunction keeps them
-// (the Python path, where this library is not loaded: the same bits). For the ELU family and the
-// piecewise-linear specs, f''/f' is a constant of each branch (`Branch`): 1/divisor on x <= 0 (0 for
-// piecewise-linear), 0 on x > 0, so d f'(x) / d f(x) is that constant on the branch and every order
-// follows, one multiplication more each (`ScaledBackward`), as PyTorch's OpInfo test_inplace_gradgrad
-// expects. The branch of x is read from the output (f(x) > 0), or, where f(x) could underflow to 0
-// on x > 0 (slope below 1) or the fused kernel computed f'(x), from the sign bit of the saved f'(x):
-// -f'(x) on x <= 0 and NaN (f' >= 0, so the bit is free). Other specs have no such constant: their
-// first derivative is exact and differentiating it again raises (DOUBLE_BACKWARD_INPLACE).
-
-constexpr int BOTH = 8, MAGNITUDE = 16;
-
-const char *const DOUBLE_BACKWARD_INPLACE =
-    "elukit: differentiating an in-place activation (inplace=True) twice needs its input, which it "
-    "overwrote; use inplace=False where second derivatives are needed";
-
-struct Branch {
-    bool known;     // f''/f' is `ratio` on x <= 0 and 0 on x > 0 (elukit.torch._ops.branch_constants)
-    double ratio;
-    bool is_signed;  // the saved f'(x) carries the branch in its sign bit
-};
-
-Branch branch_of(c10::string_view name, c10::ArrayRef<double> params) {
-    auto form = form_of(name, params);
-    if (!form) return Branch{false, 0.0, false};
-    return Branch{true, form->linear ? 0.0 : 1.0 / form->third, form->first < 1.0};
-}
-
-// Whether t is a plain dense CPU tensor with storage, seen by no functorch transform and no Python
-// dispatch mode: only then may the kernels read and write its memory directly.
-bool plain(const Tensor &t) {
-    static const c10::DispatchKeySet reference = at::empty({0}).key_set();
-    return t.key_set() == reference && t.has_storage() && !c10::impl::dispatch_mode_enabled() &&
-           !c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::FuncTorchDynamicLayerFrontMode);
-}
-
-Tensor magnitude(const Tensor &derivative, bool is_signed) { return is_signed ? derivative.abs() : derivative; }
-
-// grad * |f'(x)| (grad * f'(x) unsigned: other specs' f' may be negative), one rounding: one pass of the
-// kernels where grad is laid out like the saved f'(x) or is one value broadcast (what sum().backward()
-// hands in), else ATen (the same bits).
-Tensor times_derivative(const Tensor &grad, const Tensor &derivative, bool is_signed) {
-    if (is_signed && compiled_dtype(derivative) && grad.scalar_type() == derivative.scalar_type() && plain(grad) &&
-        plain(derivative) && grad.sizes() == derivative.sizes() && derivative.is_non_overlapping_and_dense()) {
-        bool broadcast = true;
-        for (auto stride : grad.strides()) broadcast = broadcast && stride == 0;
-        if (broadcast || grad.strides() == derivative.strides()) {
-            Tensor out = at::empty_like(derivative);
-            const int64_t count = derivative.numel();
-            if (count) {
-                static const Constants unused{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-                elukit_kernels_run(MAGNITUDE, derivative.scalar_type() == at::kDouble, derivative.data_ptr(),
-                                   grad.data_ptr(), broadcast ? 1 : count, out.data_ptr(), nullptr, count,
-                                   unused.data(), at::get_num_threads());
-            }
-            return out;
-        }
-    }
-    return grad * magnitude(derivative, is_signed);
-}
-
-Tensor on_the_left_branch(const Tensor &derivative, const Tensor &output, bool is_signed) {
-    return is_signed ? derivative.signbit() : output.gt(0).logical_not();
-}
-
-Tensor scaled_by_derivative(const Tensor &grad, const Tensor &derivative, const Tensor &output, const Branch &branch);
-
-// f''(x) / f'(x) where x is on the branch x <= 0 (or NaN), 0 elsewhere, in outer's dtype.
-Tensor ratio_on_branch(const Tensor &derivative, const Tensor &output, const Branch &branch, at::ScalarType dtype) {
-    TORCH_CHECK(branch.known, DOUBLE_BACKWARD_INPLACE);
-    return at::where(on_the_left_branch(derivative, output, branch.is_signed),
-                     at::scalar_tensor(branch.ratio, at::TensorOptions().dtype(dtype)), 0.0);
-}
-
-// The node of grad * f'(x) (from the saved f'(x) and output f(x)), differentiable in grad and in the
-// output, through which the next order reaches x: d f'(x) / d f(x) = f''(x) / f'(x), the branch's
-// constant (elukit.torch._ops.ScaledByDerivative).
-struct ScaledBackward : public torch::autograd::Node {
-    torch::autograd::SavedVariable grad_, derivative_, output_;
-    Branch branch_;
-
-    variable_list apply(variable_list &&grads) override {
-        variable_list result(2);
-        const Tensor &outer = grads[0];
-        if (!outer.defined()) return result;
-        const Tensor derivative = derivative_.unpack(), output = output_.unpack();
-        if (task_should_compute_output(0)) result[0] = scaled_by_derivative(outer, derivative, output, branch_);
-        if (task_should_compute_output(1))
-            result[1] = outer * grad_.unpack() * ratio_on_branch(derivative, output, branch_, outer.scalar_type());
-        return result;
-    }
-    std::string name() const override { return "ElukitInplaceActivationBackwardBackward"; }
-    void release_variables() override {
-        grad_.reset_data();
-        derivative_.reset_data();
-        output_.reset_data();
-    }
-};
-
-Tensor scaled_by_derivative(const Tensor &grad, const Tensor &derivative, const Tensor &output, const Branch &branch) {
-    // evaluated by the operators themselves, so that outer torch.func levels record them; this level's
-    // node is ScaledBackward and its tangent (forward over reverse) is set below
-    const Tensor factor = magnitude(derivative, branch.is_signed);
-    const Tensor grad_tangent = grad._fw_grad(/*level=*/0), output_tangent = output._fw_grad(/*level=*/0);
-    const Tensor grad_primal = grad_tangent.defined() ? grad._fw_primal(0) : grad;
-    Tensor result = grad_primal * factor;
-    if (torch::autograd::compute_requires_grad(grad, output)) {
-        auto node = c10::make_intrusive<ScaledBackward>();
-        node->set_next_edges(torch::autograd::collect_next_edges(grad, output));
-        node->grad_ = torch::autograd::SavedVariable(grad, false);
-        node->derivative_ = torch::autograd::SavedVariable(derivative, false);
-        node->output_ = torch::autograd::SavedVariable(output, false);
-        node->branch_ = branch;
-        torch::autograd::set_history(result, node);
-    }
-    Tensor tangent;
-    if (grad_tangent.defined()) tangent = grad_tangent * factor;
-    if (output_tangent.defined()) {
-        const Tensor primal = output._fw_primal(0);
-        Tensor term = grad_primal * ratio_on_branch(derivative, primal, branch, grad.scalar_type()) * output_tangent;
-        tangent = tangent.defined() ? tangent + term : term;
-    }
-    if (tangent.defined()) result._set_fw_grad(tangent, /*level=*/0, /*is_inplace_op=*/false);
-    return result;
-}
+// x <- f(x) overwrites x, so the node keeps `before`, a copy of x from before the write, taken under
+// autograd (so it is linked to x's history, at every torch.func level), and differentiates at it with
+// the out-of-place operators: the gradient is activation_backward(grad, before), itself differentiable,
+// so every order of every spec is inplace=False's, bit for bit, for any upstream gradient, as
+// elukit.torch._ops.InplaceFunction (the Python path, where this library is not loaded) computes it.
+// It keeps one tensor, as torch's in-place ELU keeps its output.
 
 struct InplaceBackward : public torch::autograd::Node {
-    torch::autograd::SavedVariable derivative_, output_;
-    Branch branch_;
+    torch::autograd::SavedVariable before_;
+    Arguments arguments_;
 
     variable_list apply(variable_list &&grads) override {
         variable_list result(1);
-        const Tensor &grad = grads[0];
-        if (!grad.defined() || !task_should_compute_output(0)) return result;
-        const Tensor derivative = derivative_.unpack();
-        if (!at::GradMode::is_enabled()) {  // a first-order backward: one multiplication
-            result[0] = times_derivative(grad, derivative, branch_.is_signed);
-            return result;
+        if (grads[0].defined() && task_should_compute_output(0)) {
+            const auto &a = arguments_;
+            result[0] = backward_op().call(grads[0], before_.unpack(), a.name, a.params, 0, a.exact);
         }
-        result[0] = scaled_by_derivative(grad, derivative, output_.unpack(getptr()), branch_);
-        return result;
+        return result;  // the higher orders reach x's history through `before`
     }
     std::string name() const override { return "ElukitInplaceActivationBackward"; }
-    void release_variables() override {
-        derivative_.reset_data();
-        output_.reset_data();
-    }
+    void release_variables() override { before_.reset_data(); }
 };
-
-// x <- f(x) and f'(x) (the branch in its sign bit) from one exponential, the compiled kernels
-// writing x's memory: where x is a plain dense CPU float32/float64 tensor of the ELU family (float64
-// with exact=True has no fused kernel). Bit for bit the kernels of orders 0 and 1 (see
-// _exponential_linear.c, run_both). Returns f'(x), or undefined where this does not serve.
-Tensor write_value_and_derivative(const Tensor &x, c10::string_view name, c10::ArrayRef<double> params, bool exact) {
-    if (!plain(x) || !compiled_dtype(x) || !x.is_non_overlapping_and_dense()) return Tensor();
-    const bool is_double = x.scalar_type() == at::kDouble;
-    if (is_double && exact) return Tensor();
-    auto form = form_of(name, params);
-    if (!form || form->linear) return Tensor();
-    auto plan = plan_for(*form, 1);
-    if (!plan) return Tensor();
-    torch::autograd::impl::bump_version(x);  // what ADInplaceOrView does (and PyTorch's inference-tensor error)
-    Tensor derivative = at::empty_like(x);
-    const int64_t count = x.numel();
-    if (count == 0) return derivative;
-    // float64 reads each tile before writing it, so the value goes straight into x; float32 may read x
-    // again after writing a tile (its rounding test), so it writes elsewhere first
-    Tensor value = is_double ? x : at::empty_like(x);
-    elukit_kernels_run(EXPONENTIAL | FAST | BOTH, is_double, x.data_ptr(), nullptr, 0, value.data_ptr(),
-                       derivative.data_ptr(), count, plan->constants.data(), at::get_num_threads());
-    if (!is_double) std::memcpy(x.data_ptr(), value.data_ptr(), static_cast<size_t>(count) * x.element_size());
-    return derivative;
-}
 
 void inplace_autograd(c10::DispatchKeySet keys, const Tensor &x, c10::string_view name, c10::ArrayRef<double> params,
                       bool exact) {
@@ -714,40 +560,23 @@ void inplace_autograd(c10::DispatchKeySet keys, const Tensor &x, c10::string_vie
     check_parameters(name, params);
     torch::autograd::check_inplace(x, recording);  // PyTorch's leaf and view errors, before any write
     check_no_internal_overlap(x);
-    Branch branch = branch_of(name, params);
+    const Tensor before = x.clone();  // under autograd: the copy the derivatives are taken at
     c10::intrusive_ptr<InplaceBackward> node;
     if (recording) {
         node = c10::make_intrusive<InplaceBackward>();
         node->set_next_edges(torch::autograd::collect_next_edges(x));
     }
-    Tensor derivative;
-    if (branch.known) derivative = write_value_and_derivative(x, name, params, exact);
-    if (derivative.defined()) {
-        branch.is_signed = true;
-    } else {  // the operators (outer torch.func levels see them), as _ops.InplaceFunction calls them
-        {
-            // activation_'s keys less ADInplaceOrView, which functional operators fall through
-            const auto below = keys & c10::after_ADInplaceOrView_keyset;
-            at::AutoDispatchBelowADInplaceOrView guard;
-            // Under torch.func, outer levels record f'(x) as a function of x, and an outer reverse
-            // level (jacrev(jacrev(f)), grad(grad(f))) differentiates it later, from a copy of x that
-            // the write below leaves alone (f''(x), exact); this level records neither.
-            const bool transformed = c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::FuncTorchDynamicLayerFrontMode);
-            const Tensor source = transformed ? at::_ops::clone::redispatch(below, x, std::nullopt) : x;
-            derivative = activation_op().redispatch(below, source, name, params, 1, exact);
-        }
-        if (branch.known && branch.is_signed) derivative = at::where(x.gt(0), derivative, derivative.neg());
+    {
         at::AutoDispatchBelowADInplaceOrView guard;
         inplace_op().redispatch(keys & c10::after_autograd_keyset, x, name, params, exact);
     }
     if (node) {
-        node->branch_ = branch;
-        node->derivative_ = torch::autograd::SavedVariable(derivative, false);
+        node->before_ = torch::autograd::SavedVariable(before, false);
+        node->arguments_ = Arguments{std::string(name), params.vec(), 0, exact};
         torch::autograd::rebase_history(x, node);
-        node->output_ = torch::autograd::SavedVariable(x, true, x.is_view());
     }
-    if (tangent.defined()) {  // forward mode: the tangent times f'(x), in place
-        tangent.mul_(magnitude(derivative, branch.is_signed));
+    if (tangent.defined()) {  // forward mode: the tangent times f'(before), written into x's tangent
+        tangent.copy_(backward_op().call(before._fw_grad(0), before._fw_primal(0), name, params, 0, exact));
         x._set_fw_grad(tangent, /*level=*/0, /*is_inplace_op=*/true);
     }
 }

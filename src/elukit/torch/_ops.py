@@ -30,9 +30,10 @@ derivatives are themselves these operators, one order up:
 
 so derivatives of every order are computed from the input, exactly as the spec defines them
 (the ELU and piecewise-linear families have every order; the other specs define up to f'' and
-raise NotImplementedError beyond). The in-place operator saves f'(x) before overwriting x
-(`InplaceFunction`). Plain eager training calls of the ELU family on the compiled kernels use
-`TrainingFunction`, which computes f and f' in one pass and saves f' instead of x.
+raise NotImplementedError beyond). The in-place operator keeps a copy of x from before the
+write and differentiates like the out-of-place one, to the same bits (`InplaceFunction`). With `functional.use_fused_training` (opt-in), eager training calls of the ELU
+family on the compiled kernels use `TrainingFunction`, which computes f and f' in one pass and
+saves f' instead of x (its gradient rounds f' first).
 """
 
 from __future__ import annotations
@@ -144,10 +145,6 @@ ACTIVATION_INPLACE = torch.ops.elukit.activation_.default
 
 _BELOW_AUTOGRAD = torch._C._after_autograd_keyset
 _BELOW_INPLACE_OR_VIEW = torch._C._after_ADInplaceOrView_keyset
-
-DOUBLE_BACKWARD_INPLACE = (
-    "elukit: differentiating an in-place activation (inplace=True) twice needs its input, which it "
-    "overwrote; use inplace=False where second derivatives are needed")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -286,20 +283,30 @@ def vmap_rules(activation, backward, inplace):
     return activation_rule, backward_rule, inplace_rule
 
 
-_activation_vmap, _backward_vmap, _inplace_vmap = vmap_rules(ACTIVATION, ACTIVATION_BACKWARD, ACTIVATION_INPLACE)
-torch.library.register_vmap("elukit::activation", _activation_vmap, lib=_LIBRARY)
-torch.library.register_vmap("elukit::activation_backward", _backward_vmap, lib=_LIBRARY)
-torch.library.register_vmap("elukit::activation_", _inplace_vmap, lib=_LIBRARY)
+def register_vmap_rules(operators, library=None) -> None:
+    """Register `vmap_rules` for an (activation, backward, in-place) operator triple: these
+    operators, `_compiled`'s twins and `_triton`'s operators."""
+    for operator, rule in zip(operators, vmap_rules(*operators)):
+        torch.library.register_vmap(operator._schema.name, rule, lib=library)
+
+
+register_vmap_rules((ACTIVATION, ACTIVATION_BACKWARD, ACTIVATION_INPLACE), _LIBRARY)
 
 
 # --- the version counter of an in-place write ------------------------------------------------------
 
-def _inplace_or_view(keyset, x, name, params, exact=False):
-    torch.autograd.graph.increment_version(x)
-    return ACTIVATION_INPLACE.redispatch(keyset & _BELOW_INPLACE_OR_VIEW, x, name, params, exact)
+def inplace_or_view_kernel(inplace_operator):
+    """The ADInplaceOrView kernel of an in-place operator (x, name, params, exact): bump x's version
+    counter, then the kernels below."""
+
+    def inplace_or_view(keyset, x, name, params, exact=False):
+        torch.autograd.graph.increment_version(x)
+        return inplace_operator.redispatch(keyset & _BELOW_INPLACE_OR_VIEW, x, name, params, exact)
+
+    return inplace_or_view
 
 
-_impl_if_absent("activation_", _inplace_or_view, "ADInplaceOrView", with_keyset=True)
+_impl_if_absent("activation_", inplace_or_view_kernel(ACTIVATION_INPLACE), "ADInplaceOrView", with_keyset=True)
 
 
 # --- autograd ---------------------------------------------------------------------------------------
@@ -356,25 +363,6 @@ def check_reverse_mode_not_nested() -> None:
         raise NotImplementedError(NESTED_REVERSE_MODE)
 
 
-INPLACE_UNDER_REVERSE_TRANSFORM = (
-    "elukit: torch.func's reverse mode (grad, vjp, jacrev, hessian) through an in-place activation "
-    "(inplace=True) needs elukit's C++ operator library, which this process has not loaded (built by "
-    "`pip install --no-build-isolation .` with torch installed; not with ELUKIT_TORCH_NATIVE_OPS=0): "
-    "use inplace=False there")
-
-
-def check_inplace_not_under_reverse_transform() -> None:
-    """Raise where the Python in-place autograd (`InplaceFunction`) would run under a torch.func Grad
-    level: its backward applies single-level Functions there, which PyTorch refuses with an INTERNAL
-    ASSERT (grad, jacrev, hessian, vmap(grad) all did). Forward mode alone (jvp, jacfwd) is right."""
-    if not torch._C._are_functorch_transforms_active():
-        return
-    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
-
-    if any(i.key() == torch._C._functorch.TransformType.Grad for i in retrieve_all_functorch_interpreters()):
-        raise NotImplementedError(INPLACE_UNDER_REVERSE_TRANSFORM)
-
-
 def _add(first, second):
     if first is None:
         return second
@@ -386,6 +374,8 @@ class ActivationFunction(_Function):
     ctx._forward_cls, so that `_compiled`'s subclass calls its twin operator)."""
 
     BACKWARD = ACTIVATION_BACKWARD
+    DIRECT_BACKWARD = True
+    """Whether an eager first-order backward may call the CPU kernel directly (`_triton`'s may not)."""
 
     @staticmethod
     def forward(x, name, params, order, exact, keyset):
@@ -405,7 +395,7 @@ class ActivationFunction(_Function):
     def backward(ctx, grad):
         check_reverse_mode_not_nested()
         (x,) = ctx.saved_tensors
-        if direct_call_allowed(grad, x):  # a first-order eager backward: the same kernel, without the dispatcher
+        if ctx._forward_cls.DIRECT_BACKWARD and direct_call_allowed(grad, x):  # a first-order eager backward: the same kernel, without the dispatcher
             return _backward_kernel(grad, x, *ctx.arguments), None, None, None, None, None
         return ctx._forward_cls.BACKWARD(grad, x, *ctx.arguments), None, None, None, None, None
 
@@ -472,121 +462,59 @@ def branch_constants(spec: Activation) -> tuple[float, bool] | None:
     return (0.0, linear[0] < 1.0) if linear is not None else None
 
 
-def _magnitude(derivative: torch.Tensor, signed: bool) -> torch.Tensor:
-    return derivative.abs() if signed else derivative
-
-
-def _on_the_left_branch(derivative: torch.Tensor, output: torch.Tensor, signed: bool) -> torch.Tensor:
-    """Where x <= 0 (or NaN), from what `InplaceFunction` saved (`branch_constants`)."""
-    return derivative.signbit() if signed else ~(output > 0)
-
-
 class InplaceFunction(_Function):
-    """x <- f(x), saving f'(x) (computed before the write) for the derivatives: the in-place
-    operator's autograd where the C++ operator library is not loaded (its C++ kernel computes the
-    same, `_operators.cpp`), and of `_compiled`'s twin.
+    """x <- f(x), keeping `before`, a copy of x from before the write, for the derivatives: the
+    in-place operator's autograd where the C++ operator library is not loaded (its C++ kernel
+    computes the same, `_operators.cpp`), and of `_compiled`'s and `_triton`'s operators.
 
-    For the ELU and piecewise-linear families f'(x) is saved with the output f(x) (x's own memory)
-    and every derivative follows from them (`ScaledByDerivative`, `branch_constants`), as PyTorch's
-    OpInfo test_inplace_gradgrad expects, without keeping x. For other specs f''/f' is not a
-    constant of the branch: `anchor` (`anchor_of`) keeps a link to x's history, so that
-    differentiating the first derivative again reaches `SecondOrderGuard` and raises instead of
-    dropping f''(x).
+    `before` is ``x.clone()`` taken under autograd by the caller, so it is linked to x's history.
+    The gradient is the out-of-place operator's derivative at the copy (`backward_operator`, one
+    order up from the input), so an in-place call differentiates to the bits of ``inplace=False``
+    for every spec and every order (PyTorch's OpInfo test_inplace_gradgrad): the gradient graph
+    holds `before`, through which the higher orders reach x's history. It costs the memory of
+    one copy of x, as saving f'(x) did; torch's own in-place ELU saves its output instead and rounds
+    its gradient twice.
 
     x is the only output, so x may be a view (autograd refuses a Function that writes a view in
-    place and returns more than one tensor); f'(x) reaches `setup_context` through `box`, a list
-    that forward fills.
+    place and returns more than one tensor). `inplace_operator` writes x (None: the kernel directly,
+    for `functional`'s eager path), `backward_operator` differentiates (elukit's, `_compiled`'s
+    twin, `_triton`'s).
     """
 
     @staticmethod
-    def forward(x, anchor, name, params, exact, keyset, box):
-        constants = branch_constants(spec_for(name, tuple(params)))
+    def forward(x, before, name, params, exact, keyset, inplace_operator, backward_operator):
         with torch._C._AutoDispatchBelowAutograd():
-            if keyset is None:
-                derivative = _activation_kernel(x, name, params, 1, exact)
-            else:
-                derivative = ACTIVATION(x, name, params, 1, exact)
-            if constants is not None and constants[1]:  # the branch in the sign bit: -f' where x <= 0 or NaN
-                derivative = torch.where(x > 0, derivative, -derivative)
-            if keyset is None:
+            if inplace_operator is None:
                 torch.autograd.graph.increment_version(x)
                 _inplace_kernel(x, name, params, exact)
             else:
-                ACTIVATION_INPLACE.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, exact)
-        box.append((derivative, constants))
+                inplace_operator.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, exact)
         return x
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, anchor, box = inputs[0], inputs[1], inputs[-1]
-        derivative, ctx.constants = box.pop()
+        x, before, name, params, exact, _, inplace_operator, ctx.backward_operator = inputs
+        ctx.arguments = (name, params, 0, exact)
+        ctx.direct = inplace_operator is None
         ctx.mark_dirty(x)
-        ctx.save_for_backward(derivative, output if ctx.constants is not None else anchor)
-        ctx.save_for_forward(derivative)
+        ctx.save_for_backward(before)
+        ctx.save_for_forward(before)
 
     @staticmethod
     def backward(ctx, grad):
         check_reverse_mode_not_nested()
-        derivative, kept = ctx.saved_tensors
-        if ctx.constants is not None:
-            ratio, signed = ctx.constants
-            if not torch.is_grad_enabled():  # a first-order backward: one multiplication
-                return grad * _magnitude(derivative, signed), None, None, None, None, None, None
-            return ScaledByDerivative.apply(grad, derivative, kept, ratio, signed), None, None, None, None, None, None
-        gradient = grad * derivative
-        if torch.is_grad_enabled() and kept.requires_grad:  # create_graph: keep the second order honest
-            gradient = SecondOrderGuard.apply(gradient, kept)
-        return gradient, None, None, None, None, None, None
+        (before,) = ctx.saved_tensors
+        if ctx.direct and direct_call_allowed(grad, before):  # a first-order eager backward
+            gradient = _backward_kernel(grad, before, *ctx.arguments)
+        else:
+            gradient = ctx.backward_operator(grad, before, *ctx.arguments)
+        return gradient, None, None, None, None, None, None, None  # higher orders reach x through `before`
 
     @staticmethod
-    def jvp(ctx, tangent, *_):
+    def jvp(ctx, x_tangent, before_tangent, *_):
         check_forward_mode_not_nested()
-        (derivative,) = ctx.saved_tensors
-        tangent.mul_(_magnitude(derivative, ctx.constants is not None and ctx.constants[1]))
-        return tangent
-
-
-class ScaledByDerivative(_Function):
-    """grad * f'(x) from the saved f'(x) and output = f(x), differentiable in grad and in the output,
-    through which the next order reaches x: d f'(x) / d f(x) = f''(x) / f'(x), which is `ratio` on
-    the branch x <= 0 and 0 elsewhere. Each order is one multiplication more."""
-
-    @staticmethod
-    def forward(grad, derivative, output, ratio, signed):
-        return grad * _magnitude(derivative, signed)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        grad, derivative, kept, ctx.ratio, ctx.signed = inputs
-        ctx.save_for_backward(grad, derivative, kept)
-        ctx.save_for_forward(grad, derivative, kept)
-
-    @staticmethod
-    def _ratio(ctx, grad, derivative, kept):
-        ratio = torch.tensor(ctx.ratio, dtype=grad.dtype)  # a Python float in where() would round to float32
-        return torch.where(_on_the_left_branch(derivative, kept, ctx.signed), ratio, 0.0)
-
-    @staticmethod
-    def backward(ctx, outer):
-        check_reverse_mode_not_nested()
-        grad, derivative, kept = ctx.saved_tensors
-        wrt_grad = wrt_output = None
-        if ctx.needs_input_grad[0]:
-            wrt_grad = ScaledByDerivative.apply(outer, derivative, kept, ctx.ratio, ctx.signed)
-        if ctx.needs_input_grad[2]:
-            wrt_output = outer * grad * ScaledByDerivative._ratio(ctx, grad, derivative, kept)
-        return wrt_grad, None, wrt_output, None, None
-
-    @staticmethod
-    def jvp(ctx, grad_tangent, derivative_tangent, output_tangent, *_):
-        check_forward_mode_not_nested()
-        grad, derivative, kept = ctx.saved_tensors
-        result = None
-        if grad_tangent is not None:
-            result = grad_tangent * _magnitude(derivative, ctx.signed)
-        if output_tangent is not None:
-            result = _add(result, grad * ScaledByDerivative._ratio(ctx, grad, derivative, kept) * output_tangent)
-        return result
+        (before,) = ctx.saved_tensors
+        return x_tangent.copy_(ctx.backward_operator(before_tangent, before, *ctx.arguments))
 
 
 class TrainingFunction(_Function):
@@ -630,36 +558,36 @@ class TrainingFunction(_Function):
         return result, None
 
 
-class SecondOrderGuard(_Function):
-    """Identity on a first derivative; raises if a later backward pass must go through `anchor`."""
+def functions_on(activation_operator, backward_operator, direct_backward: bool):
+    """`ActivationFunction` and `BackwardFunction` on another operator pair (`_compiled`'s twins,
+    `_triton`'s operators): their forward redispatches that pair's operator, their derivatives call
+    `backward_operator` one order up; `direct_backward`: whether an eager first-order backward may
+    call the CPU kernel directly (backend="triton" means the Triton kernels in backward too)."""
 
-    @staticmethod
-    def forward(gradient, anchor):
-        return gradient.clone()
+    class Activation(ActivationFunction):
+        BACKWARD = backward_operator
+        DIRECT_BACKWARD = direct_backward
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.anchor_node = inputs[1].grad_fn
+        @staticmethod
+        def forward(x, name, params, order, exact, keyset):
+            with torch._C._AutoDispatchBelowAutograd():
+                return activation_operator.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, order, exact)
 
-    @staticmethod
-    def backward(ctx, outer):
-        check_reverse_mode_not_nested()
-        if ctx.anchor_node is not None and torch._C._will_engine_execute_node(ctx.anchor_node):
-            raise RuntimeError(DOUBLE_BACKWARD_INPLACE)
-        return outer, None
+    class Backward(BackwardFunction):
+        BACKWARD = backward_operator
 
+        @staticmethod
+        def forward(grad, x, name, params, order, exact, keyset):
+            with torch._C._AutoDispatchBelowAutograd():
+                return backward_operator.redispatch(keyset & _BELOW_AUTOGRAD, grad, x, name, params, order, exact)
 
-def anchor_of(x):
-    """A one-element sum of x (O(1), saves no tensor), linked to x's autograd history."""
-    corner = x
-    for dim in range(x.dim()):
-        corner = corner.narrow(dim, 0, min(1, x.shape[dim]))
-    return corner.sum()
+    return Activation, Backward
 
 
-def autograd_kernels(activation_function, backward_function, inplace_function, inplace_operator):
+def autograd_kernels(activation_function, backward_function, inplace_operator, backward_operator,
+                     inplace_function=InplaceFunction):
     """The Autograd kernels of an (activation, backward, in-place) operator triple from its autograd
-    Functions: these operators' own, and `_compiled`'s twins with theirs."""
+    Functions: these operators' own, `_compiled`'s twins and `_triton`'s operators with theirs."""
 
     def activation_autograd(keyset, x, name, params, order=0, exact=False):
         with enable_single_level_autograd_function():
@@ -678,16 +606,15 @@ def autograd_kernels(activation_function, backward_function, inplace_function, i
             with torch._C._AutoDispatchBelowAutograd():
                 inplace_operator.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, exact)
             return
-        check_inplace_not_under_reverse_transform()
-        anchor = anchor_of(x) if recording else x.new_zeros(())
+        before = x.clone()  # under autograd: the copy the derivatives are taken at, linked to x's history
         with enable_single_level_autograd_function():
-            inplace_function.apply(x, anchor, name, params, exact, keyset, [])
+            inplace_function.apply(x, before, name, params, exact, keyset, inplace_operator, backward_operator)
 
     return activation_autograd, backward_autograd, inplace_autograd
 
 
 _activation_autograd, _backward_autograd, _inplace_autograd = autograd_kernels(
-    ActivationFunction, BackwardFunction, InplaceFunction, ACTIVATION_INPLACE)
+    ActivationFunction, BackwardFunction, ACTIVATION_INPLACE, ACTIVATION_BACKWARD)
 
 
 _impl_if_absent("activation", _activation_autograd, "Autograd", with_keyset=True)
@@ -716,6 +643,6 @@ def _backward_decomposition(grad, x, name, params, order=0, exact=False):
     return _decompose.decompose_backward(spec_for(name, tuple(params)), order, grad, x)
 
 
-__all__ = ["LOADED_LIBRARY", "ACTIVATION", "ACTIVATION_BACKWARD", "ACTIVATION_INPLACE", "NESTED_REVERSE_MODE", "autograd_kernels", "check_order", "check_reverse_mode_not_nested", "ActivationFunction", "BackwardFunction",
-           "InplaceFunction", "ScaledByDerivative", "SecondOrderGuard", "TrainingFunction", "anchor_of", "check_inplace_allowed", "check_input", "check_no_internal_overlap", "direct_call_allowed",
+__all__ = ["LOADED_LIBRARY", "ACTIVATION", "ACTIVATION_BACKWARD", "ACTIVATION_INPLACE", "NESTED_REVERSE_MODE", "autograd_kernels", "functions_on", "check_order", "inplace_or_view_kernel", "register_vmap_rules", "check_reverse_mode_not_nested", "ActivationFunction", "BackwardFunction",
+           "InplaceFunction", "TrainingFunction", "check_inplace_allowed", "check_input", "check_no_internal_overlap", "direct_call_allowed",
            "library_path", "spec_for", "unobserved"]

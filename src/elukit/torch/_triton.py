@@ -239,12 +239,13 @@ def activation_inplace_op(x: torch.Tensor, name: str, params: list[float], exact
         x.copy_(_evaluate(x, None, name, params, 0, exact))
 
 
-# --- autograd, both modes ---------------------------------------------------------------------------
+# --- autograd, both modes, and vmap: `_ops`'s rules on these operators --------------------------------
 # ``register_autograd`` gives reverse mode only (its generated Function has no jvp, so forward-mode AD
-# would drop the tangent and torch.func refuses it). As for elukit's own operators (`_ops`), the
-# autograd kernels are single-level Functions whose backward and jvp are these operators one order
-# up, registered for the CPU and CUDA autograd keys (which take precedence over the alias key the
-# triton_op registered, without overriding it).
+# would drop the tangent and torch.func refuses it). The autograd kernels are `_ops.autograd_kernels`
+# with `_ops`'s single-level Functions subclassed onto these operators (their backward and jvp are
+# these operators one order up; in place, f'(x) is saved before the write), registered for the CPU
+# and CUDA autograd keys (which take precedence over the alias key the triton_op registered, without
+# overriding it).
 
 _ACTIVATION = torch.ops.elukit_triton.activation.default
 _ACTIVATION_BACKWARD = torch.ops.elukit_triton.activation_backward.default
@@ -252,179 +253,17 @@ _ACTIVATION_INPLACE = torch.ops.elukit_triton.activation_.default
 _BELOW_AUTOGRAD = torch._C._after_autograd_keyset
 
 
-class _ActivationFunction(_ops._Function):
-    """f^(n)(x) with d/dx = f^(n+1)(x), in both modes (`_ops.ActivationFunction`)."""
+_ActivationFunction, _BackwardFunction = _ops.functions_on(_ACTIVATION, _ACTIVATION_BACKWARD, direct_backward=False)
+_OPERATORS = (_ACTIVATION, _ACTIVATION_BACKWARD, _ACTIVATION_INPLACE)
+_AUTOGRAD_KERNELS = _ops.autograd_kernels(_ActivationFunction, _BackwardFunction, _ACTIVATION_INPLACE,
+                                          _ACTIVATION_BACKWARD)
 
-    @staticmethod
-    def forward(x, name, params, order, exact, keyset):
-        with torch._C._AutoDispatchBelowAutograd():
-            return _ACTIVATION.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, order, exact)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, name, params, order, exact, _ = inputs
-        ctx.save_for_backward(x)
-        ctx.save_for_forward(x)
-        ctx.arguments = (name, params, order, exact)
-
-    @staticmethod
-    def backward(ctx, grad):
-        _ops.check_reverse_mode_not_nested()
-        (x,) = ctx.saved_tensors
-        return activation_backward_op(grad, x, *ctx.arguments), None, None, None, None, None
-
-    @staticmethod
-    def jvp(ctx, tangent, *_):
-        _ops.check_forward_mode_not_nested()
-        (x,) = ctx.saved_tensors
-        return activation_backward_op(tangent, x, *ctx.arguments)
-
-
-class _BackwardFunction(_ops._Function):
-    """grad * f^(n+1)(x): linear in grad, d/dx = grad * f^(n+2)(x) (`_ops.BackwardFunction`)."""
-
-    @staticmethod
-    def forward(grad, x, name, params, order, exact, keyset):
-        with torch._C._AutoDispatchBelowAutograd():
-            return _ACTIVATION_BACKWARD.redispatch(keyset & _BELOW_AUTOGRAD, grad, x, name, params, order, exact)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        grad, x, name, params, order, exact, _ = inputs
-        ctx.save_for_backward(grad, x)
-        ctx.save_for_forward(grad, x)
-        ctx.arguments = (name, params, order, exact)
-
-    @staticmethod
-    def backward(ctx, outer):
-        _ops.check_reverse_mode_not_nested()
-        grad, x = ctx.saved_tensors
-        name, params, order, exact = ctx.arguments
-        wrt_grad = activation_backward_op(outer, x, *ctx.arguments) if ctx.needs_input_grad[0] else None
-        wrt_x = (activation_backward_op(outer * grad, x, name, params, order + 1, exact)
-                 if ctx.needs_input_grad[1] else None)
-        return wrt_grad, wrt_x, None, None, None, None, None
-
-    @staticmethod
-    def jvp(ctx, grad_tangent, x_tangent, *_):
-        _ops.check_forward_mode_not_nested()
-        grad, x = ctx.saved_tensors
-        name, params, order, exact = ctx.arguments
-        result = None
-        if grad_tangent is not None:
-            result = activation_backward_op(grad_tangent, x, *ctx.arguments)
-        if x_tangent is not None:
-            result = _ops._add(result, activation_backward_op(grad * x_tangent, x, name, params, order + 1, exact))
-        return result
-
-
-class _InplaceTangent(_ops._Function):
-    """x <- f(x) carrying a forward-mode tangent: t <- f'(x) t, f'(x) computed before the write.
-    (A reverse-mode in-place call goes through `_Inplace`, which `activation` applies.)"""
-
-    @staticmethod
-    def forward(x, name, params, exact, keyset, box):
-        with torch._C._AutoDispatchBelowAutograd():
-            box.append(_ACTIVATION(x, name, params, 1, exact))
-            _ACTIVATION_INPLACE.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, exact)
-        return x
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, box = inputs[0], inputs[-1]
-        ctx.mark_dirty(x)
-        ctx.save_for_forward(box.pop())
-
-    @staticmethod
-    def backward(ctx, grad):
-        _ops.check_reverse_mode_not_nested()
-        raise RuntimeError("elukit: backward through an in-place Triton activation needs inplace=False or a call "
-                           "with x requiring grad")
-
-    @staticmethod
-    def jvp(ctx, tangent, *_):
-        _ops.check_forward_mode_not_nested()
-        (derivative,) = ctx.saved_tensors
-        return tangent.mul_(derivative)
-
-
-def _activation_autograd(keyset, x, name, params, order=0, exact=False):
-    with enable_single_level_autograd_function():
-        return _ActivationFunction.apply(x, name, params, order, exact, keyset)
-
-
-def _backward_autograd(keyset, grad, x, name, params, order=0, exact=False):
-    with enable_single_level_autograd_function():
-        return _BackwardFunction.apply(grad, x, name, params, order, exact, keyset)
-
-
-def _inplace_autograd(keyset, x, name, params, exact=False):
-    if torch.autograd.forward_ad.unpack_dual(x).tangent is None:  # nothing to carry (reverse mode: `_Inplace`)
-        with torch._C._AutoDispatchBelowAutograd():
-            _ACTIVATION_INPLACE.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, exact)
-        return
-    with enable_single_level_autograd_function():
-        _InplaceTangent.apply(x, name, params, exact, keyset, [])
-
-
-# --- vmap: elementwise, so a batched tensor is evaluated as it stands (as `_ops`) ------------------
-
-def _activation_vmap(info, in_dims, x, name, params, order=0, exact=False):
-    return activation_op(x, name, params, order, exact), in_dims[0]
-
-
-def _backward_vmap(info, in_dims, grad, x, name, params, order=0, exact=False):
-    grad_dim, x_dim = in_dims[0], in_dims[1]
-    if grad_dim == x_dim:
-        return activation_backward_op(grad, x, name, params, order, exact), x_dim
-    grad = _ops._batched_to_front(grad, grad_dim, info.batch_size)
-    x = _ops._batched_to_front(x, x_dim, info.batch_size)
-    return activation_backward_op(grad, x, name, params, order, exact), 0
-
-
-def _inplace_vmap(info, in_dims, x, name, params, exact=False):
-    activation_inplace_op(x, name, params, exact)
-    return None, None
-
-
-activation_op.register_vmap(_activation_vmap)
-activation_backward_op.register_vmap(_backward_vmap)
-activation_inplace_op.register_vmap(_inplace_vmap)
+_ops.register_vmap_rules(_OPERATORS)
 
 _LIBRARY = torch.library.Library("elukit_triton", "IMPL")
 for _key in ("AutogradCPU", "AutogradCUDA", "AutogradMeta"):
-    _LIBRARY.impl("activation", _activation_autograd, _key, with_keyset=True)
-    _LIBRARY.impl("activation_backward", _backward_autograd, _key, with_keyset=True)
-    _LIBRARY.impl("activation_", _inplace_autograd, _key, with_keyset=True)
-
-
-class _Inplace(torch.autograd.Function):
-    """x <- f(x) keeping f'(x), computed first, for the first derivative (as elukit.torch's
-    in-place operator does); differentiating twice raises (`_ops.SecondOrderGuard`)."""
-
-    @staticmethod
-    def forward(ctx, x, anchor, name, params, exact):
-        derivative = activation_op(x, name, params, 1, exact)
-        activation_inplace_op(x, name, params, exact)
-        ctx.mark_dirty(x)
-        ctx.save_for_backward(derivative, anchor)
-        ctx.save_for_forward(derivative)
-        return x
-
-    @staticmethod
-    def backward(ctx, grad):
-        _ops.check_reverse_mode_not_nested()
-        derivative, anchor = ctx.saved_tensors
-        gradient = grad * derivative
-        if torch.is_grad_enabled() and anchor.requires_grad:
-            gradient = _ops.SecondOrderGuard.apply(gradient, anchor)
-        return gradient, None, None, None, None
-
-    @staticmethod
-    def jvp(ctx, tangent, *_):
-        _ops.check_forward_mode_not_nested()
-        (derivative,) = ctx.saved_tensors  # the tensors of save_for_forward
-        return tangent.mul_(derivative)
+    for _operator, _kernel in zip(_OPERATORS, _AUTOGRAD_KERNELS):
+        _LIBRARY.impl(_operator._schema.name.split("::")[1], _kernel, _key, with_keyset=True)
 
 
 def activation(x: torch.Tensor, spec: Activation, inplace: bool, exact: bool) -> torch.Tensor:
@@ -436,11 +275,7 @@ def activation(x: torch.Tensor, spec: Activation, inplace: bool, exact: bool) ->
         _ops.spec_for(name, tuple(params))  # the registry holds this spec under its name
         _plan(name, tuple(params), 0, x.dtype in _NARROW)  # a family without kernels: one line, before any work
     if inplace:
-        _ops.check_inplace_allowed(x)
-        _ops.check_no_internal_overlap(x)
-        if torch.is_grad_enabled() and x.requires_grad:
-            return _Inplace.apply(x, _ops.anchor_of(x), name, params, exact)
-        activation_inplace_op(x, name, params, exact)
+        activation_inplace_op(x, name, params, exact)  # its autograd kernel checks x and refuses as torch does
         return x
     return activation_op(x, name, params, 0, exact)
 

@@ -25,11 +25,10 @@ With `use_fused_training` (off by default) a plain eager training call of the EL
 contiguous CPU float32/float64 tensor computes f(x) and f'(x) in one pass instead and saves f'(x),
 with its branch in the sign bit (`_ops.TrainingFunction`): backward is one multiplication (<= 1 ulp
 from grad * f'(x) rounded once; ``exact=True`` keeps saving x), every higher order stays exact.
-``inplace=True`` writes f(x) into x and saves f'(x) instead of x: the same memory as out-of-place,
-no collapse; every order of derivative follows for the ELU family and the piecewise-linear specs
-(from f'(x) and the output: f''/f' is a constant of each branch), the other specs' second
-derivatives raise. Where the C++ operator library is loaded its autograd kernel serves it (the
-Python `_ops.InplaceFunction` elsewhere, with the same bits).
+``inplace=True`` writes f(x) into x and keeps a copy of x from before the write, at which it
+differentiates like the out-of-place call: every order of every spec gives inplace=False's bits,
+no collapse. Where the C++ operator library is loaded its autograd kernel serves it (the Python
+`_ops.InplaceFunction` elsewhere, with the same bits).
 """
 
 from __future__ import annotations
@@ -153,9 +152,8 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
     float16, bfloat16 and float32 results are the same either way.
 
     ``inplace=True`` writes f(x) into x (bumping its version counter, with PyTorch's checks made
-    before anything is written) and keeps f'(x) for backward: first derivatives are exact; for the
-    ELU family, ReLU and leaky ReLU every order follows from f'(x) and the output (f''/f' is a
-    constant of each branch); differentiating the other specs twice through it raises.
+    before anything is written) and keeps a copy of x from before the write for backward: every
+    derivative of every order is the out-of-place one, bit for bit.
 
     ``backend="triton"`` forces the Triton kernels (`elukit.torch._triton`: CUDA tensors, or CPU
     tensors under ``TRITON_INTERPRET=1``; ELU family and piecewise-linear specs): the same bits as
@@ -192,7 +190,7 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
             _ops.check_inplace_allowed(x)
             _ops.check_no_internal_overlap(x)
             if torch.is_grad_enabled() and x.requires_grad:
-                _ops.InplaceFunction.apply(x, _ops.anchor_of(x), name, values, exact, None, [])
+                _ops.InplaceFunction.apply(x, x.clone(), name, values, exact, None, None, _ops.ACTIVATION_BACKWARD)
                 return x
             if x.is_inference() and not torch.is_inference_mode_enabled():
                 _ops.ACTIVATION_INPLACE(x, name, values, exact)  # raises PyTorch's inference-tensor error
