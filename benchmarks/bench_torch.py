@@ -7,7 +7,7 @@ Small tensors first (64, 2^10 and 2^12 elements, float32, 1 thread), where the p
 dominates: the time per call in microseconds for elukit and native, forward (no grad),
 forward+backward, in-place forward (no grad, applied again and again to one buffer: its values stay
 finite and the kernels' cost does not depend on them) and in-place forward+backward (on a non-leaf
-copy; elukit saves f'(x) with the branch in its sign bit, so it differentiates twice, as torch does),
+copy; elukit keeps a copy of x from before the write, so it differentiates twice, as torch does),
 and the ratios. Then forward and forward+backward, float32 and float64, 2^16 and
 2^22 elements, 1 and 2 threads: the
 default path (elukit's compiled C kernels where they were built: float64 from the fast faithful
