@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 import elukit  # noqa: E402
 from elukit.torch import CELU, ELU, SELU, Activation, replace_activations  # noqa: E402
+from elukit.torch import _ops  # noqa: E402
 from elukit.torch import functional as EF  # noqa: E402
 
 TF = torch.nn.functional
@@ -113,6 +114,35 @@ def test_forward_mode_ad_keeps_the_tangent(f, name, requires_grad):
         got = fwad.unpack_dual(out).tangent
     assert got is not None
     torch.testing.assert_close(got, tangent * exact_derivative(name, x))
+
+
+_TORCH_EQUIVALENTS = {"elu": TF.elu, "gelu": TF.gelu, "silu": TF.silu, "softplus": TF.softplus, "tanh": torch.tanh}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("spec_name", list(_TORCH_EQUIVALENTS))
+@pytest.mark.parametrize("implementation", ["torch", "elukit"])
+def test_forward_mode_ad_on_a_transposed_input(implementation, spec_name, dtype):
+    """A transposed (non-contiguous) dual tensor: the NumPy-backed kernels returned a view of their
+    result, and forward-mode AD then hit a PyTorch INTERNAL ASSERT (float32 GELU/SiLU/softplus,
+    16-bit ELU; where the Python kernels serve). The operators' kernels must return no view."""
+    fwad = torch.autograd.forward_ad
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 6, generator=generator).to(dtype).t()
+    tangent = torch.randn(4, 6, generator=generator).to(dtype).t()
+    function = _TORCH_EQUIVALENTS[spec_name]
+    if implementation == "elukit":
+        function = lambda t: EF.activation(t, spec_name)  # noqa: E731
+        params = list(elukit.get(spec_name).parameters.values())
+        for order in (0, 1):
+            assert _ops._activation_kernel(x, spec_name, params, order)._base is None
+        assert _ops._backward_kernel(tangent, x, spec_name, params)._base is None
+    with fwad.dual_level():
+        got = fwad.unpack_dual(function(fwad.make_dual(x, tangent))).tangent
+    derivative = elukit.get(spec_name).derivative(x.double().numpy())
+    wanted = (tangent.double() * torch.from_numpy(np.ascontiguousarray(derivative))).to(dtype)
+    narrow = dtype in (torch.float16, torch.bfloat16)  # the control rounds f' and the product: a few ulp
+    torch.testing.assert_close(got, wanted, rtol=1e-1 if narrow else 1e-5, atol=1e-2 if narrow else 1e-6)
 
 
 def test_gradcheck_with_pytorchs_own_op_test_settings(f):
