@@ -144,7 +144,10 @@ def _numpy_backend(spec: Activation, quantity: str, x: torch.Tensor, exact: bool
         result = torch.from_numpy(np.ascontiguousarray(values).view(np.int16)).view(torch.bfloat16)
     else:
         result = torch.from_numpy(np.ascontiguousarray(getattr(spec, quantity)(source.numpy(), compiled=not exact)))
-    return result.reshape(x.shape)  # np.ascontiguousarray makes a 0-dim array 1-dim
+    result = result.reshape(x.shape)  # np.ascontiguousarray makes a 0-dim array 1-dim
+    # An operator's output must not be a view (forward-mode AD of a view asserted inside PyTorch):
+    # the reshape and the bfloat16 reinterpretation above make one, so it gets its own tensor.
+    return result.clone() if result._base is not None else result
 
 
 def _narrow_kernel(spec: Activation, quantity: str, dtype: torch.dtype):

@@ -42,6 +42,7 @@ import ctypes
 import functools
 import importlib.machinery
 import os
+import re
 from typing import Any
 
 from elukit import _native
@@ -179,15 +180,47 @@ def check_no_internal_overlap(x: torch.Tensor) -> None:
                            "memory location. Please clone() the tensor before performing the operation.")
 
 
+def _view_rebase_error(x: torch.Tensor) -> str | None:
+    """PyTorch's refusal to modify in place a view that autograd cannot rebase (`handle_view_on_rebase`):
+    an output of a multi-view function (unbind, split, chunk), a view made in no_grad or inference
+    mode, or one made inside a custom Function."""
+    meta = torch._C._autograd._get_creation_meta(x)
+    kinds = torch._C._autograd.CreationMeta
+    if meta == kinds.DEFAULT:
+        return None
+    if meta == kinds.NO_GRAD_MODE:
+        return ("A view was created in no_grad mode and is being modified inplace with grad mode enabled. Given "
+                "that this use case is ambiguous and error-prone, it is forbidden. You can clarify your code by "
+                "moving both the view and the inplace either both inside the no_grad block (if you don't want the "
+                "inplace to be tracked) or both outside (if you want the inplace to be tracked).")
+    if meta == kinds.INFERENCE_MODE:
+        return "A view was created in inference mode and is being modified inplace in normal mode."
+    node = x.grad_fn.name() if x.grad_fn is not None else "a function"
+    prefix = f"Output {x.output_nr} of {re.sub(r'Backward[0-9]*$', '', node)} is a view and is being modified inplace. "
+    if meta == kinds.MULTI_OUTPUT_NODE:
+        return prefix + ("This view is the output of a function that returns multiple views. Such functions do not "
+                         "allow the output views to be modified inplace. You should replace the inplace operation by "
+                         "an out-of-place one.")
+    return prefix + ("This view was created inside a custom Function (or because an input was returned as-is) and "
+                     "the autograd logic to handle view+inplace would override the custom backward associated with "
+                     "the custom Function, leading to incorrect gradients. This behavior is forbidden. You can fix "
+                     "this by cloning the output of the custom Function.")
+
+
 def check_inplace_allowed(x: torch.Tensor) -> None:
-    """The errors PyTorch raises for an in-place operation under autograd, raised before any write."""
+    """The errors PyTorch raises for an in-place operation under autograd (`check_inplace`, in its
+    order), raised before any write."""
     if not (torch.is_grad_enabled() and x.requires_grad):
         return
+    base = x._base
+    if base is not None:
+        message = _view_rebase_error(x)
+        if message is not None:
+            raise RuntimeError(message)
+        if base.is_leaf and base.requires_grad:
+            raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place operation.")
     if x.is_leaf:
         raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation.")
-    base = x._base
-    if base is not None and base.is_leaf and base.requires_grad:
-        raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place operation.")
 
 
 def direct_call_allowed(*tensors: torch.Tensor) -> bool:
