@@ -622,6 +622,43 @@ static void fast_exponential_loop(const double *restrict x, const double *restri
         }
 }
 
+/* The same loops reading the float32 data themselves (no widened copy of x and grad: the rare
+   unsafe elements read them again). */
+ELUKIT_CLONES
+static void fast_value_float_loop(const float *restrict x, double *restrict out, Py_ssize_t n, const constants *pk) {
+    const constants k = *pk;
+    if (k.has_beta)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_value((double)x[i], &k, 1);
+        }
+    else
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_value((double)x[i], &k, 0);
+        }
+}
+
+ELUKIT_CLONES
+static void fast_exponential_float_loop(const float *restrict x, const float *restrict grad, double *restrict out,
+                                        Py_ssize_t n, const constants *pk) {
+    const constants k = *pk;
+    if (grad == NULL && k.has_beta)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_exponential((double)x[i], k.grad_scalar, &k, 1);
+        }
+    else if (grad == NULL)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_exponential((double)x[i], k.grad_scalar, &k, 0);
+        }
+    else if (k.has_beta)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_exponential((double)x[i], (double)grad[i], &k, 1);
+        }
+    else
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_exponential((double)x[i], (double)grad[i], &k, 0);
+        }
+}
+
 /* out = (float)y; returns whether any element was unsafe to round that way. */
 ELUKIT_CLONES
 static int64_t narrow_checked(const double *restrict y, float *restrict out, Py_ssize_t n) {
@@ -950,6 +987,12 @@ static void run_magnitude(const task *t) {
         magnitude_float((const float *)t->x, (const float *)t->grad, (float *)t->out, t->n, (float)t->k->grad_scalar);
 }
 
+/* Whether the n bytes at a and at b overlap. */
+static int overlaps(const void *a, const void *b, size_t n) {
+    uintptr_t p = (uintptr_t)a, q = (uintptr_t)b;
+    return p < q + n && q < p + n;
+}
+
 static void run_task(const task *t) {
     if (t->kind & MAGNITUDE) {
         run_magnitude(t);
@@ -967,23 +1010,33 @@ static void run_task(const task *t) {
         run_float64(t);
         return;
     }
-    double x[TILE], grad[TILE], out[TILE];
+    double out[TILE];
+    float x_copy[TILE], grad_copy[TILE];
     const float *x_float = (const float *)t->x, *grad_float = (const float *)t->grad;
     float *out_float = (float *)t->out;
+    /* out may be x or grad: the unsafe elements are redone from a copy of the tile's inputs then */
+    int aliased = overlaps(t->out, t->x, t->n * sizeof(float)) ||
+                  (grad_float && overlaps(t->out, t->grad, t->n * sizeof(float)));
     for (Py_ssize_t start = 0; start < t->n; start += TILE) {
         Py_ssize_t count = t->n - start < TILE ? t->n - start : TILE;
-        widen(x_float + start, x, count);
-        if (grad_float) widen(grad_float + start, grad, count);
-        const double *g = grad_float ? grad : NULL;
+        const float *x = x_float + start, *g = grad_float ? grad_float + start : NULL;
+        if (aliased) {
+            memcpy(x_copy, x, (size_t)count * sizeof(float));
+            x = x_copy;
+            if (g) {
+                memcpy(grad_copy, g, (size_t)count * sizeof(float));
+                g = grad_copy;
+            }
+        }
         if ((t->kind & EXPONENTIAL) == VALUE)
-            fast_value_loop(x, out, count, t->k);
+            fast_value_float_loop(x, out, count, t->k);
         else
-            fast_exponential_loop(x, g, out, count, t->k);
+            fast_exponential_float_loop(x, g, out, count, t->k);
         if (!narrow_checked(out, out_float + start, count)) continue;
         for (Py_ssize_t i = 0; i < count; i++) {
             if (!unsafe_for_float(out[i])) continue;
-            double slow = (t->kind & EXPONENTIAL) == VALUE ? slow_value(x[i], t->k)
-                                           : slow_exponential(x[i], g ? g[i] : t->k->grad_scalar, t->k);
+            double slow = (t->kind & EXPONENTIAL) == VALUE ? slow_value((double)x[i], t->k)
+                                           : slow_exponential((double)x[i], g ? (double)g[i] : t->k->grad_scalar, t->k);
             out_float[start + i] = (float)slow;
         }
     }
