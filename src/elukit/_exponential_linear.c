@@ -531,11 +531,19 @@ static ELUKIT_INLINE double exp_short(double r) { return fma(fma(series_tail(r),
 
 /* 1 where rounding y to float is not safe: within 2^10 double ulps (2^-42 relative) of a float
    midpoint, or a nonzero |y| below float's normal range (where float's grid is coarser). The
-   hardware's double -> float conversion itself rounds correctly, overflow and NaN included. */
+   hardware's double -> float conversion itself rounds correctly, overflow and NaN included.
+   As two unsigned keys, so that a loop can test a whole tile with two minimums: the distance of
+   y's low 29 bits from a float midpoint's (plus 2^10), below 2^11 near one; and |y|'s bits minus 1,
+   below those of 2^-126 minus 1 for a nonzero |y| below 2^-126 (zero wraps to the top; NaN is
+   above). */
+#define NEAR_MIDPOINT 2048ULL
+#define BELOW_NORMAL 0x380fffffffffffffULL /* the bits of 2^-126, minus 1 */
+static ELUKIT_INLINE uint64_t midpoint_key(double y) { return (to_bits(y) + (1024 - 0x10000000ULL)) & 0x1fffffffULL; }
+
+static ELUKIT_INLINE uint64_t magnitude_key(double y) { return (to_bits(y) & 0x7fffffffffffffffULL) - 1; }
+
 static ELUKIT_INLINE int64_t unsafe_for_float(double y) {
-    uint64_t near_midpoint = ((to_bits(y) + (1024 - 0x10000000ULL)) & 0x1fffffffULL) < 2048;
-    double magnitude = fabs(y);
-    return (int64_t)(near_midpoint | ((magnitude < 0x1p-126) & (magnitude != 0.0)));
+    return (int64_t)((midpoint_key(y) < NEAR_MIDPOINT) | (magnitude_key(y) < BELOW_NORMAL));
 }
 
 /* min(x, 0)/beta clamped below at `floor`, reduced to k*ln2 + r in plain double (one ln2
@@ -662,12 +670,14 @@ static void fast_exponential_float_loop(const float *restrict x, const float *re
 /* out = (float)y; returns whether any element was unsafe to round that way. */
 ELUKIT_CLONES
 static int64_t narrow_checked(const double *restrict y, float *restrict out, Py_ssize_t n) {
-    int64_t unsafe = 0;
+    uint64_t midpoint = UINT64_MAX, magnitude = UINT64_MAX; /* unsafe_for_float, as two minimums */
     for (Py_ssize_t i = 0; i < n; i++) {
         out[i] = (float)y[i];
-        unsafe |= unsafe_for_float(y[i]);
+        uint64_t a = midpoint_key(y[i]), b = magnitude_key(y[i]);
+        midpoint = a < midpoint ? a : midpoint;
+        magnitude = b < magnitude ? b : magnitude;
     }
-    return unsafe;
+    return (int64_t)((midpoint < NEAR_MIDPOINT) | (magnitude < BELOW_NORMAL));
 }
 
 
@@ -844,9 +854,14 @@ static void fast_both_float_loop(const float *restrict x, float *restrict value_
 
 ELUKIT_CLONES
 static int64_t any_unsafe_for_float(const double *restrict a, const double *restrict b, Py_ssize_t n) {
-    int64_t unsafe = 0;
-    for (Py_ssize_t i = 0; i < n; i++) unsafe |= unsafe_for_float(a[i]) | unsafe_for_float(b[i]);
-    return unsafe;
+    uint64_t midpoint = UINT64_MAX, magnitude = UINT64_MAX; /* unsafe_for_float, as two minimums */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t m = midpoint_key(a[i]) < midpoint_key(b[i]) ? midpoint_key(a[i]) : midpoint_key(b[i]);
+        uint64_t g = magnitude_key(a[i]) < magnitude_key(b[i]) ? magnitude_key(a[i]) : magnitude_key(b[i]);
+        midpoint = m < midpoint ? m : midpoint;
+        magnitude = g < magnitude ? g : magnitude;
+    }
+    return (int64_t)((midpoint < NEAR_MIDPOINT) | (magnitude < BELOW_NORMAL));
 }
 
 static ELUKIT_INLINE void fast_both64(double x, const constants *k, int has_beta, double clamped, double *value,
@@ -885,13 +900,11 @@ DEFINE_FAST_BOTH64_LOOP(beta, 1)
 ELUKIT_CLONES
 static int64_t narrow_both_checked(const double *restrict a, const double *restrict b, float *restrict a_out,
                                    float *restrict b_out, Py_ssize_t n) {
-    int64_t unsafe = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         a_out[i] = (float)a[i];
         b_out[i] = (float)b[i];
-        unsafe |= unsafe_for_float(a[i]) | unsafe_for_float(b[i]);
     }
-    return unsafe;
+    return any_unsafe_for_float(a, b, n);
 }
 
 /* Whether the derivative's floor lies below the value's clamp, so that one reduction serves both. */
