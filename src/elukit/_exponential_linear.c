@@ -630,12 +630,27 @@ static void fast_exponential_loop(const double *restrict x, const double *restri
         }
 }
 
+/* ELU with alpha 1 (also CELU(1)): f(x) = x (x > 0), expm1(x) (x <= 0), and f' = 1 (x > 0), exp(x), with
+   the gradient 1 (JAX's derivative, torch's sum().backward()). The loops below give these their own
+   copy of the loop, in which every product by one is gone (x * 1 is x, NaN payloads included). */
+static int unit_value(const constants *k) { return !k->has_beta && k->c_hi == 1.0 && k->scale == 1.0; }
+
+static int unit_derivative(const constants *k) {
+    return !k->has_beta && k->m_hi == 1.0 && k->m_exponent == 0 && k->positive == 1.0 && k->grad_scalar == 1.0;
+}
+
 /* The same loops reading the float32 data themselves (no widened copy of x and grad: the rare
    unsafe elements read them again). */
 ELUKIT_CLONES
 static void fast_value_float_loop(const float *restrict x, double *restrict out, Py_ssize_t n, const constants *pk) {
     const constants k = *pk;
-    if (k.has_beta)
+    if (unit_value(&k)) {
+        constants unit = k; /* the compiler folds the products by 1 away: the same bits */
+        unit.c_hi = 1.0, unit.scale = 1.0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_value((double)x[i], &unit, 0);
+        }
+    } else if (k.has_beta)
         for (Py_ssize_t i = 0; i < n; i++) {
             out[i] = fast_value((double)x[i], &k, 1);
         }
@@ -649,7 +664,13 @@ ELUKIT_CLONES
 static void fast_exponential_float_loop(const float *restrict x, const float *restrict grad, double *restrict out,
                                         Py_ssize_t n, const constants *pk) {
     const constants k = *pk;
-    if (grad == NULL && k.has_beta)
+    if (grad == NULL && unit_derivative(&k)) {
+        constants unit = k; /* as in fast_value_float_loop */
+        unit.m_hi = 1.0, unit.m_exponent = 0, unit.positive = 1.0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_exponential((double)x[i], 1.0, &unit, 0);
+        }
+    } else if (grad == NULL && k.has_beta)
         for (Py_ssize_t i = 0; i < n; i++) {
             out[i] = fast_exponential((double)x[i], k.grad_scalar, &k, 1);
         }
