@@ -386,8 +386,8 @@ static ELUKIT_INLINE table_reduced table_reduce(double q, double q_lo) {
    double-double kernel. */
 /* f(x) from the reduction of x/beta; where t.q lies below VALUE_CLAMP (a reduction clamped lower,
    shared with the derivative: run_both), the result is `clamped`, f at the clamp. */
-static ELUKIT_INLINE checked fast_value64_reduced(double x, ratio t, table_reduced e, const constants *k,
-                                                  double clamped) {
+static ELUKIT_INLINE checked fast_value64_reduced_of(double x, ratio t, table_reduced e, const constants *k,
+                                                     double clamped, int unit) {
     double power = power_of_two(e.k);              /* k in [-87, 0] */
     double a = power * e.t_hi;
     dd m = fast_two_sum(-1.0, a);                  /* a - 1 */
@@ -395,7 +395,9 @@ static ELUKIT_INLINE checked fast_value64_reduced(double x, ratio t, table_reduc
     dd u = fast_two_sum(m.hi, p.hi);               /* |m.hi| >= 2^-7.5 > |p.hi|, or m = 0 */
     double bracket = fma(a, e.h + fma(e.r.lo, e.r.hi, e.r.lo), power * fma(e.t_lo, e.r.hi, e.t_lo));
     double tail = u.lo + (m.lo + (p.lo + bracket));
-    double negative = fma(k->c_hi, u.hi, fma(k->c_hi, tail, k->c_lo * u.hi));
+    /* unit (c = 1 exactly): fma(1, u.hi, fma(1, tail, 0 u.hi)) is u.hi + tail but for the sign of a
+       zero tail, which the sum with u.hi != 0 (or copysign at x = 0) does not see */
+    double negative = unit ? u.hi + tail : fma(k->c_hi, u.hi, fma(k->c_hi, tail, k->c_lo * u.hi));
     negative = t.q < VALUE_CLAMP ? clamped : negative;
     double positive = x * k->scale;
     double result = copysign(x > 0.0 ? positive : negative, x);
@@ -405,22 +407,33 @@ static ELUKIT_INLINE checked fast_value64_reduced(double x, ratio t, table_reduc
     return (checked){x != x ? x : result, tiny};
 }
 
-static ELUKIT_INLINE checked fast_value64(double x, const constants *k, int has_beta) {
+static ELUKIT_INLINE checked fast_value64_reduced(double x, ratio t, table_reduced e, const constants *k,
+                                                  double clamped) {
+    return fast_value64_reduced_of(x, t, e, k, clamped, 0);
+}
+
+static ELUKIT_INLINE checked fast_value64_of(double x, const constants *k, int has_beta, int unit) {
     ratio t = divide(x, k->beta, has_beta, VALUE_CLAMP);
-    return fast_value64_reduced(x, t, table_reduce(t.q, t.q_lo), k, 0.0); /* t.q >= VALUE_CLAMP */
+    return fast_value64_reduced_of(x, t, table_reduce(t.q, t.q_lo), k, 0.0, unit); /* t.q >= VALUE_CLAMP */
+}
+
+static ELUKIT_INLINE checked fast_value64(double x, const constants *k, int has_beta) {
+    return fast_value64_of(x, k, has_beta, 0);
 }
 
 /* grad * f'(x) or grad * f''(x) = grad * M * 2^(k + E) * T exp(r): (grad M) as a double-double,
    T exp(r) = T_hi + b_lo with b_lo = T_hi (r + h) + T_lo (+ T_lo r, below 2^-61.5) to < 2^-59
    relative, one fma to round, and the exact power of two after. Results outside the normal range
    (subnormal, zero, overflowing before the scaling) are flagged for exponential_dd. */
-static ELUKIT_INLINE checked fast_exponential64_reduced(double x, double grad, ratio t, table_reduced e,
-                                                        const constants *k) {
+static ELUKIT_INLINE checked fast_exponential64_reduced_of(double x, double grad, ratio t, table_reduced e,
+                                                           const constants *k, int unit) {
     grad = grad * (t.below ? 0.0 : 1.0); /* a zero result is flagged: exponential_dd flushes it */
     double b_lo = fma(e.t_hi, e.r.hi + e.h, e.t_lo);
     double a_hi = grad * k->m_hi;
     double a_lo = fma(grad, k->m_hi, -a_hi) + grad * k->m_lo;
-    double product = fma(a_hi, e.t_hi, fma(a_hi, b_lo, a_lo * e.t_hi));
+    /* unit (grad m = 1 exactly, m_exponent 0, see unit_derivative): a_hi is 1 (0 below the floor) and
+       a_lo 0, so the product is T_hi + b_lo (T_hi >= 1: a zero b_lo's sign is not seen), or +0 */
+    double product = unit ? (e.t_hi + b_lo) * grad : fma(a_hi, e.t_hi, fma(a_hi, b_lo, a_lo * e.t_hi));
     int64_t total = e.k + k->m_exponent;
     int64_t first = (int64_t)(((uint64_t)(total + 2048)) >> 1) - 1024;
     double negative = product * power_of_two(first) * power_of_two(total - first);
@@ -432,19 +445,28 @@ static ELUKIT_INLINE checked fast_exponential64_reduced(double x, double grad, r
     return (checked){x != x ? x : result, unsure & (x == x)};
 }
 
-static ELUKIT_INLINE checked fast_exponential64(double x, double grad, const constants *k, int has_beta) {
-    ratio t = divide(x, k->beta, has_beta, k->floor);
-    return fast_exponential64_reduced(x, grad, t, table_reduce(t.q, t.q_lo), k);
+static ELUKIT_INLINE checked fast_exponential64_reduced(double x, double grad, ratio t, table_reduced e,
+                                                        const constants *k) {
+    return fast_exponential64_reduced_of(x, grad, t, e, k, 0);
 }
 
-#define DEFINE_FAST_VALUE_LOOP(SUFFIX, HAS_BETA)                                                                      \
+static ELUKIT_INLINE checked fast_exponential64_of(double x, double grad, const constants *k, int has_beta, int unit) {
+    ratio t = divide(x, k->beta, has_beta, k->floor);
+    return fast_exponential64_reduced_of(x, grad, t, table_reduce(t.q, t.q_lo), k, unit);
+}
+
+static ELUKIT_INLINE checked fast_exponential64(double x, double grad, const constants *k, int has_beta) {
+    return fast_exponential64_of(x, grad, k, has_beta, 0);
+}
+
+#define DEFINE_FAST_VALUE_LOOP(SUFFIX, HAS_BETA, UNIT)                                                                    \
     ELUKIT_CLONES                                                                                                     \
     static int64_t fast_value64_##SUFFIX(const double *restrict x, double *restrict out, int64_t *restrict unsure,   \
                                          Py_ssize_t n, const constants *pk) {                                        \
         const constants k = *pk;                                                                                      \
         int64_t any = 0;                                                                                              \
         for (Py_ssize_t i = 0; i < n; i++) {                                                                          \
-            checked c = fast_value64(x[i], &k, HAS_BETA);                                                             \
+            checked c = fast_value64_of(x[i], &k, HAS_BETA, UNIT);                                                    \
             out[i] = c.result;                                                                                        \
             unsure[i] = c.unsure;                                                                                     \
         }                                                                                                             \
@@ -452,10 +474,11 @@ static ELUKIT_INLINE checked fast_exponential64(double x, double grad, const con
         return any;                                                                                                   \
     }
 
-DEFINE_FAST_VALUE_LOOP(plain, 0)
-DEFINE_FAST_VALUE_LOOP(beta, 1)
+DEFINE_FAST_VALUE_LOOP(plain, 0, 0)
+DEFINE_FAST_VALUE_LOOP(beta, 1, 0)
+DEFINE_FAST_VALUE_LOOP(unit, 0, 1) /* c = 1 exactly: ELU, CELU(1) */
 
-#define DEFINE_FAST_GRADIENT_LOOP(SUFFIX, HAS_BETA)                                                                   \
+#define DEFINE_FAST_GRADIENT_LOOP(SUFFIX, HAS_BETA, UNIT)                                                              \
     ELUKIT_CLONES                                                                                                     \
     static int64_t fast_gradient64_##SUFFIX(const double *restrict x, const double *restrict grad,                   \
                                             double *restrict out, int64_t *restrict unsure, Py_ssize_t n,            \
@@ -464,7 +487,7 @@ DEFINE_FAST_VALUE_LOOP(beta, 1)
         int64_t any = 0;                                                                                              \
         if (grad == NULL) {                                                                                           \
             for (Py_ssize_t i = 0; i < n; i++) {                                                                      \
-                checked c = fast_exponential64(x[i], k.grad_scalar, &k, HAS_BETA);                                    \
+                checked c = fast_exponential64_of(x[i], k.grad_scalar, &k, HAS_BETA, UNIT);                           \
                 out[i] = c.result;                                                                                    \
                 unsure[i] = c.unsure;                                                                                 \
                 any |= c.unsure;                                                                                      \
@@ -480,8 +503,9 @@ DEFINE_FAST_VALUE_LOOP(beta, 1)
         return any;                                                                                                   \
     }
 
-DEFINE_FAST_GRADIENT_LOOP(plain, 0)
-DEFINE_FAST_GRADIENT_LOOP(beta, 1)
+DEFINE_FAST_GRADIENT_LOOP(plain, 0, 0)
+DEFINE_FAST_GRADIENT_LOOP(beta, 1, 0)
+DEFINE_FAST_GRADIENT_LOOP(unit, 0, 1) /* grad NULL only: see unit_derivative */
 
 ELUKIT_CLONES
 static void widen(const float *restrict x, double *restrict out, Py_ssize_t n) {
@@ -498,28 +522,35 @@ typedef struct {
 } task;
 
 /* float32: a fast evaluation in double, then a rounding test (Ziv's strategy). The fast result
-   is within 2^-44 relative of the truth wherever it is a normal float (Taylor degree 11 on
-   |r| <= ln2/2 truncates below 2^-47; reducing with one ln2 constant costs |k| 2^-54 <= 2^-46;
-   x/beta formed as x*(1/beta) costs |x/beta| 2^-52 <= 2^-45.3, as |x/beta| <= 104 there; a few
-   roundings of 2^-53). Where it
-   lies within 2^-42 relative of a float midpoint, or outside float's normal range, rounding it
-   could go wrong, and the element is recomputed in double-double with the float64 machinery and
-   rounded to odd. float32 results are therefore correctly rounded except where the
-   double-double result itself is within 2^-56 of a midpoint; about one random input in 2^18
-   takes the slow path (and every result below 2^-126, e.g. f'(x) for x < -87). */
-/* 1/2 + r/3! + ... + r^9/11!: the Taylor tail both short series share (expm1 = r + r^2 * tail,
-   exp = 1 + r * (1 + r * tail); truncation < 2^-47 relative on |r| <= ln2/2). */
+   is within 2^-44 relative of the truth wherever it is a normal float: the series below errs by
+   at most 2^-48.2 relative (see series_tail); reducing with one ln2 constant costs |k| 2^-55.3
+   <= 2^-48 (|k| <= 150 where the result is a normal float; 0 at k = 0); x/beta formed as
+   x*(1/beta) costs |x/beta| 2^-52 <= 2^-45.3, as |x/beta| <= 104 there; a few roundings of
+   2^-53. Where it lies within 2^-42 relative of a float midpoint, or outside float's normal
+   range, rounding it could go wrong, and the element is recomputed in double-double with the
+   float64 machinery and rounded to odd. float32 results are therefore correctly rounded except
+   where the double-double result itself is within 2^-56 of a midpoint; about one random input
+   in 2^18 takes the slow path (and every result below 2^-126, e.g. f'(x) for x < -87). */
+/* T(r) = (expm1(r) - r)/r^2 = 1/2 + r/3! + r^2/4! + ..., the tail both short series share
+   (expm1 = r + r^2 T, exp = 1 + r (1 + r T)), as a degree-8 polynomial fitted on
+   |r| <= 0.3466 (> ln2/2 and the rounding of r's reduction): Chebyshev interpolation, the
+   coefficients rounded to double. |T - P| <= 2^-46.96 there, proved in
+   tests/test_float32_series.py (the exact difference of P and T's Taylor series to degree 30,
+   on a grid of the interval plus the grid's bound from the second derivative, plus the series'
+   remainder). In the results: expm1's relative error is |r| |T - P| |r/expm1(r)| <= 0.41 |T - P|
+   (2^-48.2) at k = 0, below that elsewhere (2^k r^2 |T - P| / |expm1| <= 0.21 |T - P|); exp's
+   is r^2 |T - P| e^-r <= 0.17 |T - P|. Taylor's degree 11 (one step more) erred 2^-45.4 at
+   k = 0. */
 static ELUKIT_INLINE double series_tail(double r) {
-    double tail = 1.0 / 39916800.0;
-    tail = fma(tail, r, 1.0 / 3628800.0);
-    tail = fma(tail, r, 1.0 / 362880.0);
-    tail = fma(tail, r, 1.0 / 40320.0);
-    tail = fma(tail, r, 1.0 / 5040.0);
-    tail = fma(tail, r, 1.0 / 720.0);
-    tail = fma(tail, r, 1.0 / 120.0);
-    tail = fma(tail, r, 1.0 / 24.0);
-    tail = fma(tail, r, 1.0 / 6.0);
-    return fma(tail, r, 0.5);
+    double tail = 0x1.28803f36ecdd5p-22;
+    tail = fma(tail, r, 0x1.72c729cbdb150p-19);
+    tail = fma(tail, r, 0x1.a019c9a6c2942p-16);
+    tail = fma(tail, r, 0x1.a019ada56ce53p-13);
+    tail = fma(tail, r, 0x1.6c16c1738faf6p-10);
+    tail = fma(tail, r, 0x1.1111111c4725cp-7);
+    tail = fma(tail, r, 0x1.5555555554cb7p-5);
+    tail = fma(tail, r, 0x1.5555555553b79p-3);
+    return fma(tail, r, 0x1.0000000000000p-1);
 }
 
 static ELUKIT_INLINE double expm1_short(double r) { return fma(r * r, series_tail(r), r); }
@@ -636,7 +667,8 @@ static void fast_exponential_loop(const double *restrict x, const double *restri
 static int unit_value(const constants *k) { return !k->has_beta && k->c_hi == 1.0 && k->scale == 1.0; }
 
 static int unit_derivative(const constants *k) {
-    return !k->has_beta && k->m_hi == 1.0 && k->m_exponent == 0 && k->positive == 1.0 && k->grad_scalar == 1.0;
+    return !k->has_beta && k->m_hi == 1.0 && k->m_lo == 0.0 && k->m_exponent == 0 && k->positive == 1.0 &&
+           k->grad_scalar == 1.0;
 }
 
 /* The same loops reading the float32 data themselves (no widened copy of x and grad: the rare
@@ -728,15 +760,18 @@ static void run_float64(const task *t) {
     double out[TILE];
     int64_t unsure[TILE];
     int beta = t->k->has_beta, value = (t->kind & EXPONENTIAL) == VALUE, fast = (t->kind & FAST) != 0;
+    int unit = value ? !beta && t->k->c_hi == 1.0 && t->k->c_lo == 0.0 : grad_all == NULL && unit_derivative(t->k);
     for (Py_ssize_t start = 0; start < t->n; start += TILE) {
         Py_ssize_t count = t->n - start < TILE ? t->n - start : TILE;
         const double *x = x_all + start, *grad = grad_all ? grad_all + start : NULL;
         int64_t any;
         if (fast)
-            any = value ? (beta ? fast_value64_beta(x, out, unsure, count, t->k)
-                                : fast_value64_plain(x, out, unsure, count, t->k))
-                        : (beta ? fast_gradient64_beta(x, grad, out, unsure, count, t->k)
-                                : fast_gradient64_plain(x, grad, out, unsure, count, t->k));
+            any = value ? (beta   ? fast_value64_beta(x, out, unsure, count, t->k)
+                           : unit ? fast_value64_unit(x, out, unsure, count, t->k)
+                                  : fast_value64_plain(x, out, unsure, count, t->k))
+                        : (beta   ? fast_gradient64_beta(x, grad, out, unsure, count, t->k)
+                           : unit ? fast_gradient64_unit(x, grad, out, unsure, count, t->k)
+                                  : fast_gradient64_plain(x, grad, out, unsure, count, t->k));
         else
             any = value ? (beta ? value_nearest_beta(x, out, count, t->k) : value_nearest(x, out, count, t->k))
                         : (beta ? gradient_nearest_beta(x, grad, out, count, t->k)
