@@ -734,9 +734,9 @@ static int64_t narrow_checked(const double *restrict y, float *restrict out, Py_
 }
 
 
-/* float64 in tiles: each tile is computed into a local buffer, the rare elements whose result is
-   tiny are redone with scaling and exact subnormal rounding while x is still intact (out may be
-   x), and the tile is copied out. */
+/* float64 in tiles: the rare elements whose result is tiny are redone with scaling and exact
+   subnormal rounding (or, FAST, those the fast kernels flag) while x is still intact: where out
+   may be x or grad, each tile is computed into a local buffer and copied out (run_float64). */
 #define TILE 512
 
 /* One element as the double-double loops give it: f(x) with tiny results scaled, or grad * f'(x)
@@ -754,16 +754,27 @@ static double exact_element(int value, double x, double grad, const constants *k
     return x != x ? x : result;
 }
 
+/* Whether the n bytes at a and at b overlap. */
+static int overlaps(const void *a, const void *b, size_t n) {
+    uintptr_t p = (uintptr_t)a, q = (uintptr_t)b;
+    return p < q + n && q < p + n;
+}
+
 static void run_float64(const task *t) {
     const double *x_all = (const double *)t->x, *grad_all = (const double *)t->grad;
     double *out_all = (double *)t->out;
-    double out[TILE];
+    double tile[TILE];
     int64_t unsure[TILE];
+    /* out may be x or grad: then each tile is computed into a local buffer, so that the rare
+       elements redone below still read their inputs, and copied out after; else straight into out */
+    size_t bytes = (size_t)t->n * sizeof(double);
+    int aliased = overlaps(out_all, x_all, bytes) || (grad_all && overlaps(out_all, grad_all, bytes));
     int beta = t->k->has_beta, value = (t->kind & EXPONENTIAL) == VALUE, fast = (t->kind & FAST) != 0;
     int unit = value ? !beta && t->k->c_hi == 1.0 && t->k->c_lo == 0.0 : grad_all == NULL && unit_derivative(t->k);
     for (Py_ssize_t start = 0; start < t->n; start += TILE) {
         Py_ssize_t count = t->n - start < TILE ? t->n - start : TILE;
         const double *x = x_all + start, *grad = grad_all ? grad_all + start : NULL;
+        double *out = aliased ? tile : out_all + start;
         int64_t any;
         if (fast)
             any = value ? (beta   ? fast_value64_beta(x, out, unsure, count, t->k)
@@ -782,7 +793,7 @@ static void run_float64(const task *t) {
                             : (value ? value_needs_scaling(out[i]) : needs_subnormal_rounding(out[i], x[i], g));
             if (redo) out[i] = exact_element(value, x[i], g, t->k, beta);
         }
-        memcpy(out_all + start, out, (size_t)count * sizeof(double));
+        if (aliased) memcpy(out_all + start, tile, (size_t)count * sizeof(double));
     }
 }
 
@@ -1054,12 +1065,6 @@ static void run_magnitude(const task *t) {
         magnitude_double((const double *)t->x, (const double *)t->grad, (double *)t->out, t->n, t->k->grad_scalar);
     else
         magnitude_float((const float *)t->x, (const float *)t->grad, (float *)t->out, t->n, (float)t->k->grad_scalar);
-}
-
-/* Whether the n bytes at a and at b overlap. */
-static int overlaps(const void *a, const void *b, size_t n) {
-    uintptr_t p = (uintptr_t)a, q = (uintptr_t)b;
-    return p < q + n && q < p + n;
 }
 
 static void run_task(const task *t) {
