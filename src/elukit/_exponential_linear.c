@@ -386,8 +386,8 @@ static ELUKIT_INLINE table_reduced table_reduce(double q, double q_lo) {
    double-double kernel. */
 /* f(x) from the reduction of x/beta; where t.q lies below VALUE_CLAMP (a reduction clamped lower,
    shared with the derivative: run_both), the result is `clamped`, f at the clamp. */
-static ELUKIT_INLINE checked fast_value64_reduced(double x, ratio t, table_reduced e, const constants *k,
-                                                  double clamped) {
+static ELUKIT_INLINE checked fast_value64_reduced_of(double x, ratio t, table_reduced e, const constants *k,
+                                                     double clamped, int unit) {
     double power = power_of_two(e.k);              /* k in [-87, 0] */
     double a = power * e.t_hi;
     dd m = fast_two_sum(-1.0, a);                  /* a - 1 */
@@ -395,7 +395,9 @@ static ELUKIT_INLINE checked fast_value64_reduced(double x, ratio t, table_reduc
     dd u = fast_two_sum(m.hi, p.hi);               /* |m.hi| >= 2^-7.5 > |p.hi|, or m = 0 */
     double bracket = fma(a, e.h + fma(e.r.lo, e.r.hi, e.r.lo), power * fma(e.t_lo, e.r.hi, e.t_lo));
     double tail = u.lo + (m.lo + (p.lo + bracket));
-    double negative = fma(k->c_hi, u.hi, fma(k->c_hi, tail, k->c_lo * u.hi));
+    /* unit (c = 1 exactly): fma(1, u.hi, fma(1, tail, 0 u.hi)) is u.hi + tail but for the sign of a
+       zero tail, which the sum with u.hi != 0 (or copysign at x = 0) does not see */
+    double negative = unit ? u.hi + tail : fma(k->c_hi, u.hi, fma(k->c_hi, tail, k->c_lo * u.hi));
     negative = t.q < VALUE_CLAMP ? clamped : negative;
     double positive = x * k->scale;
     double result = copysign(x > 0.0 ? positive : negative, x);
@@ -405,22 +407,33 @@ static ELUKIT_INLINE checked fast_value64_reduced(double x, ratio t, table_reduc
     return (checked){x != x ? x : result, tiny};
 }
 
-static ELUKIT_INLINE checked fast_value64(double x, const constants *k, int has_beta) {
+static ELUKIT_INLINE checked fast_value64_reduced(double x, ratio t, table_reduced e, const constants *k,
+                                                  double clamped) {
+    return fast_value64_reduced_of(x, t, e, k, clamped, 0);
+}
+
+static ELUKIT_INLINE checked fast_value64_of(double x, const constants *k, int has_beta, int unit) {
     ratio t = divide(x, k->beta, has_beta, VALUE_CLAMP);
-    return fast_value64_reduced(x, t, table_reduce(t.q, t.q_lo), k, 0.0); /* t.q >= VALUE_CLAMP */
+    return fast_value64_reduced_of(x, t, table_reduce(t.q, t.q_lo), k, 0.0, unit); /* t.q >= VALUE_CLAMP */
+}
+
+static ELUKIT_INLINE checked fast_value64(double x, const constants *k, int has_beta) {
+    return fast_value64_of(x, k, has_beta, 0);
 }
 
 /* grad * f'(x) or grad * f''(x) = grad * M * 2^(k + E) * T exp(r): (grad M) as a double-double,
    T exp(r) = T_hi + b_lo with b_lo = T_hi (r + h) + T_lo (+ T_lo r, below 2^-61.5) to < 2^-59
    relative, one fma to round, and the exact power of two after. Results outside the normal range
    (subnormal, zero, overflowing before the scaling) are flagged for exponential_dd. */
-static ELUKIT_INLINE checked fast_exponential64_reduced(double x, double grad, ratio t, table_reduced e,
-                                                        const constants *k) {
+static ELUKIT_INLINE checked fast_exponential64_reduced_of(double x, double grad, ratio t, table_reduced e,
+                                                           const constants *k, int unit) {
     grad = grad * (t.below ? 0.0 : 1.0); /* a zero result is flagged: exponential_dd flushes it */
     double b_lo = fma(e.t_hi, e.r.hi + e.h, e.t_lo);
     double a_hi = grad * k->m_hi;
     double a_lo = fma(grad, k->m_hi, -a_hi) + grad * k->m_lo;
-    double product = fma(a_hi, e.t_hi, fma(a_hi, b_lo, a_lo * e.t_hi));
+    /* unit (grad m = 1 exactly, m_exponent 0, see unit_derivative): a_hi is 1 (0 below the floor) and
+       a_lo 0, so the product is T_hi + b_lo (T_hi >= 1: a zero b_lo's sign is not seen), or +0 */
+    double product = unit ? (e.t_hi + b_lo) * grad : fma(a_hi, e.t_hi, fma(a_hi, b_lo, a_lo * e.t_hi));
     int64_t total = e.k + k->m_exponent;
     int64_t first = (int64_t)(((uint64_t)(total + 2048)) >> 1) - 1024;
     double negative = product * power_of_two(first) * power_of_two(total - first);
@@ -432,19 +445,28 @@ static ELUKIT_INLINE checked fast_exponential64_reduced(double x, double grad, r
     return (checked){x != x ? x : result, unsure & (x == x)};
 }
 
-static ELUKIT_INLINE checked fast_exponential64(double x, double grad, const constants *k, int has_beta) {
-    ratio t = divide(x, k->beta, has_beta, k->floor);
-    return fast_exponential64_reduced(x, grad, t, table_reduce(t.q, t.q_lo), k);
+static ELUKIT_INLINE checked fast_exponential64_reduced(double x, double grad, ratio t, table_reduced e,
+                                                        const constants *k) {
+    return fast_exponential64_reduced_of(x, grad, t, e, k, 0);
 }
 
-#define DEFINE_FAST_VALUE_LOOP(SUFFIX, HAS_BETA)                                                                      \
+static ELUKIT_INLINE checked fast_exponential64_of(double x, double grad, const constants *k, int has_beta, int unit) {
+    ratio t = divide(x, k->beta, has_beta, k->floor);
+    return fast_exponential64_reduced_of(x, grad, t, table_reduce(t.q, t.q_lo), k, unit);
+}
+
+static ELUKIT_INLINE checked fast_exponential64(double x, double grad, const constants *k, int has_beta) {
+    return fast_exponential64_of(x, grad, k, has_beta, 0);
+}
+
+#define DEFINE_FAST_VALUE_LOOP(SUFFIX, HAS_BETA, UNIT)                                                                    \
     ELUKIT_CLONES                                                                                                     \
     static int64_t fast_value64_##SUFFIX(const double *restrict x, double *restrict out, int64_t *restrict unsure,   \
                                          Py_ssize_t n, const constants *pk) {                                        \
         const constants k = *pk;                                                                                      \
         int64_t any = 0;                                                                                              \
         for (Py_ssize_t i = 0; i < n; i++) {                                                                          \
-            checked c = fast_value64(x[i], &k, HAS_BETA);                                                             \
+            checked c = fast_value64_of(x[i], &k, HAS_BETA, UNIT);                                                    \
             out[i] = c.result;                                                                                        \
             unsure[i] = c.unsure;                                                                                     \
         }                                                                                                             \
@@ -452,10 +474,11 @@ static ELUKIT_INLINE checked fast_exponential64(double x, double grad, const con
         return any;                                                                                                   \
     }
 
-DEFINE_FAST_VALUE_LOOP(plain, 0)
-DEFINE_FAST_VALUE_LOOP(beta, 1)
+DEFINE_FAST_VALUE_LOOP(plain, 0, 0)
+DEFINE_FAST_VALUE_LOOP(beta, 1, 0)
+DEFINE_FAST_VALUE_LOOP(unit, 0, 1) /* c = 1 exactly: ELU, CELU(1) */
 
-#define DEFINE_FAST_GRADIENT_LOOP(SUFFIX, HAS_BETA)                                                                   \
+#define DEFINE_FAST_GRADIENT_LOOP(SUFFIX, HAS_BETA, UNIT)                                                              \
     ELUKIT_CLONES                                                                                                     \
     static int64_t fast_gradient64_##SUFFIX(const double *restrict x, const double *restrict grad,                   \
                                             double *restrict out, int64_t *restrict unsure, Py_ssize_t n,            \
@@ -464,7 +487,7 @@ DEFINE_FAST_VALUE_LOOP(beta, 1)
         int64_t any = 0;                                                                                              \
         if (grad == NULL) {                                                                                           \
             for (Py_ssize_t i = 0; i < n; i++) {                                                                      \
-                checked c = fast_exponential64(x[i], k.grad_scalar, &k, HAS_BETA);                                    \
+                checked c = fast_exponential64_of(x[i], k.grad_scalar, &k, HAS_BETA, UNIT);                           \
                 out[i] = c.result;                                                                                    \
                 unsure[i] = c.unsure;                                                                                 \
                 any |= c.unsure;                                                                                      \
@@ -480,8 +503,9 @@ DEFINE_FAST_VALUE_LOOP(beta, 1)
         return any;                                                                                                   \
     }
 
-DEFINE_FAST_GRADIENT_LOOP(plain, 0)
-DEFINE_FAST_GRADIENT_LOOP(beta, 1)
+DEFINE_FAST_GRADIENT_LOOP(plain, 0, 0)
+DEFINE_FAST_GRADIENT_LOOP(beta, 1, 0)
+DEFINE_FAST_GRADIENT_LOOP(unit, 0, 1) /* grad NULL only: see unit_derivative */
 
 ELUKIT_CLONES
 static void widen(const float *restrict x, double *restrict out, Py_ssize_t n) {
@@ -498,28 +522,35 @@ typedef struct {
 } task;
 
 /* float32: a fast evaluation in double, then a rounding test (Ziv's strategy). The fast result
-   is within 2^-44 relative of the truth wherever it is a normal float (Taylor degree 11 on
-   |r| <= ln2/2 truncates below 2^-47; reducing with one ln2 constant costs |k| 2^-54 <= 2^-46;
-   x/beta formed as x*(1/beta) costs |x/beta| 2^-52 <= 2^-45.3, as |x/beta| <= 104 there; a few
-   roundings of 2^-53). Where it
-   lies within 2^-42 relative of a float midpoint, or outside float's normal range, rounding it
-   could go wrong, and the element is recomputed in double-double with the float64 machinery and
-   rounded to odd. float32 results are therefore correctly rounded except where the
-   double-double result itself is within 2^-56 of a midpoint; about one random input in 2^18
-   takes the slow path (and every result below 2^-126, e.g. f'(x) for x < -87). */
-/* 1/2 + r/3! + ... + r^9/11!: the Taylor tail both short series share (expm1 = r + r^2 * tail,
-   exp = 1 + r * (1 + r * tail); truncation < 2^-47 relative on |r| <= ln2/2). */
+   is within 2^-44 relative of the truth wherever it is a normal float: the series below errs by
+   at most 2^-48.2 relative (see series_tail); reducing with one ln2 constant costs |k| 2^-55.3
+   <= 2^-48 (|k| <= 150 where the result is a normal float; 0 at k = 0); x/beta formed as
+   x*(1/beta) costs |x/beta| 2^-52 <= 2^-45.3, as |x/beta| <= 104 there; a few roundings of
+   2^-53. Where it lies within 2^-42 relative of a float midpoint, or outside float's normal
+   range, rounding it could go wrong, and the element is recomputed in double-double with the
+   float64 machinery and rounded to odd. float32 results are therefore correctly rounded except
+   where the double-double result itself is within 2^-56 of a midpoint; about one random input
+   in 2^18 takes the slow path (and every result below 2^-126, e.g. f'(x) for x < -87). */
+/* T(r) = (expm1(r) - r)/r^2 = 1/2 + r/3! + r^2/4! + ..., the tail both short series share
+   (expm1 = r + r^2 T, exp = 1 + r (1 + r T)), as a degree-8 polynomial fitted on
+   |r| <= 0.3466 (> ln2/2 and the rounding of r's reduction): Chebyshev interpolation, the
+   coefficients rounded to double. |T - P| <= 2^-46.96 there, proved in
+   tests/test_float32_series.py (the exact difference of P and T's Taylor series to degree 30,
+   on a grid of the interval plus the grid's bound from the second derivative, plus the series'
+   remainder). In the results: expm1's relative error is |r| |T - P| |r/expm1(r)| <= 0.41 |T - P|
+   (2^-48.2) at k = 0, below that elsewhere (2^k r^2 |T - P| / |expm1| <= 0.21 |T - P|); exp's
+   is r^2 |T - P| e^-r <= 0.17 |T - P|. Taylor's degree 11 (one step more) erred 2^-45.4 at
+   k = 0. */
 static ELUKIT_INLINE double series_tail(double r) {
-    double tail = 1.0 / 39916800.0;
-    tail = fma(tail, r, 1.0 / 3628800.0);
-    tail = fma(tail, r, 1.0 / 362880.0);
-    tail = fma(tail, r, 1.0 / 40320.0);
-    tail = fma(tail, r, 1.0 / 5040.0);
-    tail = fma(tail, r, 1.0 / 720.0);
-    tail = fma(tail, r, 1.0 / 120.0);
-    tail = fma(tail, r, 1.0 / 24.0);
-    tail = fma(tail, r, 1.0 / 6.0);
-    return fma(tail, r, 0.5);
+    double tail = 0x1.28803f36ecdd5p-22;
+    tail = fma(tail, r, 0x1.72c729cbdb150p-19);
+    tail = fma(tail, r, 0x1.a019c9a6c2942p-16);
+    tail = fma(tail, r, 0x1.a019ada56ce53p-13);
+    tail = fma(tail, r, 0x1.6c16c1738faf6p-10);
+    tail = fma(tail, r, 0x1.1111111c4725cp-7);
+    tail = fma(tail, r, 0x1.5555555554cb7p-5);
+    tail = fma(tail, r, 0x1.5555555553b79p-3);
+    return fma(tail, r, 0x1.0000000000000p-1);
 }
 
 static ELUKIT_INLINE double expm1_short(double r) { return fma(r * r, series_tail(r), r); }
@@ -531,11 +562,19 @@ static ELUKIT_INLINE double exp_short(double r) { return fma(fma(series_tail(r),
 
 /* 1 where rounding y to float is not safe: within 2^10 double ulps (2^-42 relative) of a float
    midpoint, or a nonzero |y| below float's normal range (where float's grid is coarser). The
-   hardware's double -> float conversion itself rounds correctly, overflow and NaN included. */
+   hardware's double -> float conversion itself rounds correctly, overflow and NaN included.
+   As two unsigned keys, so that a loop can test a whole tile with two minimums: the distance of
+   y's low 29 bits from a float midpoint's (plus 2^10), below 2^11 near one; and |y|'s bits minus 1,
+   below those of 2^-126 minus 1 for a nonzero |y| below 2^-126 (zero wraps to the top; NaN is
+   above). */
+#define NEAR_MIDPOINT 2048ULL
+#define BELOW_NORMAL 0x380fffffffffffffULL /* the bits of 2^-126, minus 1 */
+static ELUKIT_INLINE uint64_t midpoint_key(double y) { return (to_bits(y) + (1024 - 0x10000000ULL)) & 0x1fffffffULL; }
+
+static ELUKIT_INLINE uint64_t magnitude_key(double y) { return (to_bits(y) & 0x7fffffffffffffffULL) - 1; }
+
 static ELUKIT_INLINE int64_t unsafe_for_float(double y) {
-    uint64_t near_midpoint = ((to_bits(y) + (1024 - 0x10000000ULL)) & 0x1fffffffULL) < 2048;
-    double magnitude = fabs(y);
-    return (int64_t)(near_midpoint | ((magnitude < 0x1p-126) & (magnitude != 0.0)));
+    return (int64_t)((midpoint_key(y) < NEAR_MIDPOINT) | (magnitude_key(y) < BELOW_NORMAL));
 }
 
 /* min(x, 0)/beta clamped below at `floor`, reduced to k*ln2 + r in plain double (one ln2
@@ -622,21 +661,82 @@ static void fast_exponential_loop(const double *restrict x, const double *restri
         }
 }
 
+/* ELU with alpha 1 (also CELU(1)): f(x) = x (x > 0), expm1(x) (x <= 0), and f' = 1 (x > 0), exp(x), with
+   the gradient 1 (JAX's derivative, torch's sum().backward()). The loops below give these their own
+   copy of the loop, in which every product by one is gone (x * 1 is x, NaN payloads included). */
+static int unit_value(const constants *k) { return !k->has_beta && k->c_hi == 1.0 && k->scale == 1.0; }
+
+static int unit_derivative(const constants *k) {
+    return !k->has_beta && k->m_hi == 1.0 && k->m_lo == 0.0 && k->m_exponent == 0 && k->positive == 1.0 &&
+           k->grad_scalar == 1.0;
+}
+
+/* The same loops reading the float32 data themselves (no widened copy of x and grad: the rare
+   unsafe elements read them again). */
+ELUKIT_CLONES
+static void fast_value_float_loop(const float *restrict x, double *restrict out, Py_ssize_t n, const constants *pk) {
+    const constants k = *pk;
+    if (unit_value(&k)) {
+        constants unit = k; /* the compiler folds the products by 1 away: the same bits */
+        unit.c_hi = 1.0, unit.scale = 1.0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_value((double)x[i], &unit, 0);
+        }
+    } else if (k.has_beta)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_value((double)x[i], &k, 1);
+        }
+    else
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_value((double)x[i], &k, 0);
+        }
+}
+
+ELUKIT_CLONES
+static void fast_exponential_float_loop(const float *restrict x, const float *restrict grad, double *restrict out,
+                                        Py_ssize_t n, const constants *pk) {
+    const constants k = *pk;
+    if (grad == NULL && unit_derivative(&k)) {
+        constants unit = k; /* as in fast_value_float_loop */
+        unit.m_hi = 1.0, unit.m_exponent = 0, unit.positive = 1.0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_exponential((double)x[i], 1.0, &unit, 0);
+        }
+    } else if (grad == NULL && k.has_beta)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_exponential((double)x[i], k.grad_scalar, &k, 1);
+        }
+    else if (grad == NULL)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_exponential((double)x[i], k.grad_scalar, &k, 0);
+        }
+    else if (k.has_beta)
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_exponential((double)x[i], (double)grad[i], &k, 1);
+        }
+    else
+        for (Py_ssize_t i = 0; i < n; i++) {
+            out[i] = fast_exponential((double)x[i], (double)grad[i], &k, 0);
+        }
+}
+
 /* out = (float)y; returns whether any element was unsafe to round that way. */
 ELUKIT_CLONES
 static int64_t narrow_checked(const double *restrict y, float *restrict out, Py_ssize_t n) {
-    int64_t unsafe = 0;
+    uint64_t midpoint = UINT64_MAX, magnitude = UINT64_MAX; /* unsafe_for_float, as two minimums */
     for (Py_ssize_t i = 0; i < n; i++) {
         out[i] = (float)y[i];
-        unsafe |= unsafe_for_float(y[i]);
+        uint64_t a = midpoint_key(y[i]), b = magnitude_key(y[i]);
+        midpoint = a < midpoint ? a : midpoint;
+        magnitude = b < magnitude ? b : magnitude;
     }
-    return unsafe;
+    return (int64_t)((midpoint < NEAR_MIDPOINT) | (magnitude < BELOW_NORMAL));
 }
 
 
-/* float64 in tiles: each tile is computed into a local buffer, the rare elements whose result is
-   tiny are redone with scaling and exact subnormal rounding while x is still intact (out may be
-   x), and the tile is copied out. */
+/* float64 in tiles: the rare elements whose result is tiny are redone with scaling and exact
+   subnormal rounding (or, FAST, those the fast kernels flag) while x is still intact: where out
+   may be x or grad, each tile is computed into a local buffer and copied out (run_float64). */
 #define TILE 512
 
 /* One element as the double-double loops give it: f(x) with tiny results scaled, or grad * f'(x)
@@ -654,21 +754,35 @@ static double exact_element(int value, double x, double grad, const constants *k
     return x != x ? x : result;
 }
 
+/* Whether the n bytes at a and at b overlap. */
+static int overlaps(const void *a, const void *b, size_t n) {
+    uintptr_t p = (uintptr_t)a, q = (uintptr_t)b;
+    return p < q + n && q < p + n;
+}
+
 static void run_float64(const task *t) {
     const double *x_all = (const double *)t->x, *grad_all = (const double *)t->grad;
     double *out_all = (double *)t->out;
-    double out[TILE];
+    double tile[TILE];
     int64_t unsure[TILE];
+    /* out may be x or grad: then each tile is computed into a local buffer, so that the rare
+       elements redone below still read their inputs, and copied out after; else straight into out */
+    size_t bytes = (size_t)t->n * sizeof(double);
+    int aliased = overlaps(out_all, x_all, bytes) || (grad_all && overlaps(out_all, grad_all, bytes));
     int beta = t->k->has_beta, value = (t->kind & EXPONENTIAL) == VALUE, fast = (t->kind & FAST) != 0;
+    int unit = value ? !beta && t->k->c_hi == 1.0 && t->k->c_lo == 0.0 : grad_all == NULL && unit_derivative(t->k);
     for (Py_ssize_t start = 0; start < t->n; start += TILE) {
         Py_ssize_t count = t->n - start < TILE ? t->n - start : TILE;
         const double *x = x_all + start, *grad = grad_all ? grad_all + start : NULL;
+        double *out = aliased ? tile : out_all + start;
         int64_t any;
         if (fast)
-            any = value ? (beta ? fast_value64_beta(x, out, unsure, count, t->k)
-                                : fast_value64_plain(x, out, unsure, count, t->k))
-                        : (beta ? fast_gradient64_beta(x, grad, out, unsure, count, t->k)
-                                : fast_gradient64_plain(x, grad, out, unsure, count, t->k));
+            any = value ? (beta   ? fast_value64_beta(x, out, unsure, count, t->k)
+                           : unit ? fast_value64_unit(x, out, unsure, count, t->k)
+                                  : fast_value64_plain(x, out, unsure, count, t->k))
+                        : (beta   ? fast_gradient64_beta(x, grad, out, unsure, count, t->k)
+                           : unit ? fast_gradient64_unit(x, grad, out, unsure, count, t->k)
+                                  : fast_gradient64_plain(x, grad, out, unsure, count, t->k));
         else
             any = value ? (beta ? value_nearest_beta(x, out, count, t->k) : value_nearest(x, out, count, t->k))
                         : (beta ? gradient_nearest_beta(x, grad, out, count, t->k)
@@ -679,7 +793,7 @@ static void run_float64(const task *t) {
                             : (value ? value_needs_scaling(out[i]) : needs_subnormal_rounding(out[i], x[i], g));
             if (redo) out[i] = exact_element(value, x[i], g, t->k, beta);
         }
-        memcpy(out_all + start, out, (size_t)count * sizeof(double));
+        if (aliased) memcpy(out_all + start, tile, (size_t)count * sizeof(double));
     }
 }
 
@@ -807,9 +921,14 @@ static void fast_both_float_loop(const float *restrict x, float *restrict value_
 
 ELUKIT_CLONES
 static int64_t any_unsafe_for_float(const double *restrict a, const double *restrict b, Py_ssize_t n) {
-    int64_t unsafe = 0;
-    for (Py_ssize_t i = 0; i < n; i++) unsafe |= unsafe_for_float(a[i]) | unsafe_for_float(b[i]);
-    return unsafe;
+    uint64_t midpoint = UINT64_MAX, magnitude = UINT64_MAX; /* unsafe_for_float, as two minimums */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t m = midpoint_key(a[i]) < midpoint_key(b[i]) ? midpoint_key(a[i]) : midpoint_key(b[i]);
+        uint64_t g = magnitude_key(a[i]) < magnitude_key(b[i]) ? magnitude_key(a[i]) : magnitude_key(b[i]);
+        midpoint = m < midpoint ? m : midpoint;
+        magnitude = g < magnitude ? g : magnitude;
+    }
+    return (int64_t)((midpoint < NEAR_MIDPOINT) | (magnitude < BELOW_NORMAL));
 }
 
 static ELUKIT_INLINE void fast_both64(double x, const constants *k, int has_beta, double clamped, double *value,
@@ -848,13 +967,11 @@ DEFINE_FAST_BOTH64_LOOP(beta, 1)
 ELUKIT_CLONES
 static int64_t narrow_both_checked(const double *restrict a, const double *restrict b, float *restrict a_out,
                                    float *restrict b_out, Py_ssize_t n) {
-    int64_t unsafe = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         a_out[i] = (float)a[i];
         b_out[i] = (float)b[i];
-        unsafe |= unsafe_for_float(a[i]) | unsafe_for_float(b[i]);
     }
-    return unsafe;
+    return any_unsafe_for_float(a, b, n);
 }
 
 /* Whether the derivative's floor lies below the value's clamp, so that one reduction serves both. */
@@ -967,23 +1084,33 @@ static void run_task(const task *t) {
         run_float64(t);
         return;
     }
-    double x[TILE], grad[TILE], out[TILE];
+    double out[TILE];
+    float x_copy[TILE], grad_copy[TILE];
     const float *x_float = (const float *)t->x, *grad_float = (const float *)t->grad;
     float *out_float = (float *)t->out;
+    /* out may be x or grad: the unsafe elements are redone from a copy of the tile's inputs then */
+    int aliased = overlaps(t->out, t->x, t->n * sizeof(float)) ||
+                  (grad_float && overlaps(t->out, t->grad, t->n * sizeof(float)));
     for (Py_ssize_t start = 0; start < t->n; start += TILE) {
         Py_ssize_t count = t->n - start < TILE ? t->n - start : TILE;
-        widen(x_float + start, x, count);
-        if (grad_float) widen(grad_float + start, grad, count);
-        const double *g = grad_float ? grad : NULL;
+        const float *x = x_float + start, *g = grad_float ? grad_float + start : NULL;
+        if (aliased) {
+            memcpy(x_copy, x, (size_t)count * sizeof(float));
+            x = x_copy;
+            if (g) {
+                memcpy(grad_copy, g, (size_t)count * sizeof(float));
+                g = grad_copy;
+            }
+        }
         if ((t->kind & EXPONENTIAL) == VALUE)
-            fast_value_loop(x, out, count, t->k);
+            fast_value_float_loop(x, out, count, t->k);
         else
-            fast_exponential_loop(x, g, out, count, t->k);
+            fast_exponential_float_loop(x, g, out, count, t->k);
         if (!narrow_checked(out, out_float + start, count)) continue;
         for (Py_ssize_t i = 0; i < count; i++) {
             if (!unsafe_for_float(out[i])) continue;
-            double slow = (t->kind & EXPONENTIAL) == VALUE ? slow_value(x[i], t->k)
-                                           : slow_exponential(x[i], g ? g[i] : t->k->grad_scalar, t->k);
+            double slow = (t->kind & EXPONENTIAL) == VALUE ? slow_value((double)x[i], t->k)
+                                           : slow_exponential((double)x[i], g ? (double)g[i] : t->k->grad_scalar, t->k);
             out_float[start + i] = (float)slow;
         }
     }

@@ -121,7 +121,9 @@ typedef struct {
     int64_t unsure;
 } rounded;
 
-static ELUKIT_INLINE rounded accurate_value(double x, const constants *k, int has_beta) {
+/* unit: c = 1 exactly (ELU and CELU with alpha 1), where the product by c and its renormalisation
+   are the identity on v (v is normalised), so they are skipped: the same bits. */
+static ELUKIT_INLINE rounded accurate_value_of(double x, const constants *k, int has_beta, int unit) {
     ratio t = divide(x, k->beta, has_beta, VALUE_CLAMP);
     accurate_reduced e = accurate_reduce(t.q, t.q_lo);
     double power = power_of_two(e.k);                            /* k in [-87, 0] */
@@ -131,13 +133,24 @@ static ELUKIT_INLINE rounded accurate_value(double x, const constants *k, int ha
     dd u = two_sum(m.hi, power * te.hi);
     double tail = u.lo + (m.lo + (power * e.t_lo + power * te.lo));
     dd v = fast_two_sum(u.hi, tail);                             /* expm1(x/beta) */
-    dd c = product_dd_dd(k->c_hi, k->c_lo, v.hi, v.lo);
-    c = fast_two_sum(c.hi, c.lo);
+    dd c = v;
+    if (!unit) {
+        c = product_dd_dd(k->c_hi, k->c_lo, v.hi, v.lo);
+        c = fast_two_sum(c.hi, c.lo);
+    }
     double positive = x * k->scale;
     int64_t is_positive = x > 0.0;
     double result = copysign(is_positive ? positive : c.hi, x);
     int64_t doubtful = (certain(c.hi, c.lo) ^ 1) | (fabs(x) < 0x1p-900) | (fabs(c.hi) < 0x1p-960);
     return (rounded){x != x ? x : result, (is_positive ^ 1) & (x == x) & (x != 0.0) & doubtful};
+}
+
+static ELUKIT_INLINE rounded accurate_value(double x, const constants *k, int has_beta) {
+    return accurate_value_of(x, k, has_beta, 0);
+}
+
+static ELUKIT_INLINE rounded accurate_value_unit(double x, const constants *k, int has_beta) {
+    return accurate_value_of(x, k, has_beta, 1);
 }
 
 static ELUKIT_INLINE rounded accurate_exponential(double x, const constants *k, int has_beta) {
@@ -197,6 +210,7 @@ static double quad_exponential(double x, const constants *k) {
 
 DEFINE_ACCURATE_LOOP(accurate_value_plain, accurate_value, quad_value, 0)
 DEFINE_ACCURATE_LOOP(accurate_value_beta, accurate_value, quad_value, 1)
+DEFINE_ACCURATE_LOOP(accurate_value_unit_plain, accurate_value_unit, quad_value, 0)
 DEFINE_ACCURATE_LOOP(accurate_exponential_plain, accurate_exponential, quad_exponential, 0)
 DEFINE_ACCURATE_LOOP(accurate_exponential_beta, accurate_exponential, quad_exponential, 1)
 
@@ -213,7 +227,9 @@ static void *run_accurate(void *argument) {
     if (t->exponential)
         (t->k->has_beta ? accurate_exponential_beta : accurate_exponential_plain)(t->x, t->out, t->n, t->k);
     else
-        (t->k->has_beta ? accurate_value_beta : accurate_value_plain)(t->x, t->out, t->n, t->k);
+        (t->k->has_beta                                   ? accurate_value_beta
+         : t->k->c_hi == 1.0 && t->k->c_lo == 0.0 ? accurate_value_unit_plain
+                                                  : accurate_value_plain)(t->x, t->out, t->n, t->k);
     return NULL;
 }
 

@@ -56,6 +56,16 @@ SIGN = tl.constexpr(-0x8000000000000000)
 EXPONENT_MASK = tl.constexpr(0x7FF0000000000000)
 TWO_M100 = _hex("0x1p-100")
 TWO_200 = _hex("0x1p200")
+# C: series_tail's degree-8 polynomial for (expm1(r) - r)/r^2, constant term first (tests/test_float32_series.py)
+SERIES_0 = _hex("0x1.0000000000000p-1")
+SERIES_1 = _hex("0x1.5555555553b79p-3")
+SERIES_2 = _hex("0x1.5555555554cb7p-5")
+SERIES_3 = _hex("0x1.1111111c4725cp-7")
+SERIES_4 = _hex("0x1.6c16c1738faf6p-10")
+SERIES_5 = _hex("0x1.a019ada56ce53p-13")
+SERIES_6 = _hex("0x1.a019c9a6c2942p-16")
+SERIES_7 = _hex("0x1.72c729cbdb150p-19")
+SERIES_8 = _hex("0x1.28803f36ecdd5p-22")
 TWO_M900 = _hex("0x1p-900")
 TWO_M950 = _hex("0x1p-950")
 TWO_1023 = _hex("0x1p1023")
@@ -351,16 +361,16 @@ def _fast_reduce(x, inverse_beta, HAS_BETA: tl.constexpr, floor):
 
 @triton.jit
 def _series_tail(r):
-    tail = _f64(r, 1.0 / 39916800.0)
-    tail = tl.fma(tail, r, _f64(r, 1.0 / 3628800.0))
-    tail = tl.fma(tail, r, _f64(r, 1.0 / 362880.0))
-    tail = tl.fma(tail, r, _f64(r, 1.0 / 40320.0))
-    tail = tl.fma(tail, r, _f64(r, 1.0 / 5040.0))
-    tail = tl.fma(tail, r, _f64(r, 1.0 / 720.0))
-    tail = tl.fma(tail, r, _f64(r, 1.0 / 120.0))
-    tail = tl.fma(tail, r, _f64(r, 1.0 / 24.0))
-    tail = tl.fma(tail, r, _f64(r, 1.0 / 6.0))
-    return tl.fma(tail, r, _f64(r, 0.5))
+    """C: series_tail."""
+    tail = _f64(r, SERIES_8)
+    tail = tl.fma(tail, r, _f64(r, SERIES_7))
+    tail = tl.fma(tail, r, _f64(r, SERIES_6))
+    tail = tl.fma(tail, r, _f64(r, SERIES_5))
+    tail = tl.fma(tail, r, _f64(r, SERIES_4))
+    tail = tl.fma(tail, r, _f64(r, SERIES_3))
+    tail = tl.fma(tail, r, _f64(r, SERIES_2))
+    tail = tl.fma(tail, r, _f64(r, SERIES_1))
+    return tl.fma(tail, r, _f64(r, SERIES_0))
 
 
 @triton.jit
