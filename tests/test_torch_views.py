@@ -162,3 +162,28 @@ def test_second_derivative_in_place_takes_the_left_branch_at_zero_and_survives_u
     (second,) = torch.autograd.grad(first.sum(), x)
     torch.testing.assert_close(first.detach(), EF.evaluate_order(spec, 1, x.detach()), rtol=0, atol=0)
     torch.testing.assert_close(second, EF.evaluate_order(spec, 2, x.detach()), rtol=0, atol=0)
+
+
+_NESTED_ROUTES = {
+    "jacrev(jacrev)": lambda f, x: torch.einsum("iii->i", torch.func.jacrev(torch.func.jacrev(f))(x)),
+    "hessian": lambda f, x: torch.func.hessian(lambda t: f(t).sum())(x).diagonal(),
+    "jacfwd(grad)": lambda f, x: torch.func.jacfwd(torch.func.grad(lambda t: f(t).sum()))(x).diagonal(),
+    "grad(grad)": lambda f, x: torch.func.vmap(torch.func.grad(torch.func.grad(lambda t: f(t.reshape(1)).sum())))(x),
+}
+
+
+@pytest.mark.parametrize("route", list(_NESTED_ROUTES))
+def test_second_derivatives_of_inplace_under_torch_func(backend, name, route):
+    """jacrev(jacrev(f)), hessian(f), jacfwd(grad(f)) and grad(grad(f)) where f writes in place: the exact
+    f'' of elukit's kernels, bit for bit,
+    torch.nn.functional's in-place function as the control (away from the kink: torch's in-place
+    backward takes x = 0 on the right branch). Regression: PyTorch INTERNAL ASSERTs (without the C++
+    operator library too: tests/test_torch_library.py runs that path)."""
+    f = function(backend, name)
+    x = torch.tensor([-20.0, -3.0, -1.0, -0.25, 0.5, 2.0], dtype=torch.float64)
+    got = _NESTED_ROUTES[route](lambda t: f(t * 1.0, inplace=True), x)
+    wanted = EF.evaluate_order(elukit.get(name, **PARAMS[name]), 2, x)
+    if backend == "elukit":
+        assert torch.equal(got, wanted), (got, wanted)
+    else:
+        torch.testing.assert_close(got, wanted)

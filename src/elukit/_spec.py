@@ -24,7 +24,11 @@ def positive_finite(name: str, value: Any) -> float:
     """Return `value` as a float if it is a finite real number > 0, else raise naming `name`."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"parameter {name!r} must be a real number, got {type(value).__name__} {value!r}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float's range (float() would say so without naming the parameter)
+        raise ValueError(f"parameter {name!r} must be finite and > 0, got an int of {len(str(abs(value)))} digits, "
+                         "too large for a float") from None
     if not math.isfinite(number) or number <= 0.0:
         raise ValueError(f"parameter {name!r} must be finite and > 0, got {value!r}")
     return number

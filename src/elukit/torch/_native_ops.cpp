@@ -1,5 +1,5 @@
-// elukit.torch's eager hot paths in C++: the call of the operator elukit::activation from Python
-// without torch.ops' argument parsing (`activation`), the fused training node of the ELU family
+// elukit.torch's eager hot paths in C++: the calls of the operators elukit::activation and activation_
+// from Python without torch.ops' argument parsing (`activation`, `activation_`), the fused training node of the ELU family
 // (saving f', `use_fused_training`) and the forward without autograd, on the compiled kernels of
 // elukit._exponential_linear (reached through its "_C_API" capsule, so the kernels are compiled once).
 //
@@ -135,6 +135,18 @@ at::Tensor activation(const at::Tensor &x, const std::string &name, const std::v
     return op.call(x, name, params, 0, exact);
 }
 
+// elukit::activation_(x, name, params, exact) through the C++ dispatcher, returning x: the in-place
+// operator (its checks, version counter and autograd node, _operators.cpp) from Python.
+at::Tensor activation_inplace(const at::Tensor &x, const std::string &name, const std::vector<double> &params,
+                              bool exact) {
+    static const auto op =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("elukit::activation_", "")
+            .typed<void(const at::Tensor &, c10::string_view, c10::ArrayRef<double>, bool)>();
+    op.call(x, name, params, exact);
+    return x;
+}
+
 // f(x) without autograd (the caller checked: contiguous CPU float32/float64, no grad needed).
 at::Tensor value(const at::Tensor &x, int64_t index, bool exact) {
     const Plan &plan = plan_at(index);
@@ -159,6 +171,8 @@ PYBIND11_MODULE(_native_ops, m) {
     m.def("train", &train, "f(x) with the fused training node (f' saved, not x)", release());
     m.def("activation", &activation, "elukit::activation(x, name, params, 0, exact) through the dispatcher",
           release());
+    m.def("activation_", &activation_inplace,
+          "elukit::activation_(x, name, params, exact) through the dispatcher; returns x", release());
     m.def("value", &value, "f(x), no autograd", release());
     m.def("times_magnitude", &times_magnitude, "grad * |derivative|", release());
 }

@@ -19,12 +19,12 @@
 // - Autograd kernels of activation and activation_backward: backward is activation_backward one
 //   order up, itself differentiable, so every order of reverse mode is exact; forward-mode AD is
 //   computed the same way (tangent * f^(n+1)(x)), as native operators do it.
-// - ADInplaceOrView of activation_ (the version counter), and an Autograd kernel that serves only
-//   calls with nothing to differentiate and raises otherwise: the in-place derivative is elukit's
-//   Python (it saves f'(x) and needs no x: `_ops.InplaceFunction`), which replaces this kernel when
-//   elukit.torch is imported. So in-place *training* needs elukit.torch; in-place inference does
-//   not. (Without this kernel autograd's fallback let the in-place call through as the identity:
-//   a process that had loaded the library alone trained an in-place ELU with gradient 1.)
+// - ADInplaceOrView of activation_ (the version counter) and its Autograd kernel: it keeps a copy of
+//   x from before the write and differentiates at it with the operators above, so every derivative
+//   of every order is inplace=False's, bit for bit; forward mode writes the tangent in place.
+//   elukit.torch's Python (`_ops.InplaceFunction`) computes the same, where this library is not
+//   loaded. So a process that loaded this library alone trains in place too.
+// - The parameter checks of the specs it knows, with the messages of elukit's Python.
 // Meta/fake kernels, vmap rules, the other devices and the export decomposition are elukit.torch's
 // Python (`_ops.py` defines and registers whatever this library did not).
 
@@ -33,6 +33,7 @@
 #include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/csrc/autograd/VariableTypeUtils.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/autograd/saved_variable.h>
@@ -42,7 +43,10 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cctype>
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -122,6 +126,73 @@ struct Form {
     bool linear;
     double first, second, third;
 };
+
+// repr(value) of a Python float: the shortest digits that read back as value, with Python's layout
+// (an exponent below 1e-4 and from 1e16 on, ".0" on integers), so that the messages below are the
+// Python checks' own.
+std::string python_repr(double value) {
+    if (std::isnan(value)) return "nan";
+    if (std::isinf(value)) return value > 0 ? "inf" : "-inf";
+    if (value == 0.0) return std::signbit(value) ? "-0.0" : "0.0";
+    char text[40];
+    int precision = 1;
+    for (; precision < 17; precision++) {
+        std::snprintf(text, sizeof text, "%.*e", precision - 1, value);
+        if (std::strtod(text, nullptr) == value) break;
+    }
+    std::snprintf(text, sizeof text, "%.*e", precision - 1, value);
+    std::string written(text), digits;
+    const size_t e = written.find('e');
+    for (size_t i = 0; i < e; i++)
+        if (std::isdigit(static_cast<unsigned char>(written[i]))) digits += written[i];
+    const int point = std::atoi(written.c_str() + e + 1) + 1;  // value = 0.digits * 10^point
+    const int count = static_cast<int>(digits.size());
+    std::string result = value < 0 ? "-" : "";
+    if (point <= -4 || point > 16) {
+        const int exponent = point - 1;
+        result += digits.substr(0, 1) + (count > 1 ? "." + digits.substr(1) : "") + "e" + (exponent < 0 ? "-" : "+") +
+                  (std::abs(exponent) < 10 ? "0" : "") + std::to_string(std::abs(exponent));
+    } else if (point <= 0) {
+        result += "0." + std::string(-point, '0') + digits;
+    } else if (point >= count) {
+        result += digits + std::string(point - count, '0') + ".0";
+    } else {
+        result += digits.substr(0, point) + "." + digits.substr(point);
+    }
+    return result;
+}
+
+std::string python_list(c10::ArrayRef<double> values) {
+    std::string text = "[";
+    for (size_t i = 0; i < values.size(); i++) text += (i ? ", " : "") + python_repr(values[i]);
+    return text + "]";
+}
+
+// The parameter names of the specs this library knows, in the spec's order.
+std::optional<std::vector<const char *>> parameter_names(c10::string_view name) {
+    if (name == "elu" || name == "celu") return std::vector<const char *>{"alpha"};
+    if (name == "selu") return std::vector<const char *>{"alpha", "scale"};
+    if (name == "relu") return std::vector<const char *>{};
+    if (name == "leaky_relu") return std::vector<const char *>{"slope"};
+    return std::nullopt;
+}
+
+// The spec checks of elukit's Python (`_ops.spec_for`, `_spec.positive_finite`), with their messages,
+// for the specs this library knows: a bad parameter is the same error with or without elukit's
+// Python (other names are left to it).
+void check_parameters(c10::string_view name, c10::ArrayRef<double> params) {
+    const auto names = parameter_names(name);
+    if (!names) return;
+    if (params.size() != names->size()) {
+        std::string listed;
+        for (size_t i = 0; i < names->size(); i++) listed += (i ? ", " : "") + std::string((*names)[i]);
+        TORCH_CHECK_VALUE(false, "activation '", std::string(name), "' takes ", names->size(), " parameter(s) (",
+                          listed.empty() ? "none" : listed, "), got ", params.size(), ": ", python_list(params));
+    }
+    for (size_t i = 0; i < params.size(); i++)
+        TORCH_CHECK_VALUE(std::isfinite(params[i]) && params[i] > 0.0, "parameter '", (*names)[i],
+                          "' must be finite and > 0, got ", python_repr(params[i]));
+}
 
 bool all_positive_finite(c10::ArrayRef<double> params, size_t count) {
     if (params.size() != count) return false;
@@ -249,8 +320,9 @@ Tensor run_plan(const Plan &plan, bool exact, const Tensor &x, const Tensor &gra
 
 std::string describe(const Tensor &x, c10::string_view name, c10::ArrayRef<double> params, int64_t order) {
     std::ostringstream text;
-    text << "activation " << std::string(name) << " with parameters " << params << ", derivative order " << order
-         << ", on a " << dtype_name(x.scalar_type()) << " tensor";
+    text << "activation " << std::string(name) << " with parameters " << python_list(params) << ", derivative order "
+         << order << ", on a " << dtype_name(x.scalar_type()) << " tensor";
+    if (!x.device().is_cpu()) text << " on device " << x.device();
     return text.str();
 }
 
@@ -270,6 +342,7 @@ void python_kernel(const char *qualified, const std::string &what, torch::jit::S
 Tensor activation_cpu(const Tensor &x, c10::string_view name, c10::ArrayRef<double> params, int64_t order,
                       bool exact) {
     check_input(x, "x");
+    check_parameters(name, params);
     TORCH_CHECK_VALUE(order >= 0, "order must be >= 0, got ", order);
     if (auto plan = served(x, name, params, order)) return run_plan(*plan, exact, x, Tensor(), Tensor());
     torch::jit::Stack stack{x, std::string(name), params.vec(), order, exact};
@@ -281,6 +354,7 @@ Tensor backward_cpu(const Tensor &grad, const Tensor &x, c10::string_view name, 
                     int64_t order, bool exact) {
     check_input(x, "x");
     check_input(grad, "grad");
+    check_parameters(name, params);
     TORCH_CHECK_VALUE(order >= 0, "order must be >= 0, got ", order);
     if (auto plan = served(x, name, params, order + 1)) {
         // elukit.torch._kernels.gradient_times_derivative: one pass where grad has x's dtype
@@ -297,6 +371,7 @@ Tensor backward_cpu(const Tensor &grad, const Tensor &x, c10::string_view name, 
 void inplace_cpu(const Tensor &x, c10::string_view name, c10::ArrayRef<double> params, bool exact) {
     check_input(x, "x");
     check_no_internal_overlap(x);
+    check_parameters(name, params);
     if (auto plan = served(x, name, params, 0)) {
         if (x.is_non_overlapping_and_dense())
             run_plan(*plan, exact, x, Tensor(), x);
@@ -448,15 +523,62 @@ void inplace_or_view(c10::DispatchKeySet keys, const Tensor &x, c10::string_view
     inplace_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, x, name, params, exact);
 }
 
-// activation_'s Autograd kernel where elukit's Python has not replaced it (see the header).
+// --- autograd of the in-place operator ---------------------------------------------------------------
+// x <- f(x) overwrites x, so the node keeps `before`, a copy of x from before the write, taken under
+// autograd (so it is linked to x's history, at every torch.func level), and differentiates at it with
+// the out-of-place operators: the gradient is activation_backward(grad, before), itself differentiable,
+// so every order of every spec is inplace=False's, bit for bit, for any upstream gradient, as
+// elukit.torch._ops.InplaceFunction (the Python path, where this library is not loaded) computes it.
+// It keeps one tensor, as torch's in-place ELU keeps its output.
+
+struct InplaceBackward : public torch::autograd::Node {
+    torch::autograd::SavedVariable before_;
+    Arguments arguments_;
+
+    variable_list apply(variable_list &&grads) override {
+        variable_list result(1);
+        if (grads[0].defined() && task_should_compute_output(0)) {
+            const auto &a = arguments_;
+            result[0] = backward_op().call(grads[0], before_.unpack(), a.name, a.params, 0, a.exact);
+        }
+        return result;  // the higher orders reach x's history through `before`
+    }
+    std::string name() const override { return "ElukitInplaceActivationBackward"; }
+    void release_variables() override { before_.reset_data(); }
+};
+
 void inplace_autograd(c10::DispatchKeySet keys, const Tensor &x, c10::string_view name, c10::ArrayRef<double> params,
                       bool exact) {
-    const bool recording = at::GradMode::is_enabled() && x.requires_grad();
-    TORCH_CHECK(!recording && !x._fw_grad(/*level=*/0).defined(),
-                "elukit: differentiating the in-place elukit::activation_ needs elukit's Python autograd, which "
-                "this process has not loaded: import elukit.torch first, or use the out-of-place operator");
-    at::AutoDispatchBelowAutograd guard;
-    inplace_op().redispatch(keys & c10::after_autograd_keyset, x, name, params, exact);
+    check_input(x, "x");
+    const bool recording = torch::autograd::compute_requires_grad(x);
+    Tensor tangent = x._fw_grad(/*level=*/0);
+    if (!recording && !tangent.defined()) {  // nothing to differentiate
+        at::AutoDispatchBelowAutograd guard;
+        inplace_op().redispatch(keys & c10::after_autograd_keyset, x, name, params, exact);
+        return;
+    }
+    check_parameters(name, params);
+    torch::autograd::check_inplace(x, recording);  // PyTorch's leaf and view errors, before any write
+    check_no_internal_overlap(x);
+    const Tensor before = x.clone();  // under autograd: the copy the derivatives are taken at
+    c10::intrusive_ptr<InplaceBackward> node;
+    if (recording) {
+        node = c10::make_intrusive<InplaceBackward>();
+        node->set_next_edges(torch::autograd::collect_next_edges(x));
+    }
+    {
+        at::AutoDispatchBelowADInplaceOrView guard;
+        inplace_op().redispatch(keys & c10::after_autograd_keyset, x, name, params, exact);
+    }
+    if (node) {
+        node->before_ = torch::autograd::SavedVariable(before, false);
+        node->arguments_ = Arguments{std::string(name), params.vec(), 0, exact};
+        torch::autograd::rebase_history(x, node);
+    }
+    if (tangent.defined()) {  // forward mode: the tangent times f'(before), written into x's tangent
+        tangent.copy_(backward_op().call(before._fw_grad(0), before._fw_primal(0), name, params, 0, exact));
+        x._set_fw_grad(tangent, /*level=*/0, /*is_inplace_op=*/true);
+    }
 }
 
 }  // namespace

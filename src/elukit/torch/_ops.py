@@ -13,12 +13,13 @@ registry, so traced, scripted and exported graphs hold plain operator calls.
 
 Where elukit was built with torch installed, its C++ operator library (`_operators.cpp`, libtorch
 alone, no Python; `library_path`) defines the operators and registers their CPU kernels for the
-specs with compiled kernels, the autograd kernels of ``activation`` and ``activation_backward`` and
-the version counter of ``activation_``; this module loads it (`LOADED_LIBRARY`; not with
-``ELUKIT_TORCH_NATIVE_OPS=0``) and then defines and registers only what it did not (`_impl_if_absent`):
-the kernels of the other devices, specs and dtypes (CompositeExplicitAutograd, which the C++
-kernels call where they do not serve), the fake kernels, the vmap rules, the autograd of
-``activation_`` and the export decomposition. Without the library, everything below serves.
+specs with compiled kernels, the autograd kernels of the three operators and the version counter
+of ``activation_``; this module loads it (`LOADED_LIBRARY`; not with ``ELUKIT_TORCH_NATIVE_OPS=0``)
+and then defines and registers only what it did not (`_impl_if_absent`): the kernels of the other
+devices, specs and dtypes (CompositeExplicitAutograd, which the C++ kernels call where they do not
+serve), the fake kernels, the vmap rules and the export decomposition. Without the library,
+everything below serves (the autograd Functions compute what the C++ autograd kernels compute, with
+the same bits).
 
 Each operator has a real kernel for every device (`functional.evaluate_order`), a fake kernel
 (meta tensors, FakeTensorMode, torch.compile, torch.export), a vmap rule (elementwise: the
@@ -136,16 +137,6 @@ def _impl_if_absent(name: str, kernel, key: str, with_keyset: bool = False) -> N
     """Register `kernel` for (operator `name`, dispatch `key`) unless a kernel is there already
     (the C++ library's)."""
     if not torch._C._dispatch_has_kernel_for_dispatch_key(f"{_NAMESPACE}::{name}", key):
-        _LIBRARY.impl(name, kernel, key, with_keyset=with_keyset)
-
-def _impl_replacing_the_library(name: str, kernel, key: str, with_keyset: bool = False) -> None:
-    """Register `kernel` for (operator `name`, dispatch `key`), replacing the C++ library's kernel
-    there (activation_'s Autograd kernel, which refuses to differentiate: the derivative is this
-    Python one). The dispatcher warns once that a kernel is overridden; that is the intent here."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
         _LIBRARY.impl(name, kernel, key, with_keyset=with_keyset)
 
 
@@ -505,7 +496,9 @@ def branch_constants(spec: Activation) -> tuple[float, bool] | None:
 
 
 class InplaceFunction(_Function):
-    """x <- f(x), keeping `before`, a copy of x from before the write, for the derivatives.
+    """x <- f(x), keeping `before`, a copy of x from before the write, for the derivatives: the
+    in-place operator's autograd where the C++ operator library is not loaded (its C++ kernel
+    computes the same, `_operators.cpp`), and of `_compiled`'s and `_triton`'s operators.
 
     `before` is ``x.clone()`` taken under autograd by the caller, so it is linked to x's history.
     The gradient is the out-of-place operator's derivative at the copy (`backward_operator`, one
@@ -659,7 +652,7 @@ _activation_autograd, _backward_autograd, _inplace_autograd = autograd_kernels(
 
 _impl_if_absent("activation", _activation_autograd, "Autograd", with_keyset=True)
 _impl_if_absent("activation_backward", _backward_autograd, "Autograd", with_keyset=True)
-_impl_replacing_the_library("activation_", _inplace_autograd, "Autograd", with_keyset=True)
+_impl_if_absent("activation_", _inplace_autograd, "Autograd", with_keyset=True)
 
 
 # --- decompositions into core ATen (run_decompositions, the ONNX exporters, ExecuTorch-style lowering) --

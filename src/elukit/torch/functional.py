@@ -25,8 +25,10 @@ With `use_fused_training` (off by default) a plain eager training call of the EL
 contiguous CPU float32/float64 tensor computes f(x) and f'(x) in one pass instead and saves f'(x),
 with its branch in the sign bit (`_ops.TrainingFunction`): backward is one multiplication (<= 1 ulp
 from grad * f'(x) rounded once; ``exact=True`` keeps saving x), every higher order stays exact.
-``inplace=True`` writes f(x) into x and saves f'(x) instead of x: the same memory as out-of-place,
-no collapse; differentiating it twice raises.
+``inplace=True`` writes f(x) into x and keeps a copy of x from before the write, at which it
+differentiates like the out-of-place call: every order of every spec gives inplace=False's bits,
+no collapse. Where the C++ operator library is loaded its autograd kernel serves it (the Python
+`_ops.InplaceFunction` elsewhere, with the same bits).
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def _native_call():
 
 
 _NATIVE_CALL = _native_call()
+_NATIVE_INPLACE = None if _NATIVE_CALL is None else getattr(_kernels._NATIVE_OPS, "activation_", None)
+"""`_native_ops.activation_` (elukit::activation_ called from C++, returning x), or None."""
 
 _KEEP_OPERATORS = {"enabled": False}
 
@@ -109,9 +113,9 @@ def serving_path(x: Any, inplace: bool = False) -> str:
       core-ATen decomposition, or the operators under `keep_operators`);
     - `SYMBOLIC`: ``torch.fx.symbolic_trace`` (records the operator call);
     - `NATIVE`: a plain ``torch.Tensor`` (no ``__torch_function__`` subclass), no jit.trace, the C++
-      operator library loaded, out of place, fused training off: the operator called from C++
-      (`_native_ops.activation`), which is the operator itself (its autograd node, forward-mode AD,
-      torch.func transforms and dispatch modes behave as through ``torch.ops``);
+      operator library loaded, fused training off: the operator called from C++
+      (`_native_ops.activation`, ``activation_`` in place), which is the operator itself (its autograd
+      node, forward-mode AD, torch.func transforms and dispatch modes behave as through ``torch.ops``);
     - `EAGER`: elukit's kernels and autograd nodes called from Python (`_eager_and_plain`);
     - `TRACING`: ``torch.jit.trace`` (the decomposition, or the operators under `keep_operators`);
     - `OPERATOR`: anything else (tensor subclasses, transforms without the C++ library): the operators
@@ -119,8 +123,9 @@ def serving_path(x: Any, inplace: bool = False) -> str:
     """
     if torch.compiler.is_compiling():
         return EXPORTING if torch.compiler.is_exporting() else COMPILING
-    if (type(x) is torch.Tensor and _NATIVE_CALL is not None and _kernels._NATIVE_OPS is not None and not inplace
-            and not _kernels._FUSED["enabled"] and torch._C._get_tracing_state() is None):
+    if (type(x) is torch.Tensor and _NATIVE_CALL is not None and _kernels._NATIVE_OPS is not None
+            and (not inplace or _NATIVE_INPLACE is not None) and not _kernels._FUSED["enabled"]
+            and torch._C._get_tracing_state() is None):
         return NATIVE
     if isinstance(x, torch.fx.Proxy):
         return SYMBOLIC
@@ -147,8 +152,8 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
     float16, bfloat16 and float32 results are the same either way.
 
     ``inplace=True`` writes f(x) into x (bumping its version counter, with PyTorch's checks made
-    before anything is written) and keeps f'(x) for backward: first derivatives are exact;
-    differentiating twice through it raises.
+    before anything is written) and keeps a copy of x from before the write for backward: every
+    derivative of every order is the out-of-place one, bit for bit.
 
     ``backend="triton"`` forces the Triton kernels (`elukit.torch._triton`: CUDA tensors, or CPU
     tensors under ``TRITON_INTERPRET=1``; ELU family and piecewise-linear specs): the same bits as
@@ -163,7 +168,7 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
         spec = _bound_spec(spec, params)
         if spec.torch is None:
             raise ValueError(f"activation {spec.name!r} has no torch kernels")
-        return _NATIVE_CALL(x, spec.name, _registered_values(spec), exact)
+        return (_NATIVE_INPLACE if inplace else _NATIVE_CALL)(x, spec.name, _registered_values(spec), exact)
     if path != SYMBOLIC:  # torch.fx.symbolic_trace records the operator call below
         _check_tensor(x)
     spec = _bound_spec(spec, params)
@@ -262,8 +267,14 @@ def _bound_spec(spec: str | Activation, params: dict[str, Any]) -> Activation:
     return get(spec, **params) if params or isinstance(spec, str) else spec
 
 
-_PLAIN_NUMBERS = (float, int)
-"""Parameter types the native call passes as they are (others, bools included, go through the spec's check)."""
+_LARGE_INT = 2**1023
+"""ints below this in magnitude convert to a float; larger ones go through the spec's check, which names the parameter."""
+
+
+def _plain_number(value: Any) -> bool:
+    """Whether the native call may pass `value` as it is: a float, or an int that converts to one (others,
+    bools included, go through the spec's check, which raises one line naming the parameter)."""
+    return type(value) is float or (type(value) is int and -_LARGE_INT < value < _LARGE_INT)
 _SELU_VALUES = [constants.SELU_ALPHA, constants.SELU_SCALE]  # the spec's parameter order (alpha, scale)
 
 
@@ -289,9 +300,9 @@ def elu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool 
     saved script needs no elukit; `exact` has no effect there."""
     if torch.jit.is_scripting():
         return _script_result(x, _decompose.exponential_linear(x, 1.0, _script_alpha(alpha), 1.0, 0), inplace)
-    if (backend is None and inplace is False and type(exact) is bool and type(alpha) in _PLAIN_NUMBERS
-            and serving_path(x) == NATIVE):
-        return _NATIVE_CALL(x, "elu", [alpha], exact)  # the operator checks x and alpha (C++, else the spec)
+    if (backend is None and type(inplace) is bool and type(exact) is bool and _plain_number(alpha)
+            and serving_path(x, inplace) == NATIVE):  # the operator checks x and alpha (C++, else the spec)
+        return (_NATIVE_INPLACE if inplace else _NATIVE_CALL)(x, "elu", [alpha], exact)
     return activation(x, "elu", inplace, exact, backend, alpha=alpha)  # TorchScript skips what follows is_scripting()
 
 
@@ -300,8 +311,8 @@ def selu(x: torch.Tensor, inplace: bool = False, exact: bool = False, backend: O
     if torch.jit.is_scripting():
         values = _decompose.exponential_linear(x, constants.SELU_SCALE, constants.SELU_ALPHA, 1.0, 0)  # the spec's form
         return _script_result(x, values, inplace)
-    if backend is None and inplace is False and type(exact) is bool and serving_path(x) == NATIVE:
-        return _NATIVE_CALL(x, "selu", _SELU_VALUES, exact)
+    if backend is None and type(inplace) is bool and type(exact) is bool and serving_path(x, inplace) == NATIVE:
+        return (_NATIVE_INPLACE if inplace else _NATIVE_CALL)(x, "selu", _SELU_VALUES, exact)
     return activation(x, "selu", inplace, exact, backend)
 
 
@@ -311,9 +322,9 @@ def celu(x: torch.Tensor, alpha: float = 1.0, inplace: bool = False, exact: bool
     if torch.jit.is_scripting():
         alpha = _script_alpha(alpha)
         return _script_result(x, _decompose.exponential_linear(x, 1.0, alpha, alpha, 0), inplace)
-    if (backend is None and inplace is False and type(exact) is bool and type(alpha) in _PLAIN_NUMBERS
-            and serving_path(x) == NATIVE):
-        return _NATIVE_CALL(x, "celu", [alpha], exact)
+    if (backend is None and type(inplace) is bool and type(exact) is bool and _plain_number(alpha)
+            and serving_path(x, inplace) == NATIVE):  # the operator checks x and alpha (C++, else the spec)
+        return (_NATIVE_INPLACE if inplace else _NATIVE_CALL)(x, "celu", [alpha], exact)
     return activation(x, "celu", inplace, exact, backend, alpha=alpha)
 
 

@@ -72,7 +72,8 @@ class Activation(nn.Module):
     def _eager(self, x: torch.Tensor) -> torch.Tensor:
         path = functional.serving_path(x, self.inplace)
         if path == functional.NATIVE:  # the operator from C++: it checks x and the parameters
-            return functional._NATIVE_CALL(x, self.name, self.parameter_values(), self.exact)
+            call = functional._NATIVE_INPLACE if self.inplace else functional._NATIVE_CALL
+            return call(x, self.name, self.parameter_values(), self.exact)
         if path == functional.COMPILING:  # dynamo: the twin operators, no caches, no decomposition
             return _compiled.call(x, self.name, self.parameter_values(), self.inplace, self.exact)
         return functional.activation(x, self.spec, self.inplace, self.exact)  # eager, jit.trace, torch.export
