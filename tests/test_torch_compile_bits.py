@@ -112,7 +112,8 @@ def test_inductor_forward_and_backward_give_the_eager_bits(name, dtype, which):
 @pytest.mark.parametrize("which", ["elukit", "torch.nn"])
 @pytest.mark.parametrize("name,dtype", [("elu", torch.float64), ("leaky_relu", torch.float16)], ids=str)
 def test_in_place_in_training_gives_the_eager_bits(which, name, dtype):
-    """The in-place autograd node saves f'(x) before the write: under compile from the twin operator."""
+    """The in-place autograd node differentiates a copy of x from before the write: under compile
+    through the twin operators."""
     function = implementation(which, name)
     check_compiled(lambda t: function(t * 1, inplace=True), inputs(dtype), "aot_eager")
     with torch.no_grad():

@@ -485,9 +485,9 @@ def branch_constants(spec: Activation) -> tuple[float, bool] | None:
     """(f''/f' on the branch x <= 0, signed) where f''/f' is a constant of each branch (1/divisor, or
     0 for piecewise-linear functions; 0 on x > 0 for both), else None (other specs).
 
-    The branch of x is read from the output f(x) > 0, except where the slope of x > 0 is below 1
-    (f(x) could underflow to 0 there): then `signed` is True and the saved f'(x) carries the branch
-    in its sign bit (f' >= 0, so the bit is free), at the cost of one pass over it."""
+    For `_compiled`'s fused training node, which saves f'(x) instead of x: `signed` is True where
+    the slope of x > 0 is below 1 (f(x) could underflow to 0 there), and the saved f'(x) carries the
+    branch in its sign bit (f' >= 0, so the bit is free)."""
     form = spec.exponential_linear_form()
     if form is not None:
         return 1.0 / form[2], form[0] < 1.0

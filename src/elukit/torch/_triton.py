@@ -243,7 +243,7 @@ def activation_inplace_op(x: torch.Tensor, name: str, params: list[float], exact
 # ``register_autograd`` gives reverse mode only (its generated Function has no jvp, so forward-mode AD
 # would drop the tangent and torch.func refuses it). The autograd kernels are `_ops.autograd_kernels`
 # with `_ops`'s single-level Functions subclassed onto these operators (their backward and jvp are
-# these operators one order up; in place, f'(x) is saved before the write), registered for the CPU
+# these operators one order up; in place, at a copy of x from before the write), registered for the CPU
 # and CUDA autograd keys (which take precedence over the alias key the triton_op registered, without
 # overriding it).
 
