@@ -529,7 +529,7 @@ void inplace_or_view(c10::DispatchKeySet keys, const Tensor &x, c10::string_view
 // the out-of-place operators: the gradient is activation_backward(grad, before), itself differentiable,
 // so every order of every spec is inplace=False's, bit for bit, for any upstream gradient, as
 // elukit.torch._ops.InplaceFunction (the Python path, where this library is not loaded) computes it.
-// It keeps one tensor, as torch's in-place ELU keeps its output.
+// It keeps one extra tensor of x's size, where torch's in-place ELU keeps its output in x's own memory.
 
 struct InplaceBackward : public torch::autograd::Node {
     torch::autograd::SavedVariable before_;

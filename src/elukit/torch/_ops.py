@@ -439,15 +439,9 @@ class ActivationFunction(_Function):
         return ctx._forward_cls.BACKWARD(tangent, x, *ctx.arguments)
 
 
-class BackwardFunction(_Function):
-    """grad * f^(n+1)(x): linear in grad, and d/dx = grad * f^(n+2)(x) (through `BACKWARD`)."""
-
-    BACKWARD = ACTIVATION_BACKWARD
-
-    @staticmethod
-    def forward(grad, x, name, params, order, exact, keyset):
-        with torch._C._AutoDispatchBelowAutograd():
-            return ACTIVATION_BACKWARD.redispatch(keyset & _BELOW_AUTOGRAD, grad, x, name, params, order, exact)
+class _BackwardRule(_Function):
+    """grad * f^(n+1)(x): linear in grad, and d/dx = grad * f^(n+2)(x) (through `BACKWARD`); the
+    forward comes from `_backward_function_on`."""
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -478,6 +472,24 @@ class BackwardFunction(_Function):
         if x_tangent is not None:
             result = _add(result, backward(grad * x_tangent, x, name, params, order + 1, exact))
         return result
+
+
+def _backward_function_on(backward_operator):
+    """`_BackwardRule` on `backward_operator`: its forward redispatches it, its derivatives call it
+    one order up."""
+
+    class BackwardFunction(_BackwardRule):
+        BACKWARD = backward_operator
+
+        @staticmethod
+        def forward(grad, x, name, params, order, exact, keyset):
+            with torch._C._AutoDispatchBelowAutograd():
+                return backward_operator.redispatch(keyset & _BELOW_AUTOGRAD, grad, x, name, params, order, exact)
+
+    return BackwardFunction
+
+
+BackwardFunction = _backward_function_on(ACTIVATION_BACKWARD)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -606,15 +618,7 @@ def functions_on(activation_operator, backward_operator, direct_backward: bool):
             with torch._C._AutoDispatchBelowAutograd():
                 return activation_operator.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, order, exact)
 
-    class Backward(BackwardFunction):
-        BACKWARD = backward_operator
-
-        @staticmethod
-        def forward(grad, x, name, params, order, exact, keyset):
-            with torch._C._AutoDispatchBelowAutograd():
-                return backward_operator.redispatch(keyset & _BELOW_AUTOGRAD, grad, x, name, params, order, exact)
-
-    return Activation, Backward
+    return Activation, _backward_function_on(backward_operator)
 
 
 def autograd_kernels(activation_function, backward_function, inplace_operator, backward_operator,

@@ -164,16 +164,13 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
     if backend is not None:
         return _with_backend(x, spec, inplace, exact, backend, params)
     path = serving_path(x, inplace)
-    if path == NATIVE:  # the operator checks x (in C++) and the parameters (the spec's errors)
-        spec = _bound_spec(spec, params)
-        if spec.torch is None:
-            raise ValueError(f"activation {spec.name!r} has no torch kernels")
-        return (_NATIVE_INPLACE if inplace else _NATIVE_CALL)(x, spec.name, _registered_values(spec), exact)
-    if path != SYMBOLIC:  # torch.fx.symbolic_trace records the operator call below
+    if path not in (NATIVE, SYMBOLIC):  # the operator checks x in C++; symbolic_trace records the call below
         _check_tensor(x)
     spec = _bound_spec(spec, params)
     if spec.torch is None:
         raise ValueError(f"activation {spec.name!r} has no torch kernels")
+    if path == NATIVE:
+        return (_NATIVE_INPLACE if inplace else _NATIVE_CALL)(x, spec.name, _registered_values(spec), exact)
     if path in (COMPILING, EXPORTING, SYMBOLIC):  # no caches; the fake kernel checks the spec
         if path == EXPORTING and not keeping_operators():  # artifacts hold core ATen ops (_decompose)
             return _decomposed(spec, x, inplace)
