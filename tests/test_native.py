@@ -420,3 +420,57 @@ def test_address_entry_point_matches_the_buffer_one_and_checks_its_arguments():
         _native.run_addresses(0, x.ctypes.data, out.ctypes.data, grad.ctypes.data, x.size, x.size, True, constants, 1)
     with pytest.raises(ValueError, match="inconsistent"):
         _native.run_addresses(1, x.ctypes.data, out.ctypes.data, grad.ctypes.data, 7, x.size, True, constants, 1)
+
+
+_GATHER_CHILD = r"""
+import hashlib, sys
+import numpy as np
+import elukit
+from elukit import _native
+
+digest = hashlib.sha256()
+rng = np.random.default_rng(11)
+x = np.concatenate([rng.standard_normal(20_000) * 30, -np.abs(rng.standard_normal(2_000)) * 800,
+                    rng.standard_normal(1_000) * 1e-300, -rng.random(1_000) * 1e-17,
+                    [0.0, -0.0, np.inf, -np.inf, np.nan, -745.2, -708.4, -1e-320, 5e-324]])
+grad = rng.standard_normal(x.size) * np.where(rng.random(x.size) < 0.1, 1e-300, 1.0)
+for name, params in ROWS:
+    spec = elukit.get(name, **params)
+    form = spec.exponential_linear_form()
+    for quantity in ("value", "derivative", "second_derivative"):
+        constants = _native.kernel_constants(form, "derivative" if quantity == "value" else quantity)
+        for g in (None, grad):
+            if g is not None and quantity == "value":
+                continue
+            out = np.empty_like(x)
+            _native._compiled.evaluate(_native.KIND[quantity] | _native.FAST, x, out, g, constants, 1)
+            digest.update(out.tobytes())
+    value, derivative = np.empty_like(x), np.empty_like(x)
+    _native.run_both_addresses(x.ctypes.data, value.ctypes.data, derivative.ctypes.data, x.size, True,
+                                    _native.kernel_constants(form, "derivative"), 1)
+    digest.update(value.tobytes() + derivative.tobytes())
+print(_native._compiled.table_gathers(), digest.hexdigest())
+"""
+
+
+@needs_kernels
+def test_table_gathers_give_the_bits_of_table_loads():
+    """The fast float64 loops have a second copy that reads the 2^(j/128) table with AVX-512
+    gathers (on CPUs where gathers are fast): every value, derivative and fused pair must be the
+    bits of the copy that loads the table an entry at a time. Each runs in its own process, as the
+    choice is made once per process (ELUKIT_TABLE_GATHERS)."""
+    import os
+    import subprocess
+    import sys
+
+    child = f"ROWS = {ROWS!r}\n" + _GATHER_CHILD
+    results = {}
+    for setting in ("0", "1"):
+        environment = dict(os.environ, ELUKIT_TABLE_GATHERS=setting)
+        printed = subprocess.run([sys.executable, "-c", child], env=environment, check=True, capture_output=True,
+                                 text=True).stdout.split()
+        results[setting] = printed
+    assert results["0"][0] == "False"
+    if results["1"][0] != "True":
+        pytest.skip("this CPU has no AVX-512 (x86-64-v4): the gathering copy is not built for it or cannot run")
+    assert results["0"][1] == results["1"][1]
