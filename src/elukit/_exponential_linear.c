@@ -463,11 +463,12 @@ static ELUKIT_INLINE checked fast_exponential64(double x, double grad, const con
 
 /* Where the 2^(j/128) table is read: the compiler's generic tuning loads each entry on its own (two
    loads, inserts and extracts per element), as gathers are slow on some CPUs (Intel's Skylake to
-   Ice Lake with the Gather Data Sampling microcode). On CPUs whose gathers are fast (Intel's with
-   AVX512-FP16, i.e. Sapphire Rapids and later, and AMD's with AVX-512), a second copy of each
-   float64 fast loop, compiled for them, reads 8 entries per instruction: the same arithmetic and
-   the same bits, about 20% less time for the derivative here. ELUKIT_TABLE_GATHERS=0 turns it off,
-   =1 on wherever AVX-512 (x86-64-v4) runs: a benchmark run under each compares them. */
+   Ice Lake with the Gather Data Sampling microcode). On Intel CPUs with AVX512-FP16 (Sapphire
+   Rapids and later, which that microcode does not slow), a second copy of each float64 fast loop,
+   compiled for them, reads 8 entries per instruction: the same arithmetic and the same bits, about
+   20% less time for the derivative (docs/kernels.md). AMD's AVX-512 CPUs keep the loads: their
+   gathers were not measured. ELUKIT_TABLE_GATHERS=0 turns the copy off, =1 on wherever AVX-512
+   (x86-64-v4) runs: a benchmark run under each compares them. */
 #if defined(ELUKIT_HAS_CLONES)
 #define ELUKIT_GATHERS_TARGET __attribute__((target("arch=x86-64-v4,tune=sapphirerapids,prefer-vector-width=512")))
 
@@ -476,7 +477,7 @@ static int decide_table_gathers(void) {
     if (!__builtin_cpu_supports("x86-64-v4")) return 0;
     const char *setting = getenv("ELUKIT_TABLE_GATHERS");
     if (setting != NULL && (setting[0] == '0' || setting[0] == '1') && setting[1] == '\0') return setting[0] == '1';
-    return __builtin_cpu_supports("avx512fp16") || __builtin_cpu_is("amd");
+    return __builtin_cpu_is("intel") && __builtin_cpu_supports("avx512fp16");
 }
 
 /* Decided once per process; the race of two first callers stores the same answer. */
