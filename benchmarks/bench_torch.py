@@ -1,7 +1,8 @@
 """elukit.torch.functional.elu against torch.nn.functional.elu on CPU.
 
 Run: python benchmarks/bench_torch.py  (``--small``: the per-call rows only; ``--training``: the
-1-thread forward+backward rows at 2^16-2^22 only; both: both, in one run)
+1-thread forward+backward rows at 2^16-2^22 only; ``--compiled``: the torch.compile'd model rows
+only; several: those, in one run)
 
 Small tensors first (64, 2^10 and 2^12 elements, float32, 1 thread), where the per-call overhead
 dominates: the time per call in microseconds for elukit and native, forward (no grad),
@@ -111,17 +112,45 @@ def training_sizes(sizes=(2**16, 2**18, 2**20, 2**22), repeat=7) -> None:
                   f"{ours_g / native_g:>9.2f}x {fused_g / native_g:>15.2f}x")
 
 
+def compiled_models(sizes=(2**10, 2**16)) -> None:
+    """torch.compile'd Linear + activation (a graph that calls elukit's torch.compile twins; torch's
+    ELU fuses into inductor's generated code instead), per call, 1 thread: forward (parameters
+    requiring grad, as in training) and forward+backward, elukit's ELU against torch.nn.ELU
+    compiled the same way, out of place and in place. Each model is compiled before timing."""
+    from elukit.torch import ELU
+
+    torch.set_num_threads(1)
+    print(f"{'compiled Linear+ELU':>20} {'size':>8} {'fwd native us':>14} {'fwd ratio':>10} {'f+b native us':>14} "
+          f"{'f+b ratio':>10}")
+    for size in sizes:
+        x = torch.randn(64, size // 64)
+        for inplace in (False, True):
+            times = {}
+            for label, activation in (("native", torch.nn.ELU(inplace=inplace)), ("elukit", ELU(inplace=inplace))):
+                torch.manual_seed(0)
+                model = torch.compile(torch.nn.Sequential(torch.nn.Linear(size // 64, size // 64), activation))
+                number = max(3, 2**16 // size)
+                times[label] = (best(lambda: model(x), number=number),
+                                best(lambda: model(x).sum().backward(), number=number))
+            (native, native_fb), (ours, ours_fb) = times["native"], times["elukit"]
+            print(f"{'in place' if inplace else 'out of place':>20} {size:>8} {1e6 * native:>14.1f} "
+                  f"{ours / native:>9.2f}x {1e6 * native_fb:>14.1f} {ours_fb / native_fb:>9.2f}x")
+
+
 def main() -> None:
     print(f"elukit compiled kernels: {'built' if _native.AVAILABLE else 'missing (the torch/NumPy kernels run)'}")
-    flags = set(sys.argv[1:]) & {"--small", "--training"}
-    if flags:  # either or both, in one run
+    flags = set(sys.argv[1:]) & {"--small", "--training", "--compiled"}
+    if flags:  # any of them, in one run
         if "--small" in flags:
             small_tensors()
         if "--training" in flags:
             training_sizes()
+        if "--compiled" in flags:
+            compiled_models()
         return
     small_tensors()
     training_sizes()
+    compiled_models()
     print(f"{'threads':>7} {'dtype':>8} {'size':>8} {'fwd native ms':>14} {'fwd ratio':>10} {'fwd exact=True':>15} "
           f"{'f+b native ms':>14} {'f+b ratio':>10} {'f+b exact=True':>15} {'fwd compiled':>13} {'f+b compiled':>13}")
     for threads in (1, 2):

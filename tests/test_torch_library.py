@@ -118,13 +118,21 @@ def _points(dtype):
 
 
 @needs_library
+@pytest.mark.parametrize("operators", ["operators", "torch.compile twins"])
 @pytest.mark.parametrize("name", activations())
-def test_the_cpp_kernels_give_the_python_kernels_bits_for_every_spec(name):
+def test_the_cpp_kernels_give_the_python_kernels_bits_for_every_spec(name, operators):
     """torch.ops.elukit.* on CPU (the C++ kernels where they serve, elukit's Python kernels where they
     do not) against elukit.torch._kernels called from Python: the same bits, orders 0-3, both modes,
-    float16/float32/float64, every spec of the registry with torch kernels."""
+    float16/float32/float64, every spec of the registry with torch kernels. The same for the twins
+    that torch.compile records (elukit.torch._compiled), whose C++ kernels hand the cases they do not
+    serve to the twins' own Python kernels."""
     if get(name).torch is None:
         pytest.skip("no torch kernels")
+    from elukit.torch import _compiled
+
+    activation, backward, inplace = ((_ops.ACTIVATION, _ops.ACTIVATION_BACKWARD, _ops.ACTIVATION_INPLACE)
+                                     if operators == "operators" else
+                                     (_compiled.ACTIVATION, _compiled.ACTIVATION_BACKWARD, _compiled.ACTIVATION_INPLACE))
     for params in _parameter_sets(get(name)):
         spec = get(name, **params)
         values = list(spec.parameters.values())
@@ -134,19 +142,36 @@ def test_the_cpp_kernels_give_the_python_kernels_bits_for_every_spec(name):
             grad = torch.randn(x.shape, dtype=torch.float64).to(dtype)
             for exact in (False, True):
                 for order in range(highest + 1):
-                    got = _ops.ACTIVATION(x, name, values, order, exact)
+                    got = activation(x, name, values, order, exact)
                     wanted = _kernels.evaluate_order(spec, order, x, exact)
                     torch.testing.assert_close(got, wanted, rtol=0, atol=0, equal_nan=True,
                                                msg=lambda m: f"{spec.label()} {dtype} order {order} exact {exact}: {m}")
                     if order == highest:
                         continue
-                    got = _ops.ACTIVATION_BACKWARD(grad, x, name, values, order, exact)
+                    got = backward(grad, x, name, values, order, exact)
                     wanted = _kernels.gradient_times_derivative(spec, order + 1, x, grad, exact)
                     torch.testing.assert_close(got, wanted, rtol=0, atol=0, equal_nan=True)
                 written = x.clone()
-                _ops.ACTIVATION_INPLACE(written, name, values, exact)
+                inplace(written, name, values, exact)
                 torch.testing.assert_close(written, _kernels.evaluate_order(spec, 0, x, exact), rtol=0, atol=0,
                                            equal_nan=True)
+
+
+@needs_library
+def test_torch_compile_twins_run_the_cpp_kernels():
+    """Where the library is loaded, it defines torch.compile's twin operators and serves them on the
+    CPU (a compiled graph's run calls no Python kernel there), and none of them decomposes (what
+    the twins are for: see elukit.torch._compiled)."""
+    from elukit.torch import _compiled
+
+    for twin in (_compiled.ACTIVATION, _compiled.ACTIVATION_BACKWARD, _compiled.ACTIVATION_INPLACE):
+        operator = twin._schema.name.split("::")[1]
+        dump = torch._C._dispatch_dump(f"elukit::{operator}")
+        assert "_operators.cpp" in dump.split("\n")[2], dump  # the schema's own registration
+        served = [line for line in dump.splitlines() if line.startswith("CompositeExplicitAutogradNonFunctional")]
+        assert served and "_operators.cpp" in served[0], dump
+        assert not torch._C._dispatch_has_kernel_for_dispatch_key(f"elukit::{operator}",
+                                                                  "CompositeImplicitAutograd"), dump
 
 
 @needs_library
@@ -509,3 +534,23 @@ def test_in_place_autograd_in_cpp_gives_the_python_bits(spec, dtype):
         out_of_place = _in_place_results(lambda t: torch.ops.elukit.activation(t, spec, values, 0, exact), x, grad)
         for label, a, b, c in zip(("f", "f'", "f''"), cpp, python, out_of_place):
             assert torch.equal(a, b) and torch.equal(a, c), (label, exact)
+
+
+@needs_library
+def test_the_python_fallback_passes_the_composition_and_view_tests():
+    """Installs without a C++ compiler run elukit.torch's Python operators and autograd nodes. The
+    composition and view tests (in place on views and their errors, torch.func transforms, compile,
+    modules, checkpoints) must pass there too: tests/test_torch_compose.py and test_torch_views.py
+    in a process where the library is not loaded (ELUKIT_TORCH_NATIVE_OPS=0). It found an inference
+    tensor written in place outside inference mode without PyTorch's error there."""
+    import pathlib
+
+    tests = pathlib.Path(__file__).resolve().parent
+    environment = dict(os.environ, ELUKIT_TORCH_NATIVE_OPS="0")
+    environment.pop("PYTEST_XDIST_WORKER", None)
+    run = subprocess.run([sys.executable, "-m", "pytest", str(tests / "test_torch_compose.py"),
+                          str(tests / "test_torch_views.py"), "-q", "-p",
+                          "no:cacheprovider"], cwd=tests.parent, env=environment,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout.splitlines()[-1]

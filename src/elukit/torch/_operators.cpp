@@ -339,6 +339,9 @@ void python_kernel(const char *qualified, const std::string &what, torch::jit::S
 
 // --- CPU kernels --------------------------------------------------------------------------------
 
+// Each kernel serves an operator and its torch.compile twin (`Qualified`: the operator whose Python
+// kernel takes the cases the library hands back; see the twins at the end).
+template <const char *Qualified>
 Tensor activation_cpu(const Tensor &x, c10::string_view name, c10::ArrayRef<double> params, int64_t order,
                       bool exact) {
     check_input(x, "x");
@@ -346,10 +349,11 @@ Tensor activation_cpu(const Tensor &x, c10::string_view name, c10::ArrayRef<doub
     TORCH_CHECK_VALUE(order >= 0, "order must be >= 0, got ", order);
     if (auto plan = served(x, name, params, order)) return run_plan(*plan, exact, x, Tensor(), Tensor());
     torch::jit::Stack stack{x, std::string(name), params.vec(), order, exact};
-    python_kernel("elukit::activation", describe(x, name, params, order), stack);
+    python_kernel(Qualified, describe(x, name, params, order), stack);
     return stack[0].toTensor();
 }
 
+template <const char *Qualified>
 Tensor backward_cpu(const Tensor &grad, const Tensor &x, c10::string_view name, c10::ArrayRef<double> params,
                     int64_t order, bool exact) {
     check_input(x, "x");
@@ -364,10 +368,11 @@ Tensor backward_cpu(const Tensor &grad, const Tensor &x, c10::string_view name, 
         return gradient * run_plan(*plan, exact, x, Tensor(), Tensor());
     }
     torch::jit::Stack stack{grad, x, std::string(name), params.vec(), order, exact};
-    python_kernel("elukit::activation_backward", describe(x, name, params, order + 1), stack);
+    python_kernel(Qualified, describe(x, name, params, order + 1), stack);
     return stack[0].toTensor();
 }
 
+template <const char *Qualified>
 void inplace_cpu(const Tensor &x, c10::string_view name, c10::ArrayRef<double> params, bool exact) {
     check_input(x, "x");
     check_no_internal_overlap(x);
@@ -380,8 +385,12 @@ void inplace_cpu(const Tensor &x, c10::string_view name, c10::ArrayRef<double> p
         return;
     }
     torch::jit::Stack stack{x, std::string(name), params.vec(), exact};
-    python_kernel("elukit::activation_", describe(x, name, params, 0), stack);
+    python_kernel(Qualified, describe(x, name, params, 0), stack);
 }
+
+constexpr char ACTIVATION[] = "elukit::activation", BACKWARD[] = "elukit::activation_backward",
+               INPLACE[] = "elukit::activation_", ACTIVATION_TWIN[] = "elukit::activation_compiled",
+               BACKWARD_TWIN[] = "elukit::activation_backward_compiled", INPLACE_TWIN[] = "elukit::activation_compiled_";
 
 // --- the operators, called through the dispatcher -------------------------------------------------
 
@@ -590,6 +599,14 @@ TORCH_LIBRARY(elukit, m) {
           "-> Tensor",
           tags);
     m.def("activation_(Tensor(a!) x, str name, float[] params, bool exact=False) -> ()", tags);
+    // torch.compile's twins (elukit.torch._compiled: the same operators without the export
+    // decomposition, which elukit.torch's Python records while dynamo traces): defined here so that
+    // a compiled graph's run calls these C++ kernels, not a Python kernel (~30 us a call).
+    m.def("activation_compiled(Tensor x, str name, float[] params, int order=0, bool exact=False) -> Tensor", tags);
+    m.def("activation_backward_compiled(Tensor grad, Tensor x, str name, float[] params, int order=0, "
+          "bool exact=False) -> Tensor",
+          tags);
+    m.def("activation_compiled_(Tensor(a!) x, str name, float[] params, bool exact=False) -> ()", tags);
 }
 
 // Registered for every backend (CompositeExplicitAutogradNonFunctional, ahead of the Python kernels'
@@ -598,9 +615,12 @@ TORCH_LIBRARY(elukit, m) {
 // elukit's artifacts record the core-ATen decomposition (elukit.torch._decompose). Other devices
 // and layouts go to the Python kernels, or raise.
 TORCH_LIBRARY_IMPL(elukit, CompositeExplicitAutogradNonFunctional, m) {
-    m.impl("activation", &activation_cpu);
-    m.impl("activation_backward", &backward_cpu);
-    m.impl("activation_", &inplace_cpu);
+    m.impl("activation", &activation_cpu<ACTIVATION>);
+    m.impl("activation_backward", &backward_cpu<BACKWARD>);
+    m.impl("activation_", &inplace_cpu<INPLACE>);
+    m.impl("activation_compiled", &activation_cpu<ACTIVATION_TWIN>);
+    m.impl("activation_backward_compiled", &backward_cpu<BACKWARD_TWIN>);
+    m.impl("activation_compiled_", &inplace_cpu<INPLACE_TWIN>);
 }
 
 TORCH_LIBRARY_IMPL(elukit, Autograd, m) {

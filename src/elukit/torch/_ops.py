@@ -328,11 +328,20 @@ register_vmap_rules((ACTIVATION, ACTIVATION_BACKWARD, ACTIVATION_INPLACE), _LIBR
 
 # --- the version counter of an in-place write ------------------------------------------------------
 
+def check_not_inference_outside_inference_mode(x: torch.Tensor) -> None:
+    """PyTorch's refusal of an in-place write to an inference tensor outside inference mode, which
+    its C++ version bump raises (Python's `increment_version` does not): raised by torch itself, from
+    an in-place op on an empty view of x, so nothing is written."""
+    if x.is_inference() and not torch.is_inference_mode_enabled():
+        x.as_strided((0,), (1,)).add_(0)
+
+
 def inplace_or_view_kernel(inplace_operator):
     """The ADInplaceOrView kernel of an in-place operator (x, name, params, exact): bump x's version
     counter, then the kernels below."""
 
     def inplace_or_view(keyset, x, name, params, exact=False):
+        check_not_inference_outside_inference_mode(x)
         torch.autograd.graph.increment_version(x)
         return inplace_operator.redispatch(keyset & _BELOW_INPLACE_OR_VIEW, x, name, params, exact)
 
@@ -621,16 +630,28 @@ def functions_on(activation_operator, backward_operator, direct_backward: bool):
     return Activation, _backward_function_on(backward_operator)
 
 
+def differentiated(*tensors: torch.Tensor) -> bool:
+    """Whether reverse mode (grad enabled, an input requires grad) or forward mode (an input carries a
+    tangent) would record an operator's call on `tensors`."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return True
+    return any(torch.autograd.forward_ad.unpack_dual(t).tangent is not None for t in tensors)
+
+
 def autograd_kernels(activation_function, backward_function, inplace_operator, backward_operator,
                      inplace_function=InplaceFunction):
     """The Autograd kernels of an (activation, backward, in-place) operator triple from its autograd
     Functions: these operators' own, `_compiled`'s twins and `_triton`'s operators with theirs."""
 
     def activation_autograd(keyset, x, name, params, order=0, exact=False):
+        if not differentiated(x):  # below autograd at once (a compiled graph's run): apply() costs ~50 us
+            return activation_function.forward(x, name, params, order, exact, keyset)
         with enable_single_level_autograd_function():
             return activation_function.apply(x, name, params, order, exact, keyset)
 
     def backward_autograd(keyset, grad, x, name, params, order=0, exact=False):
+        if not differentiated(grad, x):
+            return backward_function.forward(grad, x, name, params, order, exact, keyset)
         with enable_single_level_autograd_function():
             return backward_function.apply(grad, x, name, params, order, exact, keyset)
 
@@ -638,8 +659,7 @@ def autograd_kernels(activation_function, backward_function, inplace_operator, b
         check_input(x)
         check_inplace_allowed(x)
         check_no_internal_overlap(x)
-        recording = torch.is_grad_enabled() and x.requires_grad
-        if not recording and torch.autograd.forward_ad.unpack_dual(x).tangent is None:  # nothing to differentiate
+        if not differentiated(x):  # nothing to differentiate
             with torch._C._AutoDispatchBelowAutograd():
                 inplace_operator.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, exact)
             return
