@@ -149,8 +149,8 @@ def _fused_fake(x, name, params):
 # --- vmap (torch.func inside a compiled function) ---------------------------------------------------
 
 _ops.register_vmap_rules((ACTIVATION, ACTIVATION_BACKWARD, ACTIVATION_INPLACE), _LIBRARY)
-_LIBRARY.impl("activation_compiled_", _ops.inplace_or_view_kernel(ACTIVATION_INPLACE), "ADInplaceOrView",
-              with_keyset=True)
+_ops._impl_if_absent("activation_compiled_", _ops.inplace_or_view_kernel(ACTIVATION_INPLACE), "ADInplaceOrView",
+                     with_keyset=True, library=_LIBRARY)
 
 
 # --- autograd: `_ops`'s rules, one order up through the twins ---------------------------------------
@@ -193,9 +193,11 @@ _activation_autograd, _backward_autograd, _inplace_autograd = _ops.autograd_kern
     ActivationFunction, BackwardFunction, ACTIVATION_INPLACE, ACTIVATION_BACKWARD)
 
 
-_LIBRARY.impl("activation_compiled", _activation_autograd, "Autograd", with_keyset=True)
-_LIBRARY.impl("activation_backward_compiled", _backward_autograd, "Autograd", with_keyset=True)
-_LIBRARY.impl("activation_compiled_", _inplace_autograd, "Autograd", with_keyset=True)
+# (the C++ library's own where it is loaded: the operators' C++ autograd, through the twins)
+_ops._impl_if_absent("activation_compiled", _activation_autograd, "Autograd", with_keyset=True, library=_LIBRARY)
+_ops._impl_if_absent("activation_backward_compiled", _backward_autograd, "Autograd", with_keyset=True,
+                     library=_LIBRARY)
+_ops._impl_if_absent("activation_compiled_", _inplace_autograd, "Autograd", with_keyset=True, library=_LIBRARY)
 
 
 def _fused_autograd(keyset, x, name, params):

@@ -399,24 +399,34 @@ using BackwardSignature = Tensor(const Tensor &, const Tensor &, c10::string_vie
                                  bool);
 using InplaceSignature = void(const Tensor &, c10::string_view, c10::ArrayRef<double>, bool);
 
+template <const char *Qualified>
 const c10::TypedOperatorHandle<ActivationSignature> &activation_op() {
-    static const auto op =
-        c10::Dispatcher::singleton().findSchemaOrThrow("elukit::activation", "").typed<ActivationSignature>();
+    static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(Qualified, "").typed<ActivationSignature>();
     return op;
 }
 
+template <const char *Qualified>
 const c10::TypedOperatorHandle<BackwardSignature> &backward_op() {
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("elukit::activation_backward", "")
-                               .typed<BackwardSignature>();
+    static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(Qualified, "").typed<BackwardSignature>();
     return op;
 }
 
+template <const char *Qualified>
 const c10::TypedOperatorHandle<InplaceSignature> &inplace_op() {
-    static const auto op =
-        c10::Dispatcher::singleton().findSchemaOrThrow("elukit::activation_", "").typed<InplaceSignature>();
+    static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(Qualified, "").typed<InplaceSignature>();
     return op;
 }
+
+// The operators' autograd differentiates through the operators themselves; the torch.compile twins'
+// through the twins (so that a compiled graph's backward holds twins, which never decompose).
+struct OperatorSet {
+    const c10::TypedOperatorHandle<ActivationSignature> &(*activation)();
+    const c10::TypedOperatorHandle<BackwardSignature> &(*backward)();
+    const c10::TypedOperatorHandle<InplaceSignature> &(*inplace)();
+};
+
+constexpr OperatorSet OPERATORS{&activation_op<ACTIVATION>, &backward_op<BACKWARD>, &inplace_op<INPLACE>};
+constexpr OperatorSet TWINS{&activation_op<ACTIVATION_TWIN>, &backward_op<BACKWARD_TWIN>, &inplace_op<INPLACE_TWIN>};
 
 // --- autograd ---------------------------------------------------------------------------------------
 // d/dx f^(n)(x) = f^(n+1)(x): the backward of activation is activation_backward one order up, and
@@ -433,13 +443,14 @@ struct Arguments {
 struct ActivationBackward : public torch::autograd::Node {
     torch::autograd::SavedVariable x_;
     Arguments arguments_;
+    const OperatorSet *operators_ = &OPERATORS;
 
     variable_list apply(variable_list &&grads) override {
         variable_list result(1);
         if (grads[0].defined() && should_compute_output(0)) {
             const Tensor x = x_.unpack();
             const auto &a = arguments_;
-            result[0] = backward_op().call(grads[0], x, a.name, a.params, a.order, a.exact);
+            result[0] = operators_->backward().call(grads[0], x, a.name, a.params, a.order, a.exact);
         }
         return result;
     }
@@ -450,6 +461,7 @@ struct ActivationBackward : public torch::autograd::Node {
 struct ActivationBackwardBackward : public torch::autograd::Node {
     torch::autograd::SavedVariable grad_, x_;
     Arguments arguments_;
+    const OperatorSet *operators_ = &OPERATORS;
 
     variable_list apply(variable_list &&grads) override {
         variable_list result(2);
@@ -457,10 +469,10 @@ struct ActivationBackwardBackward : public torch::autograd::Node {
         if (!outer.defined()) return result;
         const Tensor x = x_.unpack();
         const auto &a = arguments_;
-        if (should_compute_output(0)) result[0] = backward_op().call(outer, x, a.name, a.params, a.order, a.exact);
+        if (should_compute_output(0)) result[0] = operators_->backward().call(outer, x, a.name, a.params, a.order, a.exact);
         if (should_compute_output(1)) {
             const Tensor grad = grad_.unpack();
-            result[1] = backward_op().call(outer * grad, x, a.name, a.params, a.order + 1, a.exact);
+            result[1] = operators_->backward().call(outer * grad, x, a.name, a.params, a.order + 1, a.exact);
         }
         return result;
     }
@@ -471,15 +483,17 @@ struct ActivationBackwardBackward : public torch::autograd::Node {
     }
 };
 
+template <const OperatorSet &Ops>
 Tensor activation_autograd(c10::DispatchKeySet keys, const Tensor &x, c10::string_view name,
                            c10::ArrayRef<double> params, int64_t order, bool exact) {
     Tensor result;
     {
         at::AutoDispatchBelowADInplaceOrView guard;
-        result = activation_op().redispatch(keys & c10::after_autograd_keyset, x, name, params, order, exact);
+        result = Ops.activation().redispatch(keys & c10::after_autograd_keyset, x, name, params, order, exact);
     }
     if (torch::autograd::compute_requires_grad(x)) {
         auto node = c10::make_intrusive<ActivationBackward>();
+        node->operators_ = &Ops;
         node->set_next_edges(torch::autograd::collect_next_edges(x));
         node->x_ = torch::autograd::SavedVariable(x, false);
         node->arguments_ = Arguments{std::string(name), params.vec(), order, exact};
@@ -489,20 +503,22 @@ Tensor activation_autograd(c10::DispatchKeySet keys, const Tensor &x, c10::strin
     // are evaluated; the tangent of a tangent belongs to an outer level (torch.func), not this one
     const Tensor tangent = x._fw_grad(/*level=*/0);
     if (tangent.defined())
-        result._set_fw_grad(backward_op().call(tangent, x._fw_primal(0), name, params, order, exact), /*level=*/0,
+        result._set_fw_grad(Ops.backward().call(tangent, x._fw_primal(0), name, params, order, exact), /*level=*/0,
                             /*is_inplace_op=*/false);
     return result;
 }
 
+template <const OperatorSet &Ops>
 Tensor backward_autograd(c10::DispatchKeySet keys, const Tensor &grad, const Tensor &x, c10::string_view name,
                          c10::ArrayRef<double> params, int64_t order, bool exact) {
     Tensor result;
     {
         at::AutoDispatchBelowADInplaceOrView guard;
-        result = backward_op().redispatch(keys & c10::after_autograd_keyset, grad, x, name, params, order, exact);
+        result = Ops.backward().redispatch(keys & c10::after_autograd_keyset, grad, x, name, params, order, exact);
     }
     if (torch::autograd::compute_requires_grad(grad, x)) {
         auto node = c10::make_intrusive<ActivationBackwardBackward>();
+        node->operators_ = &Ops;
         node->set_next_edges(torch::autograd::collect_next_edges(grad, x));
         node->grad_ = torch::autograd::SavedVariable(grad, false);
         node->x_ = torch::autograd::SavedVariable(x, false);
@@ -513,9 +529,9 @@ Tensor backward_autograd(c10::DispatchKeySet keys, const Tensor &grad, const Ten
     if (grad_tangent.defined() || x_tangent.defined()) {
         const Tensor grad_primal = grad._fw_primal(0), x_primal = x._fw_primal(0);
         Tensor tangent;
-        if (grad_tangent.defined()) tangent = backward_op().call(grad_tangent, x_primal, name, params, order, exact);
+        if (grad_tangent.defined()) tangent = Ops.backward().call(grad_tangent, x_primal, name, params, order, exact);
         if (x_tangent.defined()) {
-            Tensor term = backward_op().call(grad_primal * x_tangent, x_primal, name, params, order + 1, exact);
+            Tensor term = Ops.backward().call(grad_primal * x_tangent, x_primal, name, params, order + 1, exact);
             tangent = tangent.defined() ? tangent + term : term;
         }
         result._set_fw_grad(tangent, 0, false);
@@ -525,11 +541,12 @@ Tensor backward_autograd(c10::DispatchKeySet keys, const Tensor &grad, const Ten
 
 // The version counter of the in-place write, bumped before it (PyTorch's inference-tensor error
 // comes before anything is written), then the write.
+template <const OperatorSet &Ops>
 void inplace_or_view(c10::DispatchKeySet keys, const Tensor &x, c10::string_view name, c10::ArrayRef<double> params,
                      bool exact) {
     torch::autograd::impl::bump_version(x);
     at::AutoDispatchBelowADInplaceOrView guard;
-    inplace_op().redispatch(keys & c10::after_ADInplaceOrView_keyset, x, name, params, exact);
+    Ops.inplace().redispatch(keys & c10::after_ADInplaceOrView_keyset, x, name, params, exact);
 }
 
 // --- autograd of the in-place operator ---------------------------------------------------------------
@@ -543,12 +560,13 @@ void inplace_or_view(c10::DispatchKeySet keys, const Tensor &x, c10::string_view
 struct InplaceBackward : public torch::autograd::Node {
     torch::autograd::SavedVariable before_;
     Arguments arguments_;
+    const OperatorSet *operators_ = &OPERATORS;
 
     variable_list apply(variable_list &&grads) override {
         variable_list result(1);
         if (grads[0].defined() && task_should_compute_output(0)) {
             const auto &a = arguments_;
-            result[0] = backward_op().call(grads[0], before_.unpack(), a.name, a.params, 0, a.exact);
+            result[0] = operators_->backward().call(grads[0], before_.unpack(), a.name, a.params, 0, a.exact);
         }
         return result;  // the higher orders reach x's history through `before`
     }
@@ -556,6 +574,7 @@ struct InplaceBackward : public torch::autograd::Node {
     void release_variables() override { before_.reset_data(); }
 };
 
+template <const OperatorSet &Ops>
 void inplace_autograd(c10::DispatchKeySet keys, const Tensor &x, c10::string_view name, c10::ArrayRef<double> params,
                       bool exact) {
     check_input(x, "x");
@@ -563,7 +582,7 @@ void inplace_autograd(c10::DispatchKeySet keys, const Tensor &x, c10::string_vie
     Tensor tangent = x._fw_grad(/*level=*/0);
     if (!recording && !tangent.defined()) {  // nothing to differentiate
         at::AutoDispatchBelowAutograd guard;
-        inplace_op().redispatch(keys & c10::after_autograd_keyset, x, name, params, exact);
+        Ops.inplace().redispatch(keys & c10::after_autograd_keyset, x, name, params, exact);
         return;
     }
     check_parameters(name, params);
@@ -573,11 +592,12 @@ void inplace_autograd(c10::DispatchKeySet keys, const Tensor &x, c10::string_vie
     c10::intrusive_ptr<InplaceBackward> node;
     if (recording) {
         node = c10::make_intrusive<InplaceBackward>();
+        node->operators_ = &Ops;
         node->set_next_edges(torch::autograd::collect_next_edges(x));
     }
     {
         at::AutoDispatchBelowADInplaceOrView guard;
-        inplace_op().redispatch(keys & c10::after_autograd_keyset, x, name, params, exact);
+        Ops.inplace().redispatch(keys & c10::after_autograd_keyset, x, name, params, exact);
     }
     if (node) {
         node->before_ = torch::autograd::SavedVariable(before, false);
@@ -585,7 +605,7 @@ void inplace_autograd(c10::DispatchKeySet keys, const Tensor &x, c10::string_vie
         torch::autograd::rebase_history(x, node);
     }
     if (tangent.defined()) {  // forward mode: the tangent times f'(before), written into x's tangent
-        tangent.copy_(backward_op().call(before._fw_grad(0), before._fw_primal(0), name, params, 0, exact));
+        tangent.copy_(Ops.backward().call(before._fw_grad(0), before._fw_primal(0), name, params, 0, exact));
         x._set_fw_grad(tangent, /*level=*/0, /*is_inplace_op=*/true);
     }
 }
@@ -624,11 +644,15 @@ TORCH_LIBRARY_IMPL(elukit, CompositeExplicitAutogradNonFunctional, m) {
 }
 
 TORCH_LIBRARY_IMPL(elukit, Autograd, m) {
-    m.impl("activation", torch::CppFunction::makeFromUnboxedFunction(&activation_autograd));
-    m.impl("activation_backward", torch::CppFunction::makeFromUnboxedFunction(&backward_autograd));
-    m.impl("activation_", torch::CppFunction::makeFromUnboxedFunction(&inplace_autograd));
+    m.impl("activation", torch::CppFunction::makeFromUnboxedFunction(&activation_autograd<OPERATORS>));
+    m.impl("activation_backward", torch::CppFunction::makeFromUnboxedFunction(&backward_autograd<OPERATORS>));
+    m.impl("activation_", torch::CppFunction::makeFromUnboxedFunction(&inplace_autograd<OPERATORS>));
+    m.impl("activation_compiled", torch::CppFunction::makeFromUnboxedFunction(&activation_autograd<TWINS>));
+    m.impl("activation_backward_compiled", torch::CppFunction::makeFromUnboxedFunction(&backward_autograd<TWINS>));
+    m.impl("activation_compiled_", torch::CppFunction::makeFromUnboxedFunction(&inplace_autograd<TWINS>));
 }
 
 TORCH_LIBRARY_IMPL(elukit, ADInplaceOrView, m) {
-    m.impl("activation_", torch::CppFunction::makeFromUnboxedFunction(&inplace_or_view));
+    m.impl("activation_", torch::CppFunction::makeFromUnboxedFunction(&inplace_or_view<OPERATORS>));
+    m.impl("activation_compiled_", torch::CppFunction::makeFromUnboxedFunction(&inplace_or_view<TWINS>));
 }

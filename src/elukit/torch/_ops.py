@@ -133,11 +133,11 @@ for _schema in _SCHEMAS:  # what the C++ library did not define
         _LIBRARY.define(_schema, tags=_TAGS)
 
 
-def _impl_if_absent(name: str, kernel, key: str, with_keyset: bool = False) -> None:
-    """Register `kernel` for (operator `name`, dispatch `key`) unless a kernel is there already
-    (the C++ library's)."""
+def _impl_if_absent(name: str, kernel, key: str, with_keyset: bool = False, library=None) -> None:
+    """Register `kernel` for (operator `name`, dispatch `key`) in `library` (this module's by
+    default) unless a kernel is there already (the C++ library's)."""
     if not torch._C._dispatch_has_kernel_for_dispatch_key(f"{_NAMESPACE}::{name}", key):
-        _LIBRARY.impl(name, kernel, key, with_keyset=with_keyset)
+        (library or _LIBRARY).impl(name, kernel, key, with_keyset=with_keyset)
 
 
 ACTIVATION = torch.ops.elukit.activation.default
