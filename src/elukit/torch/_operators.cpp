@@ -25,8 +25,10 @@
 //   elukit.torch's Python (`_ops.InplaceFunction`) computes the same, where this library is not
 //   loaded. So a process that loaded this library alone trains in place too.
 // - The parameter checks of the specs it knows, with the messages of elukit's Python.
-// Meta/fake kernels, vmap rules, the other devices and the export decomposition are elukit.torch's
-// Python (`_ops.py` defines and registers whatever this library did not).
+// - Meta kernels (meta tensors, FakeTensorMode, torch.export): elukit.torch's fake kernels in C++,
+//   so elukit.torch registers none where this library is loaded.
+// Vmap rules, the other devices and the export decomposition are elukit.torch's Python (`_ops.py`
+// defines and registers whatever this library did not).
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -82,7 +84,11 @@ std::string dtype_name(at::ScalarType type) {
         case at::kQInt8: return "torch.qint8";
         case at::kQUInt8: return "torch.quint8";
         case at::kQInt32: return "torch.qint32";
-        default: return std::string("torch.") + c10::toString(type);
+        default: {  // torch.uint16, torch.float8_e4m3fn, ...: c10's name in lower case, as Python writes it
+            std::string text = c10::toString(type);
+            for (char &c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            return "torch." + text;
+        }
     }
 }
 
@@ -326,15 +332,19 @@ std::string describe(const Tensor &x, c10::string_view name, c10::ArrayRef<doubl
     return text.str();
 }
 
-// The CompositeExplicitAutograd kernel that elukit.torch._ops registers (Python) where elukit is
-// imported; else one error naming what is missing.
-void python_kernel(const char *qualified, const std::string &what, torch::jit::Stack &stack) {
-    auto op = c10::Dispatcher::singleton().findSchemaOrThrow(qualified, "");
-    TORCH_CHECK(op.hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd), qualified, ": ", what,
+// The CompositeExplicitAutograd kernel of `qualified` that elukit.torch._ops registers (Python) where
+// elukit is imported; else one error naming what is missing.
+void python_kernel(const char *qualified, const char *served_by, const std::string &what, torch::jit::Stack &stack) {
+    auto op = c10::Dispatcher::singleton().findOp({qualified, ""});
+    TORCH_CHECK(op && op->hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd), served_by, ": ", what,
                 " is not served by elukit's C++ operator library (it serves elu, selu, celu, relu and leaky_relu "
-                "on CPU float32/float64 tensors): `import elukit.torch` in this process for the other activations, "
-                "dtypes and derivative orders (pip install 'elukit[torch]')");
-    op.callBoxedForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd, stack);
+                "on CPU float32/float64 tensors and on meta tensors): `import elukit.torch` in this process for the "
+                "other activations, dtypes and derivative orders (pip install 'elukit[torch]')");
+    op->callBoxedForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd, stack);
+}
+
+void python_kernel(const char *qualified, const std::string &what, torch::jit::Stack &stack) {
+    python_kernel(qualified, qualified, what, stack);
 }
 
 // --- CPU kernels --------------------------------------------------------------------------------
@@ -381,6 +391,46 @@ void inplace_cpu(const Tensor &x, c10::string_view name, c10::ArrayRef<double> p
     }
     torch::jit::Stack stack{x, std::string(name), params.vec(), exact};
     python_kernel("elukit::activation_", describe(x, name, params, 0), stack);
+}
+
+// --- meta tensors (FakeTensorMode, torch.export, torch.compile, shape inference) --------------------
+// elukit.torch._ops' fake kernels, in C++, so that a process with this library alone runs meta tensors
+// too: the same checks in the same order (x, grad, the spec, the order) with the same messages, and
+// torch.empty_like(x) out (x's shape, dtype and, where x is dense, strides; grad's shape is not read);
+// in place, nothing (x is kept; an x whose elements share memory is refused, as elukit.torch's
+// autograd kernel and the real kernels refuse it). Sizes are not read, so symbolic shapes pass through. The parameters
+// of the specs this library does not know are checked by elukit's Python (`_ops.spec_for`, through
+// the operator elukit::spec_check that elukit.torch defines); without it, such a spec is refused,
+// naming `import elukit.torch`, as on CPU.
+
+void check_spec(const char *qualified, const Tensor &x, c10::string_view name, c10::ArrayRef<double> params,
+                int64_t order) {
+    if (parameter_names(name)) return check_parameters(name, params);
+    torch::jit::Stack stack{std::string(name), params.vec()};
+    python_kernel("elukit::spec_check", qualified, describe(x, name, params, order), stack);
+}
+
+Tensor activation_meta(const Tensor &x, c10::string_view name, c10::ArrayRef<double> params, int64_t order,
+                       bool exact) {
+    check_input(x, "x");
+    check_spec("elukit::activation", x, name, params, order);
+    TORCH_CHECK_VALUE(order >= 0, "order must be >= 0, got ", order);
+    return at::empty_like(x);
+}
+
+Tensor backward_meta(const Tensor &grad, const Tensor &x, c10::string_view name, c10::ArrayRef<double> params,
+                     int64_t order, bool exact) {
+    check_input(x, "x");
+    check_input(grad, "grad");
+    check_spec("elukit::activation_backward", x, name, params, order + 1);
+    TORCH_CHECK_VALUE(order >= 0, "order must be >= 0, got ", order);
+    return at::empty_like(x);
+}
+
+void inplace_meta(const Tensor &x, c10::string_view name, c10::ArrayRef<double> params, bool exact) {
+    check_input(x, "x");
+    check_no_internal_overlap(x);  // as the real kernels (torch's elu_ checks it on CPU, not on meta)
+    check_spec("elukit::activation_", x, name, params, 0);
 }
 
 // --- the operators, called through the dispatcher -------------------------------------------------
@@ -601,6 +651,12 @@ TORCH_LIBRARY_IMPL(elukit, CompositeExplicitAutogradNonFunctional, m) {
     m.impl("activation", &activation_cpu);
     m.impl("activation_backward", &backward_cpu);
     m.impl("activation_", &inplace_cpu);
+}
+
+TORCH_LIBRARY_IMPL(elukit, Meta, m) {
+    m.impl("activation", &activation_meta);
+    m.impl("activation_backward", &backward_meta);
+    m.impl("activation_", &inplace_meta);
 }
 
 TORCH_LIBRARY_IMPL(elukit, Autograd, m) {

@@ -84,7 +84,7 @@ def keep_operators(enabled: bool = True) -> Iterator[None]:
     in `elukit.torch._decompose`), and loading it needs elukit's operators: ``import elukit.torch``,
     or, without elukit's Python, ``torch.ops.load_library(elukit.torch.library_path())`` (the C++
     operator library; libtorch programs dlopen the same file), which serves the ELU family and
-    ReLU/leaky ReLU on CPU float32/float64 tensors. ``elukit.torch.functional.elu/selu/celu`` called
+    ReLU/leaky ReLU on CPU float32/float64 tensors (and meta tensors). ``elukit.torch.functional.elu/selu/celu`` called
     inside a scripted function still compile to the decomposition (TorchScript cannot read this
     switch)."""
     previous = _KEEP_OPERATORS["enabled"]
