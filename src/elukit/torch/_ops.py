@@ -346,11 +346,13 @@ register_vmap_rules((ACTIVATION, ACTIVATION_BACKWARD, ACTIVATION_INPLACE), _LIBR
 
 def inplace_or_view_kernel(inplace_operator):
     """The ADInplaceOrView kernel of an in-place operator (x, name, params, exact): bump x's version
-    counter, then the kernels below."""
+    counter, once (the kernels below run below ADInplaceOrView, so a copy_ of theirs does not bump
+    it again), then the kernels below."""
 
     def inplace_or_view(keyset, x, name, params, exact=False):
         torch.autograd.graph.increment_version(x)
-        return inplace_operator.redispatch(keyset & _BELOW_INPLACE_OR_VIEW, x, name, params, exact)
+        with torch._C._AutoDispatchBelowADInplaceOrView():
+            return inplace_operator.redispatch(keyset & _BELOW_INPLACE_OR_VIEW, x, name, params, exact)
 
     return inplace_or_view
 
@@ -544,12 +546,13 @@ class InplaceFunction(_Function):
 
     @staticmethod
     def forward(x, before, name, params, exact, keyset, inplace_operator, backward_operator):
-        with torch._C._AutoDispatchBelowAutograd():
+        # below ADInplaceOrView: mark_dirty bumps x's version counter, once, as torch's elu_ does (the
+        # operator's ADInplaceOrView kernel, or copy_ inside the kernels, would bump it again)
+        with torch._C._AutoDispatchBelowADInplaceOrView():
             if inplace_operator is None:
-                torch.autograd.graph.increment_version(x)
                 _inplace_kernel(x, name, params, exact)
             else:
-                inplace_operator.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, exact)
+                inplace_operator.redispatch(keyset & _BELOW_INPLACE_OR_VIEW, x, name, params, exact)
         return x
 
     @staticmethod
@@ -656,8 +659,12 @@ def autograd_kernels(activation_function, backward_function, inplace_operator, b
         check_no_internal_overlap(x)
         recording = torch.is_grad_enabled() and x.requires_grad
         if not recording and torch.autograd.forward_ad.unpack_dual(x).tangent is None:  # nothing to differentiate
-            with torch._C._AutoDispatchBelowAutograd():
-                inplace_operator.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, exact)
+            # the version counter, once (PyTorch's inference-tensor error first), then the kernels below
+            # ADInplaceOrView: torch.library's ADInplaceOrView kernel (`_triton`'s operators) bumps it
+            # and lets a copy_ in the kernel bump it again
+            torch.autograd.graph.increment_version(x)
+            with torch._C._AutoDispatchBelowADInplaceOrView():
+                inplace_operator.redispatch(keyset & _BELOW_INPLACE_OR_VIEW, x, name, params, exact)
             return
         before = x.clone()  # under autograd: the copy the derivatives are taken at, linked to x's history
         with enable_single_level_autograd_function():
