@@ -547,8 +547,11 @@ class InplaceFunction(_Function):
     @staticmethod
     def forward(x, before, name, params, exact, keyset, inplace_operator, backward_operator):
         # below ADInplaceOrView: mark_dirty bumps x's version counter, once, as torch's elu_ does (the
-        # operator's ADInplaceOrView kernel, or copy_ inside the kernels, would bump it again)
-        with torch._C._AutoDispatchBelowADInplaceOrView():
+        # operator's ADInplaceOrView kernel, or copy_ inside the kernels, would bump it again). In grad
+        # mode (a Function's forward runs without, and nothing below autograd records): functionalization
+        # takes a write under no_grad for one autograd does not see, so torch.compile kept it in the graph
+        # and dropped this node, and a compiled function that wrote a graph input in place had gradient 1
+        with torch.enable_grad(), torch._C._AutoDispatchBelowADInplaceOrView():
             if inplace_operator is None:
                 _inplace_kernel(x, name, params, exact)
             else:
