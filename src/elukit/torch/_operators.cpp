@@ -471,21 +471,29 @@ struct Arguments {
     bool exact;
 };
 
-struct ActivationBackward : public torch::autograd::Node {
-    torch::autograd::SavedVariable x_;
+// grad * f^(order+1)(at): the node of activation (at = x) and of activation_ (at = before, the copy of
+// x from before the write, order 0; below), under each one's name. Its gradient is activation_backward,
+// itself differentiable, so the higher orders reach x's history through `at`. (task_should_compute_output:
+// with one output, the engine runs the node only where that output is wanted.)
+struct DerivativeAt : public torch::autograd::Node {
+    explicit DerivativeAt(const char *name) : name_(name) {}
+
+    torch::autograd::SavedVariable at_;
     Arguments arguments_;
 
     variable_list apply(variable_list &&grads) override {
         variable_list result(1);
-        if (grads[0].defined() && should_compute_output(0)) {
-            const Tensor x = x_.unpack();
+        if (grads[0].defined() && task_should_compute_output(0)) {
             const auto &a = arguments_;
-            result[0] = backward_op().call(grads[0], x, a.name, a.params, a.order, a.exact);
+            result[0] = backward_op().call(grads[0], at_.unpack(), a.name, a.params, a.order, a.exact);
         }
         return result;
     }
-    std::string name() const override { return "ElukitActivationBackward"; }
-    void release_variables() override { x_.reset_data(); }
+    std::string name() const override { return name_; }
+    void release_variables() override { at_.reset_data(); }
+
+  private:
+    const char *name_;
 };
 
 struct ActivationBackwardBackward : public torch::autograd::Node {
@@ -520,9 +528,9 @@ Tensor activation_autograd(c10::DispatchKeySet keys, const Tensor &x, c10::strin
         result = activation_op().redispatch(keys & c10::after_autograd_keyset, x, name, params, order, exact);
     }
     if (torch::autograd::compute_requires_grad(x)) {
-        auto node = c10::make_intrusive<ActivationBackward>();
+        auto node = c10::make_intrusive<DerivativeAt>("ElukitActivationBackward");
         node->set_next_edges(torch::autograd::collect_next_edges(x));
-        node->x_ = torch::autograd::SavedVariable(x, false);
+        node->at_ = torch::autograd::SavedVariable(x, false);
         node->arguments_ = Arguments{std::string(name), params.vec(), order, exact};
         torch::autograd::set_history(result, node);
     }
@@ -574,28 +582,12 @@ void inplace_or_view(c10::DispatchKeySet keys, const Tensor &x, c10::string_view
 }
 
 // --- autograd of the in-place operator ---------------------------------------------------------------
-// x <- f(x) overwrites x, so the node keeps `before`, a copy of x from before the write, taken under
+// x <- f(x) overwrites x, so its node (`DerivativeAt`) keeps `before`, a copy of x from before the write, taken under
 // autograd (so it is linked to x's history, at every torch.func level), and differentiates at it with
 // the out-of-place operators: the gradient is activation_backward(grad, before), itself differentiable,
 // so every order of every spec is inplace=False's, bit for bit, for any upstream gradient, as
 // elukit.torch._ops.InplaceFunction (the Python path, where this library is not loaded) computes it.
 // It keeps one extra tensor of x's size, where torch's in-place ELU keeps its output in x's own memory.
-
-struct InplaceBackward : public torch::autograd::Node {
-    torch::autograd::SavedVariable before_;
-    Arguments arguments_;
-
-    variable_list apply(variable_list &&grads) override {
-        variable_list result(1);
-        if (grads[0].defined() && task_should_compute_output(0)) {
-            const auto &a = arguments_;
-            result[0] = backward_op().call(grads[0], before_.unpack(), a.name, a.params, 0, a.exact);
-        }
-        return result;  // the higher orders reach x's history through `before`
-    }
-    std::string name() const override { return "ElukitInplaceActivationBackward"; }
-    void release_variables() override { before_.reset_data(); }
-};
 
 void inplace_autograd(c10::DispatchKeySet keys, const Tensor &x, c10::string_view name, c10::ArrayRef<double> params,
                       bool exact) {
@@ -611,9 +603,9 @@ void inplace_autograd(c10::DispatchKeySet keys, const Tensor &x, c10::string_vie
     torch::autograd::check_inplace(x, recording);  // PyTorch's leaf and view errors, before any write
     check_no_internal_overlap(x);
     const Tensor before = x.clone();  // under autograd: the copy the derivatives are taken at
-    c10::intrusive_ptr<InplaceBackward> node;
+    c10::intrusive_ptr<DerivativeAt> node;
     if (recording) {
-        node = c10::make_intrusive<InplaceBackward>();
+        node = c10::make_intrusive<DerivativeAt>("ElukitInplaceActivationBackward");
         node->set_next_edges(torch::autograd::collect_next_edges(x));
     }
     {
@@ -621,7 +613,7 @@ void inplace_autograd(c10::DispatchKeySet keys, const Tensor &x, c10::string_vie
         inplace_op().redispatch(keys & c10::after_autograd_keyset, x, name, params, exact);
     }
     if (node) {
-        node->before_ = torch::autograd::SavedVariable(before, false);
+        node->at_ = torch::autograd::SavedVariable(before, false);
         node->arguments_ = Arguments{std::string(name), params.vec(), 0, exact};
         torch::autograd::rebase_history(x, node);
     }
