@@ -124,6 +124,42 @@ def test_in_place_in_training_gives_the_eager_bits(which, name, dtype):
         assert same_bits(x, y)
 
 
+# dynamo reads .grad of a non-leaf graph input (its own warning, for the control too)
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf Tensor:UserWarning")
+@pytest.mark.parametrize("which", ["elukit", "torch.nn"])
+@pytest.mark.parametrize("target", ["input", "view of the input"])
+def test_in_place_on_a_graph_input_in_training_gives_the_eager_bits(which, target):
+    """A compiled function that writes its input in place (a tensor computed before the graph, e.g.
+    across a graph break), or a view of it, in training: eager's forward and backward bits.
+
+    Regression (silently wrong): the Python in-place autograd node (`_ops.InplaceFunction`, which
+    serves torch.compile's twin operators, backend="triton" and installs without the C++ library)
+    wrote x in its forward, where grad mode is off; functionalization took the write for one hidden
+    from autograd, so AOT kept it in the graph and dropped the node: the gradient was 1 (grad itself).
+    aot_eager only: under inductor torch's own elu_ (the control) raises its saved-tensor version
+    error for this pattern (torch 2.13)."""
+    function = implementation(which, "elu")
+    if target == "input":
+        def write(t):
+            return function(t, inplace=True)
+    else:
+        def write(t):
+            function(t[1:], inplace=True)
+            return t
+    compiled = torch.compile(write, backend="aot_eager", fullgraph=True)
+    x = inputs(torch.float64, 1000)
+
+    def run(f):
+        leaf = x.clone().requires_grad_()
+        out = f(leaf * 1.0)
+        (gradient,) = torch.autograd.grad(out, leaf, upstream(x))
+        return out.detach(), gradient
+
+    got, wanted = run(compiled), run(write)
+    assert same_bits(got[0], wanted[0]), "forward"
+    assert same_bits(got[1], wanted[1]), "backward"
+
+
 @pytest.mark.parametrize("which", ["elukit", "torch.nn"])
 def test_second_derivative_gives_the_eager_bits(which):
     """jacrev(jacrev(f)) compiled: the eager bits, and for elukit the exact f''. (torch.nn's control

@@ -3,6 +3,8 @@
 Each case runs on elukit and, as a control, on torch.nn.functional's own function.
 """
 
+import re
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -194,3 +196,125 @@ def test_second_derivatives_of_inplace_under_torch_func(backend, name, route):
         assert torch.equal(got, wanted), (got, wanted)
     else:
         torch.testing.assert_close(got, wanted)
+
+
+# --- the version counter --------------------------------------------------------------------------------
+
+def _error(call):
+    try:
+        call()
+    except RuntimeError as error:
+        return re.sub(r"output 0 of \w+", "output 0 of a node", str(error))
+    return None
+
+
+def version_report(call):
+    """By how much an in-place call moves x's version counter (recording, on a view, under no_grad, with a
+    forward-mode tangent), and the error of a backward through a tensor another node saved, written to
+    by the call (exp saves its output) or after it (a product saves its factor): torch's message names
+    the versions."""
+    from torch.autograd import forward_ad
+
+    leaf = torch.tensor([-1.0, 2.0, -3.0, 0.5], dtype=torch.float64, requires_grad=True)
+    report = {}
+
+    def moved(t, target=None):
+        version = t._version
+        call(t if target is None else target(t))
+        return t._version - version
+
+    report["recording"] = moved(leaf * 1.0)
+    report["view"] = moved(leaf * 1.0, lambda t: t[1:])
+    with torch.no_grad():
+        report["no_grad"] = moved(leaf.detach().clone())
+    with forward_ad.dual_level():
+        report["forward AD"] = moved(forward_ad.make_dual(leaf.detach().clone(), torch.ones_like(leaf)))
+    saved = leaf.exp()
+    call(saved)
+    report["saved, then written"] = _error(lambda: saved.sum().backward())
+    written = leaf * 1.0
+    call(written)
+    product = written * leaf
+    with torch.no_grad():
+        written.add_(1.0)
+    report["written, saved, then written again"] = _error(lambda: product.sum().backward())
+    return report
+
+
+def _in_place_calls(name):
+    from elukit.torch import _compiled, _ops
+
+    values = list(elukit.get(name, **PARAMS[name]).parameters.values())
+    return {
+        "functional": lambda t: getattr(EF, name)(t, inplace=True, **PARAMS[name]),
+        "operator": lambda t: torch.ops.elukit.activation_(t, name, values),
+        "compiled twin": lambda t: _compiled.ACTIVATION_INPLACE(t, name, values),  # Python autograd kernel
+        "library": _ops.LOADED_LIBRARY,
+    }
+
+
+@pytest.mark.parametrize("path", ["functional", "operator", "compiled twin", "triton"])
+def test_inplace_moves_the_version_counter_by_one_as_torch_does(backend, name, path, monkeypatch):
+    """Every in-place path moves x's version counter by one, as torch's elu_/selu_/celu_ (the control):
+    recording, on a view, under no_grad, in forward mode; a backward through a tensor that another
+    node saved still raises torch's error, with torch's version numbers. Paths: the functional form
+    and the operator (the C++ autograd kernel where the library is loaded), `_compiled`'s twin (the
+    Python autograd kernel, as without the library), backend="triton" (interpreted on CPU);
+    `test_inplace_moves_the_version_counter_by_one_without_the_library` runs the Python paths.
+
+    Regression: the Python autograd Function moved it by 2 (its kernel's bump, then mark_dirty's),
+    3 for specs whose kernel writes with copy_ (GELU), and 2 for those under no_grad."""
+    wanted = version_report(lambda t: function("torch", name)(t, inplace=True))
+    assert wanted == {"recording": 1, "view": 1, "no_grad": 1, "forward AD": 1,
+                      "saved, then written": wanted["saved, then written"],
+                      "written, saved, then written again": wanted["written, saved, then written again"]}
+    assert "is at version 1; expected version 0 instead" in wanted["saved, then written"]
+    assert "is at version 2; expected version 1 instead" in wanted["written, saved, then written again"]
+    if backend == "torch":
+        return
+    if path == "triton":
+        pytest.importorskip("triton")
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        call = lambda t: EF.activation(t, name, inplace=True, backend="triton", **PARAMS[name])  # noqa: E731
+    else:
+        call = _in_place_calls(name)[path]
+    assert version_report(call) == wanted
+
+
+_VERSIONS_WITHOUT_THE_LIBRARY = """
+import json, sys
+import torch
+sys.path.insert(0, sys.argv[1])
+import test_torch_views as t
+report = {"library": t._in_place_calls("elu")["library"]}
+for name in ("elu", "selu", "celu", "gelu"):
+    calls = t._in_place_calls(name) if name != "gelu" else {
+        "functional": lambda x: t.EF.activation(x, "gelu", inplace=True),
+        "operator": lambda x: torch.ops.elukit.activation_(x, "gelu", [])}
+    report[name] = {path: t.version_report(calls[path]) for path in ("functional", "operator")}
+report["torch"] = t.version_report(lambda x: torch.nn.functional.elu(x, inplace=True))
+print(json.dumps(report))
+"""
+
+
+def test_inplace_moves_the_version_counter_by_one_without_the_library():
+    """`test_inplace_moves_the_version_counter_by_one_as_torch_does` in a process without the C++
+    library (ELUKIT_TORCH_NATIVE_OPS=0): elukit's Python paths (the functional form's eager path and
+    the operators' Python autograd and ADInplaceOrView kernels), GELU included, give torch's report."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    environment = dict(os.environ, ELUKIT_TORCH_NATIVE_OPS="0")
+    result = subprocess.run([sys.executable, "-c", _VERSIONS_WITHOUT_THE_LIBRARY,
+                             os.path.dirname(os.path.abspath(__file__))], capture_output=True, text=True, timeout=300,
+                            env=environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report.pop("library") is None
+    wanted = report.pop("torch")
+    assert wanted["recording"] == wanted["no_grad"] == 1
+    for name, paths in report.items():
+        for path, got in paths.items():
+            assert got == wanted, (name, path, got)

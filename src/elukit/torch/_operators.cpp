@@ -25,8 +25,10 @@
 //   elukit.torch's Python (`_ops.InplaceFunction`) computes the same, where this library is not
 //   loaded. So a process that loaded this library alone trains in place too.
 // - The parameter checks of the specs it knows, with the messages of elukit's Python.
-// Meta/fake kernels, vmap rules, the other devices and the export decomposition are elukit.torch's
-// Python (`_ops.py` defines and registers whatever this library did not).
+// - Meta kernels (meta tensors, FakeTensorMode, torch.export): elukit.torch's fake kernels in C++,
+//   so elukit.torch registers none where this library is loaded.
+// Vmap rules, the other devices and the export decomposition are elukit.torch's Python (`_ops.py`
+// defines and registers whatever this library did not).
 
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -82,7 +84,11 @@ std::string dtype_name(at::ScalarType type) {
         case at::kQInt8: return "torch.qint8";
         case at::kQUInt8: return "torch.quint8";
         case at::kQInt32: return "torch.qint32";
-        default: return std::string("torch.") + c10::toString(type);
+        default: {  // torch.uint16, torch.float8_e4m3fn, ...: c10's name in lower case, as Python writes it
+            std::string text = c10::toString(type);
+            for (char &c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            return "torch." + text;
+        }
     }
 }
 
@@ -326,15 +332,19 @@ std::string describe(const Tensor &x, c10::string_view name, c10::ArrayRef<doubl
     return text.str();
 }
 
-// The CompositeExplicitAutograd kernel that elukit.torch._ops registers (Python) where elukit is
-// imported; else one error naming what is missing.
-void python_kernel(const char *qualified, const std::string &what, torch::jit::Stack &stack) {
-    auto op = c10::Dispatcher::singleton().findSchemaOrThrow(qualified, "");
-    TORCH_CHECK(op.hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd), qualified, ": ", what,
+// The CompositeExplicitAutograd kernel of `qualified` that elukit.torch._ops registers (Python) where
+// elukit is imported; else one error naming what is missing.
+void python_kernel(const char *qualified, const char *served_by, const std::string &what, torch::jit::Stack &stack) {
+    auto op = c10::Dispatcher::singleton().findOp({qualified, ""});
+    TORCH_CHECK(op && op->hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd), served_by, ": ", what,
                 " is not served by elukit's C++ operator library (it serves elu, selu, celu, relu and leaky_relu "
-                "on CPU float32/float64 tensors): `import elukit.torch` in this process for the other activations, "
-                "dtypes and derivative orders (pip install 'elukit[torch]')");
-    op.callBoxedForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd, stack);
+                "on CPU float32/float64 tensors and on meta tensors): `import elukit.torch` in this process for the "
+                "other activations, dtypes and derivative orders (pip install 'elukit[torch]')");
+    op->callBoxedForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd, stack);
+}
+
+void python_kernel(const char *qualified, const std::string &what, torch::jit::Stack &stack) {
+    python_kernel(qualified, qualified, what, stack);
 }
 
 // --- CPU kernels --------------------------------------------------------------------------------
@@ -392,6 +402,46 @@ constexpr char ACTIVATION[] = "elukit::activation", BACKWARD[] = "elukit::activa
                INPLACE[] = "elukit::activation_", ACTIVATION_TWIN[] = "elukit::activation_compiled",
                BACKWARD_TWIN[] = "elukit::activation_backward_compiled", INPLACE_TWIN[] = "elukit::activation_compiled_";
 
+// --- meta tensors (FakeTensorMode, torch.export, torch.compile, shape inference) --------------------
+// elukit.torch._ops' fake kernels, in C++, so that a process with this library alone runs meta tensors
+// too: the same checks in the same order (x, grad, the spec, the order) with the same messages, and
+// torch.empty_like(x) out (x's shape, dtype and, where x is dense, strides; grad's shape is not read);
+// in place, nothing (x is kept; an x whose elements share memory is refused, as elukit.torch's
+// autograd kernel and the real kernels refuse it). Sizes are not read, so symbolic shapes pass through. The parameters
+// of the specs this library does not know are checked by elukit's Python (`_ops.spec_for`, through
+// the operator elukit::spec_check that elukit.torch defines); without it, such a spec is refused,
+// naming `import elukit.torch`, as on CPU.
+
+void check_spec(const char *qualified, const Tensor &x, c10::string_view name, c10::ArrayRef<double> params,
+                int64_t order) {
+    if (parameter_names(name)) return check_parameters(name, params);
+    torch::jit::Stack stack{std::string(name), params.vec()};
+    python_kernel("elukit::spec_check", qualified, describe(x, name, params, order), stack);
+}
+
+Tensor activation_meta(const Tensor &x, c10::string_view name, c10::ArrayRef<double> params, int64_t order,
+                       bool exact) {
+    check_input(x, "x");
+    check_spec("elukit::activation", x, name, params, order);
+    TORCH_CHECK_VALUE(order >= 0, "order must be >= 0, got ", order);
+    return at::empty_like(x);
+}
+
+Tensor backward_meta(const Tensor &grad, const Tensor &x, c10::string_view name, c10::ArrayRef<double> params,
+                     int64_t order, bool exact) {
+    check_input(x, "x");
+    check_input(grad, "grad");
+    check_spec("elukit::activation_backward", x, name, params, order + 1);
+    TORCH_CHECK_VALUE(order >= 0, "order must be >= 0, got ", order);
+    return at::empty_like(x);
+}
+
+void inplace_meta(const Tensor &x, c10::string_view name, c10::ArrayRef<double> params, bool exact) {
+    check_input(x, "x");
+    check_no_internal_overlap(x);  // as the real kernels (torch's elu_ checks it on CPU, not on meta)
+    check_spec("elukit::activation_", x, name, params, 0);
+}
+
 // --- the operators, called through the dispatcher -------------------------------------------------
 
 using ActivationSignature = Tensor(const Tensor &, c10::string_view, c10::ArrayRef<double>, int64_t, bool);
@@ -440,22 +490,30 @@ struct Arguments {
     bool exact;
 };
 
-struct ActivationBackward : public torch::autograd::Node {
-    torch::autograd::SavedVariable x_;
+// grad * f^(order+1)(at): the node of activation (at = x) and of activation_ (at = before, the copy of
+// x from before the write, order 0; below), under each one's name. Its gradient is activation_backward,
+// itself differentiable, so the higher orders reach x's history through `at`. (task_should_compute_output:
+// with one output, the engine runs the node only where that output is wanted.)
+struct DerivativeAt : public torch::autograd::Node {
+    explicit DerivativeAt(const char *name) : name_(name) {}
+
+    torch::autograd::SavedVariable at_;
     Arguments arguments_;
     const OperatorSet *operators_ = &OPERATORS;
 
     variable_list apply(variable_list &&grads) override {
         variable_list result(1);
-        if (grads[0].defined() && should_compute_output(0)) {
-            const Tensor x = x_.unpack();
+        if (grads[0].defined() && task_should_compute_output(0)) {
             const auto &a = arguments_;
-            result[0] = operators_->backward().call(grads[0], x, a.name, a.params, a.order, a.exact);
+            result[0] = operators_->backward().call(grads[0], at_.unpack(), a.name, a.params, a.order, a.exact);
         }
         return result;
     }
-    std::string name() const override { return "ElukitActivationBackward"; }
-    void release_variables() override { x_.reset_data(); }
+    std::string name() const override { return name_; }
+    void release_variables() override { at_.reset_data(); }
+
+  private:
+    const char *name_;
 };
 
 struct ActivationBackwardBackward : public torch::autograd::Node {
@@ -492,10 +550,10 @@ Tensor activation_autograd(c10::DispatchKeySet keys, const Tensor &x, c10::strin
         result = Ops.activation().redispatch(keys & c10::after_autograd_keyset, x, name, params, order, exact);
     }
     if (torch::autograd::compute_requires_grad(x)) {
-        auto node = c10::make_intrusive<ActivationBackward>();
+        auto node = c10::make_intrusive<DerivativeAt>("ElukitActivationBackward");
         node->operators_ = &Ops;
         node->set_next_edges(torch::autograd::collect_next_edges(x));
-        node->x_ = torch::autograd::SavedVariable(x, false);
+        node->at_ = torch::autograd::SavedVariable(x, false);
         node->arguments_ = Arguments{std::string(name), params.vec(), order, exact};
         torch::autograd::set_history(result, node);
     }
@@ -550,29 +608,12 @@ void inplace_or_view(c10::DispatchKeySet keys, const Tensor &x, c10::string_view
 }
 
 // --- autograd of the in-place operator ---------------------------------------------------------------
-// x <- f(x) overwrites x, so the node keeps `before`, a copy of x from before the write, taken under
+// x <- f(x) overwrites x, so its node (`DerivativeAt`) keeps `before`, a copy of x from before the write, taken under
 // autograd (so it is linked to x's history, at every torch.func level), and differentiates at it with
 // the out-of-place operators: the gradient is activation_backward(grad, before), itself differentiable,
 // so every order of every spec is inplace=False's, bit for bit, for any upstream gradient, as
 // elukit.torch._ops.InplaceFunction (the Python path, where this library is not loaded) computes it.
 // It keeps one extra tensor of x's size, where torch's in-place ELU keeps its output in x's own memory.
-
-struct InplaceBackward : public torch::autograd::Node {
-    torch::autograd::SavedVariable before_;
-    Arguments arguments_;
-    const OperatorSet *operators_ = &OPERATORS;
-
-    variable_list apply(variable_list &&grads) override {
-        variable_list result(1);
-        if (grads[0].defined() && task_should_compute_output(0)) {
-            const auto &a = arguments_;
-            result[0] = operators_->backward().call(grads[0], before_.unpack(), a.name, a.params, 0, a.exact);
-        }
-        return result;  // the higher orders reach x's history through `before`
-    }
-    std::string name() const override { return "ElukitInplaceActivationBackward"; }
-    void release_variables() override { before_.reset_data(); }
-};
 
 template <const OperatorSet &Ops>
 void inplace_autograd(c10::DispatchKeySet keys, const Tensor &x, c10::string_view name, c10::ArrayRef<double> params,
@@ -589,9 +630,9 @@ void inplace_autograd(c10::DispatchKeySet keys, const Tensor &x, c10::string_vie
     torch::autograd::check_inplace(x, recording);  // PyTorch's leaf and view errors, before any write
     check_no_internal_overlap(x);
     const Tensor before = x.clone();  // under autograd: the copy the derivatives are taken at
-    c10::intrusive_ptr<InplaceBackward> node;
+    c10::intrusive_ptr<DerivativeAt> node;
     if (recording) {
-        node = c10::make_intrusive<InplaceBackward>();
+        node = c10::make_intrusive<DerivativeAt>("ElukitInplaceActivationBackward");
         node->operators_ = &Ops;
         node->set_next_edges(torch::autograd::collect_next_edges(x));
     }
@@ -600,7 +641,7 @@ void inplace_autograd(c10::DispatchKeySet keys, const Tensor &x, c10::string_vie
         Ops.inplace().redispatch(keys & c10::after_autograd_keyset, x, name, params, exact);
     }
     if (node) {
-        node->before_ = torch::autograd::SavedVariable(before, false);
+        node->at_ = torch::autograd::SavedVariable(before, false);
         node->arguments_ = Arguments{std::string(name), params.vec(), 0, exact};
         torch::autograd::rebase_history(x, node);
     }
@@ -641,6 +682,12 @@ TORCH_LIBRARY_IMPL(elukit, CompositeExplicitAutogradNonFunctional, m) {
     m.impl("activation_compiled", &activation_cpu<ACTIVATION_TWIN>);
     m.impl("activation_backward_compiled", &backward_cpu<BACKWARD_TWIN>);
     m.impl("activation_compiled_", &inplace_cpu<INPLACE_TWIN>);
+}
+
+TORCH_LIBRARY_IMPL(elukit, Meta, m) {
+    m.impl("activation", &activation_meta);
+    m.impl("activation_backward", &backward_meta);
+    m.impl("activation_", &inplace_meta);
 }
 
 TORCH_LIBRARY_IMPL(elukit, Autograd, m) {

@@ -13,13 +13,14 @@ registry, so traced, scripted and exported graphs hold plain operator calls.
 
 Where elukit was built with torch installed, its C++ operator library (`_operators.cpp`, libtorch
 alone, no Python; `library_path`) defines the operators and registers their CPU kernels for the
-specs with compiled kernels, the autograd kernels of the three operators and the version counter
-of ``activation_``; this module loads it (`LOADED_LIBRARY`; not with ``ELUKIT_TORCH_NATIVE_OPS=0``)
-and then defines and registers only what it did not (`_impl_if_absent`): the kernels of the other
-devices, specs and dtypes (CompositeExplicitAutograd, which the C++ kernels call where they do not
-serve), the fake kernels, the vmap rules and the export decomposition. Without the library,
-everything below serves (the autograd Functions compute what the C++ autograd kernels compute, with
-the same bits).
+specs with compiled kernels, the autograd kernels of the three operators, the version counter
+of ``activation_`` and the Meta (fake) kernels; this module loads it (`LOADED_LIBRARY`; not with
+``ELUKIT_TORCH_NATIVE_OPS=0``) and then defines and registers only what it did not
+(`_impl_if_absent`): the kernels of the other devices, specs and dtypes (CompositeExplicitAutograd,
+which the C++ kernels call where they do not serve), the parameter check of the other specs for the
+Meta kernels (``elukit::spec_check``), the vmap rules and the export decomposition. Without the
+library, everything below serves (the autograd Functions and fake kernels compute what the C++
+kernels compute, with the same bits and messages).
 
 Each operator has a real kernel for every device (`functional.evaluate_order`), a fake kernel
 (meta tensors, FakeTensorMode, torch.compile, torch.export), a vmap rule (elementwise: the
@@ -262,8 +263,11 @@ _LIBRARY.impl("activation_", _inplace_kernel, "CompositeExplicitAutograd")
 
 
 # --- fake kernels (meta tensors, FakeTensorMode, torch.compile, torch.export) ---------------------
+# Where the C++ library is loaded, its Meta kernels are the fake kernels (they compute these, with
+# these messages, and call `spec_check` below for the specs the library does not know), so that a
+# process with the library alone runs meta tensors too; register_fake would replace them. Without the
+# library, these serve.
 
-@torch.library.register_fake("elukit::activation", lib=_LIBRARY)
 def _activation_fake(x, name, params, order=0, exact=False):
     check_input(x)
     spec_for(name, tuple(params))
@@ -271,7 +275,6 @@ def _activation_fake(x, name, params, order=0, exact=False):
     return torch.empty_like(x)
 
 
-@torch.library.register_fake("elukit::activation_backward", lib=_LIBRARY)
 def _backward_fake(grad, x, name, params, order=0, exact=False):
     check_input(x)
     check_input(grad, "grad")
@@ -280,10 +283,23 @@ def _backward_fake(grad, x, name, params, order=0, exact=False):
     return torch.empty_like(x)
 
 
-@torch.library.register_fake("elukit::activation_", lib=_LIBRARY)
 def _inplace_fake(x, name, params, exact=False):
     check_input(x)
     spec_for(name, tuple(params))
+
+
+def _spec_check(name, params):
+    spec_for(name, tuple(params))
+
+
+if torch._C._dispatch_has_kernel_for_dispatch_key(f"{_NAMESPACE}::activation", "Meta"):  # the C++ library's
+    if not _has_schema(f"{_NAMESPACE}::spec_check"):
+        _LIBRARY.define("spec_check(str name, float[] params) -> ()")
+    _impl_if_absent("spec_check", _spec_check, "CompositeExplicitAutograd")
+else:
+    for _name, _fake in (("activation", _activation_fake), ("activation_backward", _backward_fake),
+                         ("activation_", _inplace_fake)):
+        torch.library.register_fake(f"{_NAMESPACE}::{_name}", _fake, lib=_LIBRARY)
 
 
 # --- vmap: elementwise, so a batched tensor is evaluated as it stands -----------------------------
@@ -338,12 +354,14 @@ def check_not_inference_outside_inference_mode(x: torch.Tensor) -> None:
 
 def inplace_or_view_kernel(inplace_operator):
     """The ADInplaceOrView kernel of an in-place operator (x, name, params, exact): bump x's version
-    counter, then the kernels below."""
+    counter, once (the kernels below run below ADInplaceOrView, so a copy_ of theirs does not bump
+    it again), then the kernels below."""
 
     def inplace_or_view(keyset, x, name, params, exact=False):
         check_not_inference_outside_inference_mode(x)
         torch.autograd.graph.increment_version(x)
-        return inplace_operator.redispatch(keyset & _BELOW_INPLACE_OR_VIEW, x, name, params, exact)
+        with torch._C._AutoDispatchBelowADInplaceOrView():
+            return inplace_operator.redispatch(keyset & _BELOW_INPLACE_OR_VIEW, x, name, params, exact)
 
     return inplace_or_view
 
@@ -537,12 +555,16 @@ class InplaceFunction(_Function):
 
     @staticmethod
     def forward(x, before, name, params, exact, keyset, inplace_operator, backward_operator):
-        with torch._C._AutoDispatchBelowAutograd():
+        # below ADInplaceOrView: mark_dirty bumps x's version counter, once, as torch's elu_ does (the
+        # operator's ADInplaceOrView kernel, or copy_ inside the kernels, would bump it again). In grad
+        # mode (a Function's forward runs without, and nothing below autograd records): functionalization
+        # takes a write under no_grad for one autograd does not see, so torch.compile kept it in the graph
+        # and dropped this node, and a compiled function that wrote a graph input in place had gradient 1
+        with torch.enable_grad(), torch._C._AutoDispatchBelowADInplaceOrView():
             if inplace_operator is None:
-                torch.autograd.graph.increment_version(x)
                 _inplace_kernel(x, name, params, exact)
             else:
-                inplace_operator.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, exact)
+                inplace_operator.redispatch(keyset & _BELOW_INPLACE_OR_VIEW, x, name, params, exact)
         return x
 
     @staticmethod
@@ -660,8 +682,13 @@ def autograd_kernels(activation_function, backward_function, inplace_operator, b
         check_inplace_allowed(x)
         check_no_internal_overlap(x)
         if not differentiated(x):  # nothing to differentiate
-            with torch._C._AutoDispatchBelowAutograd():
-                inplace_operator.redispatch(keyset & _BELOW_AUTOGRAD, x, name, params, exact)
+            # the version counter, once (PyTorch's inference-tensor error first), then the kernels below
+            # ADInplaceOrView: torch.library's ADInplaceOrView kernel (`_triton`'s operators) bumps it
+            # and lets a copy_ in the kernel bump it again
+            check_not_inference_outside_inference_mode(x)
+            torch.autograd.graph.increment_version(x)
+            with torch._C._AutoDispatchBelowADInplaceOrView():
+                inplace_operator.redispatch(keyset & _BELOW_INPLACE_OR_VIEW, x, name, params, exact)
             return
         before = x.clone()  # under autograd: the copy the derivatives are taken at, linked to x's history
         with enable_single_level_autograd_function():

@@ -84,7 +84,7 @@ def keep_operators(enabled: bool = True) -> Iterator[None]:
     in `elukit.torch._decompose`), and loading it needs elukit's operators: ``import elukit.torch``,
     or, without elukit's Python, ``torch.ops.load_library(elukit.torch.library_path())`` (the C++
     operator library; libtorch programs dlopen the same file), which serves the ELU family and
-    ReLU/leaky ReLU on CPU float32/float64 tensors. ``elukit.torch.functional.elu/selu/celu`` called
+    ReLU/leaky ReLU on CPU float32/float64 tensors (and meta tensors). ``elukit.torch.functional.elu/selu/celu`` called
     inside a scripted function still compile to the decomposition (TorchScript cannot read this
     switch)."""
     previous = _KEEP_OPERATORS["enabled"]
@@ -192,8 +192,9 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
             if x.is_inference() and not torch.is_inference_mode_enabled():
                 _ops.ACTIVATION_INPLACE(x, name, values, exact)  # raises PyTorch's inference-tensor error
                 return x
-            torch.autograd.graph.increment_version(x)
-            return write_value_into(spec, x, exact)
+            torch.autograd.graph.increment_version(x)  # once: the write below does not bump it again
+            with torch._C._AutoDispatchBelowADInplaceOrView():
+                return write_value_into(spec, x, exact)
         index = _kernels.native_index(spec, x)  # the C++ module serves this call (None: it does not)
         if torch.is_grad_enabled() and x.requires_grad:
             plan = training_plan(spec, x, exact)
