@@ -267,3 +267,28 @@ def test_make_fx_pre_dispatch_graph_gives_the_eager_bits_on_a_new_input(which, i
     graph = make_fx(lambda t: function(t, inplace=inplace), pre_dispatch=True)(inputs(torch.float64, 100))
     x = inputs(torch.float64, 100) * 0.5
     assert same_bits(graph(x.clone()), function(x.clone()))
+
+
+@pytest.mark.parametrize("inplace", [False, True], ids=["out of place", "in place"])
+@pytest.mark.parametrize("which", ["elukit", "torch.nn"])
+def test_compiled_forward_mode_gives_the_eager_bits(which, inplace):
+    """torch.compile of torch.func.jvp through the activation: eager's tangent, bit for bit. Regression
+    (found in review): without the C++ library, the Python autograd kernels looked for a tangent at
+    Python's current forward-AD level, which is -1 while AOTAutograd traces, skipped the autograd
+    Function and returned elukit's tangent as zero (the result was 1 where 1.1353 is right).
+    tests/test_torch_library.py runs this without the library too."""
+    function = implementation(which, "elu")
+
+    def tangent(a, b):
+        return torch.func.jvp(lambda v: function(v * 1.0, inplace=inplace) + v, (a,), (b,))[1]
+
+    x = inputs(torch.float64, 512)
+    direction = torch.linspace(-2.0, 2.0, x.numel(), dtype=torch.float64)
+    compiled = torch.compile(tangent, backend="aot_eager", fullgraph=True)
+    got, wanted = compiled(x, direction), tangent(x, direction)
+    assert same_bits(got, wanted)
+    if which == "elukit":
+        from elukit.torch import _kernels
+
+        exact = _kernels.gradient_times_derivative(elukit.get("elu", alpha=0.7), 1, x, direction, False) + direction
+        assert same_bits(got, exact)

@@ -542,16 +542,23 @@ def test_in_place_autograd_in_cpp_gives_the_python_bits(spec, dtype):
 def test_the_python_fallback_passes_the_composition_and_view_tests():
     """Installs without a C++ compiler run elukit.torch's Python operators and autograd nodes. The
     composition and view tests (in place on views and their errors, torch.func transforms, compile,
-    modules, checkpoints) must pass there too: tests/test_torch_compose.py and test_torch_views.py
-    in a process where the library is not loaded (ELUKIT_TORCH_NATIVE_OPS=0). It found an inference
-    tensor written in place outside inference mode without PyTorch's error there."""
+    modules, checkpoints) must pass there too: tests/test_torch_compose.py, test_torch_views.py and
+    the compiled derivative transforms of test_torch_compile_bits.py in a process where the library
+    is not loaded (ELUKIT_TORCH_NATIVE_OPS=0). It found an inference tensor written in place outside
+    inference mode without PyTorch's error there, and a compiled jvp whose elukit tangent was zero."""
     import pathlib
 
     tests = pathlib.Path(__file__).resolve().parent
     environment = dict(os.environ, ELUKIT_TORCH_NATIVE_OPS="0")
     environment.pop("PYTEST_XDIST_WORKER", None)
+    check = subprocess.run([sys.executable, "-c", "from elukit.torch import _ops; print(_ops.LOADED_LIBRARY)"],
+                           env=environment, capture_output=True, text=True, timeout=300)
+    assert check.stdout.strip() == "None", check.stdout + check.stderr  # the fallback is what runs below
+    compiled = tests / "test_torch_compile_bits.py"
     run = subprocess.run([sys.executable, "-m", "pytest", str(tests / "test_torch_compose.py"),
-                          str(tests / "test_torch_views.py"), "-q", "-p",
+                          str(tests / "test_torch_views.py"),
+                          f"{compiled}::test_compiled_forward_mode_gives_the_eager_bits",
+                          f"{compiled}::test_grad_of_grad_compiled_is_right_or_one_clear_error", "-q", "-p",
                           "no:cacheprovider"], cwd=tests.parent, env=environment,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]

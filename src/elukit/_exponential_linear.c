@@ -468,8 +468,11 @@ static ELUKIT_INLINE checked fast_exponential64(double x, double grad, const con
    compiled for them, reads 8 entries per instruction: the same arithmetic and the same bits, about
    20% less time for the derivative (docs/kernels.md). AMD's AVX-512 CPUs keep the loads: their
    gathers were not measured. ELUKIT_TABLE_GATHERS=0 turns the copy off, =1 on wherever AVX-512
-   (x86-64-v4) runs: a benchmark run under each compares them. */
-#if defined(ELUKIT_HAS_CLONES)
+   (x86-64-v4) runs (any other value: the CPU's choice): a benchmark run under each compares them.
+   It is read at the first float64 fast call, once per process in each module that holds these
+   kernels (the NumPy module, the torch operator library, elukit.jax's FFI handler); GCC 12 or newer
+   builds the copy. */
+#if defined(ELUKIT_HAS_CLONES) && __GNUC__ >= 12 /* __builtin_cpu_supports("avx512fp16"), tune=sapphirerapids */
 #define ELUKIT_GATHERS_TARGET __attribute__((target("arch=x86-64-v4,tune=sapphirerapids,prefer-vector-width=512")))
 
 static int decide_table_gathers(void) {
@@ -497,7 +500,7 @@ static int table_gathers(void) {
     ELUKIT_GATHERS_TARGET static int64_t NAME##_gathers PARAMETERS { return BODY; } \
     static int64_t NAME PARAMETERS { return table_gathers() ? NAME##_gathers ARGUMENTS : NAME##_loads ARGUMENTS; }
 #else
-static int table_gathers(void) { return 0; }
+static inline int table_gathers(void) { return 0; } /* inline: unused where only the kernels are built */
 #define DEFINE_TABLE_LOOP(NAME, PARAMETERS, BODY, ARGUMENTS) \
     ELUKIT_CLONES static int64_t NAME PARAMETERS { return BODY; }
 #endif

@@ -347,9 +347,11 @@ register_vmap_rules((ACTIVATION, ACTIVATION_BACKWARD, ACTIVATION_INPLACE), _LIBR
 def check_not_inference_outside_inference_mode(x: torch.Tensor) -> None:
     """PyTorch's refusal of an in-place write to an inference tensor outside inference mode, which
     its C++ version bump raises (Python's `increment_version` does not): raised by torch itself, from
-    an in-place op on an empty view of x, so nothing is written."""
+    an in-place write to an inference tensor of its own, so x (of any dtype or layout) is not touched."""
     if x.is_inference() and not torch.is_inference_mode_enabled():
-        x.as_strided((0,), (1,)).add_(0)
+        with torch.inference_mode():
+            probe = torch.zeros(1)
+        probe.zero_()
 
 
 def inplace_or_view_kernel(inplace_operator):
@@ -657,7 +659,11 @@ def differentiated(*tensors: torch.Tensor) -> bool:
     tangent) would record an operator's call on `tensors`."""
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return True
-    return any(torch.autograd.forward_ad.unpack_dual(t).tangent is not None for t in tensors)
+    # the tangent at level 0, as the C++ kernels read it (x._fw_grad(0)); forward_ad.unpack_dual reads
+    # Python's current level instead, which is -1 while AOTAutograd traces a compiled jvp: it lost
+    # the tangent there (zero derivatives, no error). Other layouts carry none (the kernels refuse
+    # them, naming the layout; _unpack_dual cannot read a sparse tensor).
+    return any(t.layout == torch.strided and torch._VF._unpack_dual(t, 0)[1] is not None for t in tensors)
 
 
 def autograd_kernels(activation_function, backward_function, inplace_operator, backward_operator,
