@@ -1,8 +1,9 @@
 """elukit.torch.functional.elu against torch.nn.functional.elu on CPU.
 
 Run: python benchmarks/bench_torch.py  (``--small``: the per-call rows only; ``--training``: the
-1-thread forward+backward rows at 2^16-2^22 only; ``--compiled``: the torch.compile'd model rows
-only; several: those, in one run)
+1-thread forward+backward rows at 2^16-2^22 only; ``--paired``: the per-call and training-size targets, native
+and elukit alternating over 21 rounds, the median ratio with its bootstrap interval (not in the
+default run); ``--compiled``: the torch.compile'd model rows only; several: those, in one run)
 
 Small tensors first (64, 2^10 and 2^12 elements, float32, 1 thread), where the per-call overhead
 dominates: the time per call in microseconds for elukit and native, forward (no grad),
@@ -112,6 +113,56 @@ def training_sizes(sizes=(2**16, 2**18, 2**20, 2**22), repeat=7) -> None:
                   f"{ours_g / native_g:>9.2f}x {fused_g / native_g:>15.2f}x")
 
 
+def paired(sizes=(2**16, 2**18, 2**20, 2**22), rounds=21) -> None:
+    """The issue's targets measured in pairs, 1 thread: per call at 64 and 1,024 elements (forward,
+    forward+backward, module forward+backward; float32) and forward+backward at the training sizes
+    (float32 and float64), native and elukit alternating in one process (ABBA within each round, so
+    drift in the machine's speed falls on both): each round's ratio of the two wall-clock times, and
+    the median ratio over the rounds with its 95% BCa bootstrap interval (elukit.statistics). For a
+    shared machine, where one best-of-7 ratio moves by +-10% or more from run to run."""
+    import time
+
+    import numpy as np
+
+    from elukit.statistics import bootstrap_interval
+
+    from elukit.torch import ELU
+
+    torch.set_num_threads(1)
+    print(f"{'paired':>22} {'size':>8} {'native us':>10} {'median ratio':>13} {'95% interval':>16} "
+          f"{'rounds > 1':>11}")
+    x64, x1024 = torch.randn(64) * 3, torch.randn(1024) * 3
+    native_module, our_module = torch.nn.ELU(), ELU()
+    cases = [("forward", x64, lambda: F.elu(x64), lambda: E.elu(x64), 300),
+             ("forward", x1024, lambda: F.elu(x1024), lambda: E.elu(x1024), 300),
+             ("f+b", x64, forward_backward(F.elu, x64), forward_backward(E.elu, x64), 100),
+             ("f+b", x1024, forward_backward(F.elu, x1024), forward_backward(E.elu, x1024), 100),
+             ("module f+b", x64, forward_backward(native_module, x64), forward_backward(our_module, x64), 100),
+             ("module f+b", x1024, forward_backward(native_module, x1024), forward_backward(our_module, x1024), 100)]
+    for dtype in (torch.float32, torch.float64):
+        for size in sizes:
+            x = torch.randn(size, dtype=dtype) * 3
+            cases.append((f"f+b {str(dtype)[6:]}", x, forward_backward(F.elu, x), forward_backward(E.elu, x),
+                          max(1, 2**20 // size)))
+    def timed(run, number):
+        start = time.perf_counter()
+        for _ in range(number):
+            run()
+        return (time.perf_counter() - start) / number
+
+    for label, x, native, ours, number in cases:
+        native(), ours()
+        ratios, native_times = [], []
+        for _ in range(rounds):
+            a1, b1, b2, a2 = timed(native, number), timed(ours, number), timed(ours, number), timed(native, number)
+            ratios.append((b1 + b2) / (a1 + a2))
+            native_times.append((a1 + a2) / 2)
+        ratios = np.array(ratios)
+        low, high = bootstrap_interval(ratios, np.median)
+        print(f"{label:>22} {x.numel():>8} {1e6 * np.median(native_times):>10.1f} "
+              f"{np.median(ratios):>12.3f}x {f'{low:.3f}-{high:.3f}x':>16} {int((ratios > 1).sum()):>6} of {rounds}")
+
+
 def compiled_models(sizes=(2**10, 2**16)) -> None:
     """torch.compile'd Linear + activation (a graph that calls elukit's torch.compile twins; torch's
     ELU fuses into inductor's generated code instead), per call, 1 thread: forward (parameters
@@ -139,12 +190,14 @@ def compiled_models(sizes=(2**10, 2**16)) -> None:
 
 def main() -> None:
     print(f"elukit compiled kernels: {'built' if _native.AVAILABLE else 'missing (the torch/NumPy kernels run)'}")
-    flags = set(sys.argv[1:]) & {"--small", "--training", "--compiled"}
+    flags = set(sys.argv[1:]) & {"--small", "--training", "--paired", "--compiled"}
     if flags:  # any of them, in one run
         if "--small" in flags:
             small_tensors()
         if "--training" in flags:
             training_sizes()
+        if "--paired" in flags:
+            paired()
         if "--compiled" in flags:
             compiled_models()
         return
