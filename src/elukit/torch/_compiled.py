@@ -34,17 +34,13 @@ _LIBRARY = torch.library.Library("elukit", "FRAGMENT")
 _TAGS = (torch.Tag.pt2_compliant_tag,)
 # The C++ operator library defines the first three itself, with its CPU kernels (a compiled graph's
 # run then calls no Python kernel on the CPU); where it is not loaded, they are defined here.
-_SCHEMAS = {
-    "activation_compiled": "activation_compiled(Tensor x, str name, float[] params, int order=0, bool exact=False) "
-                           "-> Tensor",
-    "activation_backward_compiled": "activation_backward_compiled(Tensor grad, Tensor x, str name, float[] params, "
-                                    "int order=0, bool exact=False) -> Tensor",
-    "activation_compiled_": "activation_compiled_(Tensor(a!) x, str name, float[] params, bool exact=False) -> ()",
-    "activation_fused_compiled": "activation_fused_compiled(Tensor x, str name, float[] params) -> (Tensor, Tensor)",
-}
-for _name, _schema in _SCHEMAS.items():
-    if not _ops._has_schema(f"elukit::{_name}"):
-        _LIBRARY.define(_schema, tags=_TAGS)
+_ops._define_if_absent((
+    "activation_compiled(Tensor x, str name, float[] params, int order=0, bool exact=False) -> Tensor",
+    "activation_backward_compiled(Tensor grad, Tensor x, str name, float[] params, int order=0, "
+    "bool exact=False) -> Tensor",
+    "activation_compiled_(Tensor(a!) x, str name, float[] params, bool exact=False) -> ()",
+    "activation_fused_compiled(Tensor x, str name, float[] params) -> (Tensor, Tensor)",
+), library=_LIBRARY, tags=_TAGS)
 
 ACTIVATION = torch.ops.elukit.activation_compiled.default
 ACTIVATION_BACKWARD = torch.ops.elukit.activation_backward_compiled.default

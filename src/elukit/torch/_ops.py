@@ -129,9 +129,17 @@ LOADED_LIBRARY = _load_operator_library()
 """The path of the C++ operator library this process loaded, or None (the operators are Python's)."""
 
 _LIBRARY = torch.library.Library(_NAMESPACE, "FRAGMENT")
-for _schema in _SCHEMAS:  # what the C++ library did not define
-    if not _has_schema(f"{_NAMESPACE}::{_schema.split('(')[0]}"):
-        _LIBRARY.define(_schema, tags=_TAGS)
+
+
+def _define_if_absent(schemas, library=None, tags=_TAGS) -> None:
+    """Define each operator of `schemas` in `library` (this module's by default) unless it is
+    defined already (by the C++ library)."""
+    for schema in schemas:
+        if not _has_schema(f"{_NAMESPACE}::{schema.split('(')[0]}"):
+            (library or _LIBRARY).define(schema, tags=tags)
+
+
+_define_if_absent(_SCHEMAS)
 
 
 def _impl_if_absent(name: str, kernel, key: str, with_keyset: bool = False, library=None) -> None:
@@ -293,8 +301,7 @@ def _spec_check(name, params):
 
 
 if torch._C._dispatch_has_kernel_for_dispatch_key(f"{_NAMESPACE}::activation", "Meta"):  # the C++ library's
-    if not _has_schema(f"{_NAMESPACE}::spec_check"):
-        _LIBRARY.define("spec_check(str name, float[] params) -> ()")
+    _define_if_absent(["spec_check(str name, float[] params) -> ()"], tags=())
     _impl_if_absent("spec_check", _spec_check, "CompositeExplicitAutograd")
 else:
     for _name, _fake in (("activation", _activation_fake), ("activation_backward", _backward_fake),
@@ -354,16 +361,20 @@ def check_not_inference_outside_inference_mode(x: torch.Tensor) -> None:
         probe.zero_()
 
 
+def _write_counted(inplace_operator, keyset, x, name, params, exact) -> None:
+    """Bump x's version counter, once (PyTorch's inference-tensor error first), then the kernels of
+    `inplace_operator` below ADInplaceOrView, so that a copy_ of theirs does not bump it again."""
+    check_not_inference_outside_inference_mode(x)
+    torch.autograd.graph.increment_version(x)
+    with torch._C._AutoDispatchBelowADInplaceOrView():
+        inplace_operator.redispatch(keyset & _BELOW_INPLACE_OR_VIEW, x, name, params, exact)
+
+
 def inplace_or_view_kernel(inplace_operator):
-    """The ADInplaceOrView kernel of an in-place operator (x, name, params, exact): bump x's version
-    counter, once (the kernels below run below ADInplaceOrView, so a copy_ of theirs does not bump
-    it again), then the kernels below."""
+    """The ADInplaceOrView kernel of an in-place operator (x, name, params, exact): `_write_counted`."""
 
     def inplace_or_view(keyset, x, name, params, exact=False):
-        check_not_inference_outside_inference_mode(x)
-        torch.autograd.graph.increment_version(x)
-        with torch._C._AutoDispatchBelowADInplaceOrView():
-            return inplace_operator.redispatch(keyset & _BELOW_INPLACE_OR_VIEW, x, name, params, exact)
+        _write_counted(inplace_operator, keyset, x, name, params, exact)
 
     return inplace_or_view
 
@@ -688,13 +699,9 @@ def autograd_kernels(activation_function, backward_function, inplace_operator, b
         check_inplace_allowed(x)
         check_no_internal_overlap(x)
         if not differentiated(x):  # nothing to differentiate
-            # the version counter, once (PyTorch's inference-tensor error first), then the kernels below
-            # ADInplaceOrView: torch.library's ADInplaceOrView kernel (`_triton`'s operators) bumps it
-            # and lets a copy_ in the kernel bump it again
-            check_not_inference_outside_inference_mode(x)
-            torch.autograd.graph.increment_version(x)
-            with torch._C._AutoDispatchBelowADInplaceOrView():
-                inplace_operator.redispatch(keyset & _BELOW_INPLACE_OR_VIEW, x, name, params, exact)
+            # not through the operator's ADInplaceOrView kernel: torch.library's (`_triton`'s operators)
+            # bumps the counter and lets a copy_ in the kernel bump it again
+            _write_counted(inplace_operator, keyset, x, name, params, exact)
             return
         before = x.clone()  # under autograd: the copy the derivatives are taken at, linked to x's history
         with enable_single_level_autograd_function():

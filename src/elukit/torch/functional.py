@@ -189,9 +189,7 @@ def activation(x: torch.Tensor, spec: str | Activation, inplace: bool = False, e
             if torch.is_grad_enabled() and x.requires_grad:
                 _ops.InplaceFunction.apply(x, x.clone(), name, values, exact, None, None, _ops.ACTIVATION_BACKWARD)
                 return x
-            if x.is_inference() and not torch.is_inference_mode_enabled():
-                _ops.ACTIVATION_INPLACE(x, name, values, exact)  # raises PyTorch's inference-tensor error
-                return x
+            _ops.check_not_inference_outside_inference_mode(x)
             torch.autograd.graph.increment_version(x)  # once: the write below does not bump it again
             with torch._C._AutoDispatchBelowADInplaceOrView():
                 return write_value_into(spec, x, exact)
