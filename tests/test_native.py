@@ -477,3 +477,18 @@ def test_table_gathers_give_the_bits_of_table_loads(tmp_path):
     differ = np.flatnonzero(loads.view(np.uint64) != gathers.view(np.uint64))
     assert differ.size == 0, (f"{differ.size} of {loads.size} results differ; first at {differ[:5].tolist()}: "
                               f"{loads[differ[:5]].tolist()} (loads) against {gathers[differ[:5]].tolist()} (gathers)")
+
+
+@pytest.mark.parametrize("setting", ["2", "true", " 1", ""])
+def test_a_bad_table_gathers_setting_is_one_line_before_any_work(setting):
+    """ELUKIT_TABLE_GATHERS other than 0 or 1: one line naming it when elukit's kernels load (the C
+    kernels alone would take it as unset, silently)."""
+    import os
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", "import elukit; elukit.get('elu').value(-1.0)"],
+                         env=dict(os.environ, ELUKIT_TABLE_GATHERS=setting), capture_output=True, text=True)
+    assert run.returncode != 0
+    last = run.stderr.strip().splitlines()[-1]
+    assert last == f"ValueError: ELUKIT_TABLE_GATHERS must be 0 or 1 (or unset: the CPU's choice), got {setting!r}"

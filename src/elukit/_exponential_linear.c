@@ -468,7 +468,8 @@ static ELUKIT_INLINE checked fast_exponential64(double x, double grad, const con
    compiled for them, reads 8 entries per instruction: the same arithmetic and the same bits, about
    20% less time for the derivative (docs/kernels.md). AMD's AVX-512 CPUs keep the loads: their
    gathers were not measured. ELUKIT_TABLE_GATHERS=0 turns the copy off, =1 on wherever AVX-512
-   (x86-64-v4) runs (any other value: the CPU's choice): a benchmark run under each compares them.
+   (x86-64-v4) runs (elukit._native refuses any other value in one line; the C++ operator
+   library loaded alone takes it as unset): a benchmark run under each compares them.
    It is read at the first float64 fast call, once per process in each module that holds these
    kernels (the NumPy module, the torch operator library, elukit.jax's FFI handler); GCC 12 or newer
    builds the copy. */

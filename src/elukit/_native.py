@@ -20,9 +20,14 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
+import os
 import re
 from fractions import Fraction
 from typing import Any
+
+_TABLE_GATHERS = os.environ.get("ELUKIT_TABLE_GATHERS")
+if _TABLE_GATHERS not in (None, "0", "1"):  # the C kernels would take any other value as unset
+    raise ValueError(f"ELUKIT_TABLE_GATHERS must be 0 or 1 (or unset: the CPU's choice), got {_TABLE_GATHERS!r}")
 
 try:
     from elukit import _exponential_linear as _compiled
